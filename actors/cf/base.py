@@ -1,0 +1,120 @@
+"""The collaborative-filtering model contract: batch-first, arrays in, arrays out.
+
+A model is fitted on per-user item sequences (dense item indices, chronological) and scores any batch of
+histories against the whole catalog. ``save`` writes ``config.json`` beside the weights; ``load`` reads
+both back. Every model passes the shared contract test in ``tests/actors/test_cf_contract.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from actors.ranking import mask_items, ndcg_at_k, target_ranks, topk
+
+Histories = Sequence[np.ndarray]
+
+
+@dataclass
+class ValidationSet:
+    """Held-out next items, for models that select hyperparameters or stop early on NDCG@10."""
+
+    histories: Histories
+    targets: np.ndarray
+
+    def ndcg10(self, model: CFModel, batch_size: int = 1024) -> float:
+        ranks = []
+        for start in range(0, len(self.targets), batch_size):
+            h = self.histories[start : start + batch_size]
+            scores = mask_items(model.score(h), h)
+            ranks.append(target_ranks(scores, self.targets[start : start + batch_size]))
+        return ndcg_at_k(np.concatenate(ranks), 10)
+
+
+class CFModel(ABC):
+    """Base class of every CF model. Subclasses set ``name`` and ``Config`` and implement the abstract parts."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    WEIGHTS: ClassVar[str] = "weights.npz"
+
+    def __init__(self, config: Any | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+        self.n_items = 0
+        self.fit_info: dict[str, Any] = {}
+
+    @abstractmethod
+    def fit(self, sequences: Histories, n_items: int, valid: ValidationSet | None = None) -> Self:
+        """Learn from training sequences over ``n_items`` items; ``valid`` drives model selection if given."""
+
+    @abstractmethod
+    def score(self, histories: Histories) -> np.ndarray:
+        """(len(histories), n_items) float32 scores; higher is better. Histories are not masked here."""
+
+    @abstractmethod
+    def _state(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _set_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+    def recommend(
+        self, histories: Histories, k: int, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (item indices, scores) per history, best first. ``k`` larger than the catalog is clipped."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        scores = self.score(histories)
+        if exclude_seen:
+            mask_items(scores, histories)
+        ids = topk(scores, k)
+        return ids, np.take_along_axis(scores, ids, axis=1)
+
+    def _check_histories(self, histories: Histories) -> None:
+        if self.n_items == 0:
+            raise RuntimeError(f"{self.name}: call fit() or load() before score()")
+        for i, h in enumerate(histories):
+            if len(h) and (np.min(h) < 0 or np.max(h) >= self.n_items):
+                raise ValueError(f"histories[{i}]: item index out of range [0, {self.n_items}): {list(h)[:10]}")
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``config.json`` (model name, config, n_items, fit info) and the weights into folder ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self._save_weights(path / self.WEIGHTS)
+        meta = {"model": self.name, "n_items": self.n_items, "config": asdict(self.config), "fit_info": self.fit_info}
+        (path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+    def _save_weights(self, file: Path) -> None:
+        np.savez(file, **self._state())
+
+    def _load_weights(self, file: Path) -> dict[str, np.ndarray]:
+        with np.load(file) as z:
+            return {k: z[k] for k in z.files}
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        path = Path(path)
+        meta = json.loads((path / "config.json").read_text())
+        if meta["model"] != cls.name:
+            raise ValueError(f"{path}: holds a {meta['model']!r} model, not {cls.name!r}")
+        model = cls(cls.Config(**meta["config"]))
+        model.n_items = int(meta["n_items"])
+        model.fit_info = meta.get("fit_info", {})
+        model._set_state(model._load_weights(path / cls.WEIGHTS))
+        return model
+
+
+def interaction_matrix(sequences: Histories, n_items: int) -> np.ndarray:
+    """Binary (n_users, n_items) float32 matrix of who interacted with what."""
+    x = np.zeros((len(sequences), n_items), dtype=np.float32)
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    if lengths.sum():
+        x[np.repeat(np.arange(len(sequences)), lengths), np.concatenate(sequences)] = 1.0
+    return x

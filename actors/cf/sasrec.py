@@ -1,0 +1,229 @@
+"""SASRec: a causal self-attention sequence model (Kang & McAuley, ICDM 2018), in PyTorch.
+
+Training uses full-softmax cross-entropy over all items at every position of every sequence, and stops
+early on validation NDCG@10 (the best epoch's weights are kept). Item embeddings are tied between input
+and output. Runs are seeded and use deterministic kernels, so a fixed seed gives the same model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from actors.cf.base import CFModel, Histories, ValidationSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SASRecConfig:
+    max_len: int = 200
+    hidden: int = 64
+    blocks: int = 2
+    heads: int = 1
+    dropout: float = 0.2
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 200
+    patience: int = 10  # epochs without a better validation NDCG@10 before stopping
+    seed: int = 0
+    device: str = "auto"  # "auto" picks CUDA when available
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    bf16: bool = True  # bfloat16 autocast while training (AMX on recent x86 CPUs, tensor cores on GPUs)
+    progress: bool = True  # a tqdm bar; every epoch is also logged at INFO level
+
+
+class CausalBlock(nn.Module):
+    """Pre-LayerNorm transformer block: causal self-attention, then a position-wise feed-forward layer."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.qkv, self.out = nn.Linear(hidden, 3 * hidden), nn.Linear(hidden, hidden)
+        self.ffn = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        x = x + self.drop(self.out(att.transpose(1, 2).reshape(b, length, d)))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class SASRecNetwork(nn.Module):
+    """Embeddings + causal transformer blocks. Id 0 is padding (left side); real items are 1..n."""
+
+    def __init__(self, n_items: int, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(CausalBlock(cfg.hidden, cfg.heads, cfg.dropout) for _ in range(cfg.blocks))
+        self.norm = nn.LayerNorm(cfg.hidden)
+        nn.init.normal_(self.item_emb.weight, std=cfg.hidden**-0.5)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, L) left-padded item ids, L <= max_len -> (B, L, hidden) states."""
+        length = seq.shape[1]
+        x = self.item_emb(seq) * (self.item_emb.embedding_dim**0.5) + self.pos_emb.weight[-length:][None]
+        pad = seq == 0
+        x = self.dropout(x) * (~pad).unsqueeze(-1)
+        # Causal attention that ignores padded keys; each position also sees itself, so no row is empty.
+        eye = torch.eye(length, dtype=torch.bool, device=seq.device)
+        causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
+        allowed = (causal[None] & ~pad[:, None, :]) | eye[None]
+        allowed = allowed[:, None]  # broadcast over heads
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.norm(x)
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        return states @ self.item_emb.weight[1:].T
+
+
+def _left_pad(seqs: list[np.ndarray], length: int) -> np.ndarray:
+    out = np.zeros((len(seqs), length), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        s = s[-length:]
+        if len(s):
+            out[i, length - len(s) :] = s
+    return out
+
+
+def training_windows(sequences: Histories, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shifted (input, target) windows of ``max_len`` in 1-based ids; long sequences give several windows."""
+    inputs, targets = [], []
+    for seq in sequences:
+        s = np.asarray(seq, dtype=np.int64) + 1
+        end = len(s)
+        while end >= 2:
+            start = max(0, end - max_len - 1)
+            window = s[start:end]
+            inputs.append(window[:-1])
+            targets.append(window[1:])
+            end = start + 1 if start > 0 else 0
+    return _left_pad(inputs, max_len), _left_pad(targets, max_len)
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Batches of similar-length rows, so little compute goes to padding.
+
+    With ``rng``: shuffle, sort by length inside chunks of 16 batches, then shuffle the batch order.
+    Without: plain sort by length (for scoring).
+    """
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    perm = rng.permutation(len(lengths))
+    chunk = batch_size * 16
+    batches = []
+    for start in range(0, len(perm), chunk):
+        part = perm[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class SASRec(CFModel):
+    name = "sasrec"
+    Config = SASRecConfig
+    WEIGHTS = "weights.pt"
+
+    def _device(self) -> torch.device:
+        if self.config.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.config.device)
+
+    def _build(self, n_items: int) -> None:
+        self.n_items = n_items
+        self.net = SASRecNetwork(n_items, self.config).to(self._device())
+
+    def fit(self, sequences: Histories, n_items: int, valid: ValidationSet | None = None) -> Self:
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        rng = np.random.default_rng(cfg.seed)
+        self._build(n_items)
+        device = self._device()
+        inputs, targets = training_windows(sequences, cfg.max_len)
+        lengths = (inputs > 0).sum(axis=1)
+        if len(inputs) == 0:
+            raise ValueError("SASRec.fit: no sequence has two or more items")
+        opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        best_ndcg, best_state, best_epoch, history = -1.0, None, 0, []
+        bar = tqdm(range(1, cfg.epochs + 1), desc="SASRec", unit="epoch", disable=not cfg.progress)
+        for epoch in bar:
+            self.net.train()
+            total, count = 0.0, 0
+            for idx in length_batches(lengths, cfg.batch_size, rng):
+                width = int(lengths[idx].max())
+                seq = torch.from_numpy(inputs[idx, -width:]).to(device)
+                tgt = torch.from_numpy(targets[idx, -width:]).to(device)
+                keep = tgt > 0
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    logits = self.net.logits(self.net(seq)[keep])
+                loss = nn.functional.cross_entropy(logits.float(), tgt[keep] - 1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * int(keep.sum())
+                count += int(keep.sum())
+            row = {"epoch": epoch, "loss": total / max(count, 1)}
+            if valid is not None:
+                row["valid_ndcg10"] = valid.ndcg10(self)
+                if row["valid_ndcg10"] > best_ndcg:
+                    best_ndcg, best_epoch = row["valid_ndcg10"], epoch
+                    best_state = copy.deepcopy(self.net.state_dict())
+            history.append(row)
+            log.info("SASRec epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
+            bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"} | {"best": best_epoch})
+            if valid is not None and epoch - best_epoch >= cfg.patience:
+                break
+        bar.close()
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        self.fit_info = {"best_epoch": best_epoch, "best_valid_ndcg10": best_ndcg, "epochs_run": len(history),
+                         "history": history}  # fmt: skip
+        log.info("SASRec: best epoch %d, valid NDCG@10 %.4f", best_epoch, best_ndcg)
+        return self
+
+    @torch.no_grad()
+    def score(self, histories: Histories, batch_size: int = 512) -> np.ndarray:
+        self._check_histories(histories)
+        self.net.eval()
+        device = self._device()
+        out = np.zeros((len(histories), self.n_items), dtype=np.float32)
+        lengths = np.fromiter((min(len(h), self.config.max_len) for h in histories), dtype=np.int64)
+        for idx in length_batches(lengths, batch_size, None):
+            width = max(int(lengths[idx].max()), 1)
+            seq = torch.from_numpy(_left_pad([np.asarray(histories[i], dtype=np.int64) + 1 for i in idx], width))
+            out[idx] = self.net.logits(self.net(seq.to(device))[:, -1]).float().cpu().numpy()
+        return out
+
+    def _state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError  # weights are a torch state dict; see _save_weights
+
+    def _set_state(self, state: dict) -> None:
+        self._build(self.n_items)
+        self.net.load_state_dict(state)
+
+    def _save_weights(self, file: Path) -> None:
+        torch.save(self.net.state_dict(), file)
+
+    def _load_weights(self, file: Path) -> dict:
+        return torch.load(file, map_location=self._device(), weights_only=True)

@@ -1,0 +1,39 @@
+"""Ranking primitives shared by every model and by the evaluation: masking, top-k, target rank.
+
+Ordering everywhere: higher score first, ties to the lower item index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def mask_items(scores: np.ndarray, item_lists: Sequence[np.ndarray]) -> np.ndarray:
+    """Set row i's items ``item_lists[i]`` to -inf, in place. Returns ``scores``."""
+    lengths = np.fromiter((len(h) for h in item_lists), dtype=np.int64, count=len(item_lists))
+    if lengths.sum():
+        rows = np.repeat(np.arange(len(item_lists)), lengths)
+        scores[rows, np.concatenate([np.asarray(h, dtype=np.int64) for h in item_lists])] = -np.inf
+    return scores
+
+
+def topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """(n_rows, min(k, n_items)) item indices, best first."""
+    k = min(k, scores.shape[1])
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """1-based rank of each row's target item under the ``topk`` ordering."""
+    rows = np.arange(len(targets))
+    t_score = scores[rows, targets][:, None]
+    higher = (scores > t_score).sum(axis=1)
+    tied_before = ((scores == t_score) & (np.arange(scores.shape[1])[None, :] < targets[:, None])).sum(axis=1)
+    return 1 + higher + tied_before
+
+
+def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
+    """Mean NDCG@k for one target per row, from 1-based ranks."""
+    return float(np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0).mean())

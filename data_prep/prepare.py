@@ -1,0 +1,123 @@
+"""Prepare a dataset: load it, write the canonical Parquet files, and split it.
+
+    python -m data_prep.prepare --dataset ml-100k                       # packaged, offline
+    python -m data_prep.prepare --dataset ml-1m --path ~/data/ml-1m      # GroupLens folder
+    python -m data_prep.prepare --dataset beauty --reviews R.json.gz --meta M.json.gz
+    python -m data_prep.prepare --dataset /path/to/folder                # interactions.csv + items.csv
+
+Writes ``interactions.parquet``, ``items.parquet``, ``train/valid/test.parquet`` and ``prepare.json``
+(counts, the drop report, the split summary) under ``artifacts/<dataset>/``. A rerun with the same
+arguments reuses the files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from data_prep.artifacts import ArtifactPaths, read_json, write_json
+from data_prep.loaders import load_amazon, load_generic_folder, load_ml100k_packaged, load_movielens
+from data_prep.schema import DataError, RawDataset
+from data_prep.split import leave_one_out
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    dataset: str = "ml-100k"
+    path: str | None = None
+    reviews: str | None = None
+    meta: str | None = None
+    kcore: int = 0
+
+    @property
+    def name(self) -> str:
+        """The artifacts folder name: the dataset name, or a generic folder's base name."""
+        p = Path(self.dataset)
+        return p.name if (p.is_dir() or "/" in self.dataset) else self.dataset
+
+
+def load_dataset(cfg: PrepareConfig) -> RawDataset:
+    if cfg.reviews or cfg.meta:
+        if not (cfg.reviews and cfg.meta):
+            raise DataError("Amazon datasets need both --reviews and --meta")
+        return load_amazon(cfg.reviews, cfg.meta, name=cfg.name)
+    if cfg.path:
+        return load_movielens(cfg.path)
+    if Path(cfg.dataset).is_dir():
+        return load_generic_folder(cfg.dataset)
+    if cfg.dataset == "ml-100k":
+        return load_ml100k_packaged()
+    raise DataError(
+        f"--dataset {cfg.dataset!r}: not a folder, and only 'ml-100k' ships with the project; "
+        "pass --path for GroupLens files or --reviews/--meta for Amazon"
+    )
+
+
+def prepare(cfg: PrepareConfig, artifacts_root: str | Path | None = None, force: bool = False) -> ArtifactPaths:
+    """Load, validate, write and split one dataset. Returns its artifact paths."""
+    paths = ArtifactPaths.for_dataset(cfg.name, artifacts_root)
+    if not force and paths.is_prepared() and read_json(paths.prepare_manifest).get("config") == asdict(cfg):
+        log.info("%s: already prepared, reusing", paths.root)
+        return paths
+    ds = load_dataset(cfg)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    ds.interactions.to_parquet(paths.interactions, index=False)
+    ds.items.to_parquet(paths.items, index=False)
+    if ds.reviews is not None:
+        ds.reviews.to_parquet(paths.reviews, index=False)
+    split = leave_one_out(ds.interactions, kcore_k=cfg.kcore)
+    for name in ("train", "valid", "test"):
+        getattr(split, name).to_parquet(paths.split(name), index=False)
+    manifest = {
+        "config": asdict(cfg),
+        "users": int(ds.interactions["user_id"].nunique()),
+        "items": len(ds.items),
+        "interactions": len(ds.interactions),
+        "dropped": ds.dropped.to_dict(),
+        "notes": ds.notes,
+        "split": split.summary(),
+    }
+    write_json(paths.prepare_manifest, manifest)
+    log.info("prepared %s: %s", paths.root, manifest)
+    return paths
+
+
+def ensure_prepared(dataset: str, artifacts_root: str | Path | None = None) -> ArtifactPaths:
+    """Artifacts for ``dataset``: an already prepared name, or prepare it (ml-100k, generic folders)."""
+    cfg = PrepareConfig(dataset=dataset)
+    paths = ArtifactPaths.for_dataset(cfg.name, artifacts_root)
+    if paths.is_prepared():
+        return paths
+    return prepare(cfg, artifacts_root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="ml-100k", help="name (ml-100k, ml-1m, ...) or a generic folder")
+    ap.add_argument("--path", help="folder with the official GroupLens ML-100K or ML-1M files")
+    ap.add_argument("--reviews", help="Amazon reviews JSON lines (.json or .json.gz)")
+    ap.add_argument("--meta", help="Amazon metadata lines (.json or .json.gz)")
+    ap.add_argument("--kcore", type=int, default=0, help="k-core filter before splitting (0 = off)")
+    ap.add_argument("--artifacts", help="artifacts root (default: ./artifacts or $Q2REC_ARTIFACTS)")
+    ap.add_argument("--force", action="store_true", help="redo even if the artifacts exist")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = PrepareConfig(args.dataset, args.path, args.reviews, args.meta, args.kcore)
+    try:
+        paths = prepare(cfg, args.artifacts, force=args.force)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    m = read_json(paths.prepare_manifest)
+    print(f"{paths.root}: {m['users']} users, {m['items']} items, {m['interactions']} interactions; "
+          f"split {m['split']}; dropped {m['dropped'] or 'nothing'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Start or join a Ray cluster with settings that are safe on small machines and closed networks."""
+
+from __future__ import annotations
+
+import os
+
+SAFE_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",  # no usage reporting
+    "RAY_AUTH_MODE": "disabled",  # no token written under ~/.ray
+    "HF_HUB_OFFLINE": "1",  # models come from local folders only
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S": "600",  # a stuck pipeline fails instead of hanging forever
+}
+
+
+def apply_safe_env() -> None:
+    for key, value in SAFE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def init_ray(num_cpus: int | None = None, object_store_mb: int = 512, quiet: bool = True) -> None:
+    """Join ``$RAY_ADDRESS`` if set, else start a local cluster; a no-op when Ray is already up."""
+    apply_safe_env()
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=not quiet)
+        return
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=not quiet,
+        object_store_memory=object_store_mb * 1024 * 1024,
+        configure_logging=quiet,
+        logging_level="warning" if quiet else "info",
+    )
+
+
+def cluster_gpus() -> float:
+    """GPUs the connected cluster has in total (0 on CPU-only machines)."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from actors.ranking import mask_items, target_ranks, topk
+from tune.metrics import MetricContext, by_history_length, compute_metrics, intra_list_distance, rank_batch
+
+
+def test_ranking_ties_go_to_lower_index_consistently():
+    scores = np.array([[1.0, 3.0, 3.0, 0.0]])
+    assert topk(scores, 4).tolist() == [[1, 2, 0, 3]]
+    assert target_ranks(scores, np.array([2])).tolist() == [2]
+    assert target_ranks(scores, np.array([1])).tolist() == [1]
+    assert topk(scores, 10).shape == (1, 4)
+
+
+def test_mask_items():
+    s = mask_items(np.zeros((2, 3)), [np.array([0, 2]), np.array([], dtype=int)])
+    assert np.isneginf(s[0, [0, 2]]).all() and np.isfinite(s[1]).all()
+
+
+def test_hand_computed_metrics():
+    # 2 users, 5 items. User 0 history {0}; target 2. User 1 history {}; target 4.
+    scores = np.array([[9.0, 5.0, 4.0, 3.0, 1.0], [5.0, 4.0, 3.0, 2.0, 1.0]])
+    ranked = rank_batch(scores, [np.array([0]), np.array([], dtype=int)], np.array([2, 4]), max_k=2)
+    # user 0 ranking after masking: 1, 2, 3, 4 -> target rank 2. user 1: 0..4 -> target rank 5.
+    assert ranked.ranks.tolist() == [2, 5]
+    pop = np.array([4, 3, 2, 1, 1])
+    ctx = MetricContext(n_items=5, item_popularity=pop, n_train_users=4)
+    m = compute_metrics(ranked, ctx, ks=(1, 2))
+    assert m["Recall@1"] == 0.0
+    assert m["Recall@2"] == m["HitRate@2"] == 0.5
+    assert m["NDCG@2"] == pytest.approx(0.5 / math.log2(3))
+    assert m["MRR"] == pytest.approx((1 / 2 + 1 / 5) / 2)
+    # top-2 lists: [1, 2] and [0, 1] -> 3 distinct of 5
+    assert m["Coverage@2"] == pytest.approx(3 / 5)
+    info = -np.log2(pop / 4)
+    assert m["Novelty@2"] == pytest.approx((info[1] + info[2] + info[0] + info[1]) / 4)
+    # head = ceil(0.2 * 5) = 1 item (item 0); both targets are tail; only user 0 hits at 2
+    assert m["TailRecall@2"] == 0.5
+    assert "ILD@2" not in m
+
+
+def test_ild_of_orthogonal_and_identical_items():
+    emb = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    assert intra_list_distance(np.array([[0, 1]]), emb) == pytest.approx(1.0)
+    assert intra_list_distance(np.array([[0, 2]]), emb) == pytest.approx(0.0)
+    assert intra_list_distance(np.array([[0, 1, 2]]), emb) == pytest.approx(2 / 3)
+
+
+def test_history_length_buckets():
+    scores = np.tile(np.arange(5.0)[::-1], (3, 1))
+    hists = [np.array([], dtype=int), np.array([1]), np.arange(3)]
+    ranked = rank_batch(scores, hists, np.array([0, 0, 4]), max_k=1)  # user 2 ranks 3 before its target 4
+    out = by_history_length(ranked, k=1, edges=(0, 1, 3))
+    assert out == {"0-0": {"users": 1, "Recall@1": 1.0, "NDCG@1": 1.0},
+                   "1-2": {"users": 1, "Recall@1": 1.0, "NDCG@1": 1.0},
+                   "3+": {"users": 1, "Recall@1": 0.0, "NDCG@1": 0.0}}  # fmt: skip
+
+
+def test_nan_scores_are_rejected():
+    with pytest.raises(ValueError, match="NaN"):
+        rank_batch(np.array([[np.nan, 1.0]]), [np.array([], dtype=int)], np.array([1]), 1)

@@ -1,0 +1,49 @@
+"""Offline evaluation: full ranking of the whole catalog for every evaluable user, in user batches.
+
+A scorer maps (user indices, their input histories) to an (n, n_items) score matrix. The harness masks the
+histories, ranks, and computes the metrics of ``tune.metrics``. The input for the test stage is the training
+history plus the validation item; for the validation stage, the training history alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from data_prep.corpus import Corpus, Stage
+from tune.metrics import DEFAULT_KS, MetricContext, by_history_length, compute_metrics, concat, rank_batch
+
+Scorer = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
+
+
+def metric_context(corpus: Corpus, item_embeddings: np.ndarray | None = None) -> MetricContext:
+    n_train_users = sum(1 for s in corpus.train_seqs if len(s))
+    return MetricContext(corpus.n_items, corpus.item_popularity(), n_train_users, item_embeddings)
+
+
+def evaluate_scorer(
+    scorer: Scorer,
+    corpus: Corpus,
+    stage: Stage,
+    ctx: MetricContext | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 1024,
+) -> dict[str, Any]:
+    """Metrics of ``scorer`` on ``stage`` plus ``by_history_length`` (a nested dict)."""
+    ctx = ctx or metric_context(corpus)
+    users = corpus.eval_users(stage)
+    targets = corpus.target(stage)
+    batches = []
+    for start in range(0, len(users), batch_size):
+        u = users[start : start + batch_size]
+        hist = corpus.histories(stage, u)
+        scores = scorer(u, hist)
+        if scores.shape != (len(u), corpus.n_items):
+            raise ValueError(f"scorer returned shape {scores.shape}, expected {(len(u), corpus.n_items)}")
+        batches.append(rank_batch(scores, hist, targets[u], max(ks)))
+    ranked = concat(batches)
+    out: dict[str, Any] = compute_metrics(ranked, ctx, ks)
+    out["by_history_length"] = by_history_length(ranked, k=min(ks))
+    return out

@@ -1,0 +1,112 @@
+"""Full-ranking metrics for leave-one-out evaluation, vectorised over users.
+
+Every user has one held-out target. Items are ranked by score, ties broken by the lower item index, and
+the user's input history is masked before ranking. With one target per user, Recall@K equals HitRate@K.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from actors.ranking import mask_items, ndcg_at_k, target_ranks, topk
+
+DEFAULT_KS = (10, 20)
+DEFAULT_LENGTH_BUCKETS = (0, 20, 50, 100, 200)  # lower edges of history-length buckets
+HEAD_FRACTION = 0.2
+
+
+@dataclass
+class RankedBatch:
+    """What the metrics need from one batch of users: their top lists and their target's rank."""
+
+    top: np.ndarray  # (n, max_k)
+    ranks: np.ndarray  # (n,)
+    targets: np.ndarray  # (n,)
+    history_len: np.ndarray  # (n,)
+
+
+def rank_batch(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray, max_k: int) -> RankedBatch:
+    """Mask, rank and keep only the top ``max_k`` of one batch of score rows."""
+    if not np.isfinite(scores).any(axis=1).all():
+        raise ValueError("a score row has no finite value")
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN")
+    scores = mask_items(np.array(scores, dtype=np.float32, copy=True), histories)
+    lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    return RankedBatch(topk(scores, max_k), target_ranks(scores, targets), np.asarray(targets), lens)
+
+
+def concat(batches: Sequence[RankedBatch]) -> RankedBatch:
+    return RankedBatch(*(np.concatenate([getattr(b, f) for b in batches]) for f in ("top", "ranks", "targets", "history_len")))
+
+
+@dataclass
+class MetricContext:
+    """Catalog-level facts some metrics need: training popularity and optional item embeddings."""
+
+    n_items: int
+    item_popularity: np.ndarray  # distinct training users per item
+    n_train_users: int
+    item_embeddings: np.ndarray | None = None
+
+    def head_items(self) -> np.ndarray:
+        n_head = math.ceil(HEAD_FRACTION * self.n_items)
+        return np.argsort(-self.item_popularity, kind="stable")[:n_head]
+
+
+def accuracy(ranks: np.ndarray, k: int) -> tuple[float, float]:
+    """(Recall@k, NDCG@k) for one target per user."""
+    return float((ranks <= k).mean()), ndcg_at_k(ranks, k)
+
+
+def intra_list_distance(top: np.ndarray, embeddings: np.ndarray) -> float:
+    """Mean pairwise (1 - cosine) between the items of each list, averaged over lists."""
+    emb = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    k = top.shape[1]
+    if k < 2:
+        return 0.0
+    vecs = emb[top]  # (n, k, d)
+    gram = np.einsum("nkd,njd->nkj", vecs, vecs)
+    off_diag = (gram.sum(axis=(1, 2)) - np.trace(gram, axis1=1, axis2=2)) / (k * (k - 1))
+    return float((1.0 - off_diag).mean())
+
+
+def compute_metrics(ranked: RankedBatch, ctx: MetricContext, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """Recall, HitRate, NDCG, Coverage, Novelty, ILD (with embeddings) and TailRecall at each K, plus MRR."""
+    out: dict[str, float] = {}
+    info = -np.log2(np.maximum(ctx.item_popularity, 1) / max(ctx.n_train_users, 1))
+    tail_users = ~np.isin(ranked.targets, ctx.head_items())
+    for k in ks:
+        top = ranked.top[:, :k]
+        recall, ndcg = accuracy(ranked.ranks, k)
+        out[f"Recall@{k}"] = recall
+        out[f"HitRate@{k}"] = recall
+        out[f"NDCG@{k}"] = ndcg
+        out[f"Coverage@{k}"] = len(np.unique(top)) / ctx.n_items
+        out[f"Novelty@{k}"] = float(info[top].mean())
+        out[f"TailRecall@{k}"] = float((ranked.ranks[tail_users] <= k).mean()) if tail_users.any() else float("nan")
+        if ctx.item_embeddings is not None:
+            out[f"ILD@{k}"] = intra_list_distance(top, ctx.item_embeddings)
+    out["MRR"] = float((1.0 / ranked.ranks).mean())
+    out["users"] = len(ranked.ranks)
+    return out
+
+
+def by_history_length(
+    ranked: RankedBatch, k: int = 10, edges: Sequence[int] = DEFAULT_LENGTH_BUCKETS
+) -> dict[str, dict[str, float]]:
+    """Recall@k and NDCG@k per history-length bucket (``"20-49"``, ``"200+"``), with user counts."""
+    out: dict[str, dict[str, float]] = {}
+    bounds = [*edges, np.inf]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        sel = (ranked.history_len >= lo) & (ranked.history_len < hi)
+        if not sel.any():
+            continue
+        label = f"{lo}+" if hi == np.inf else f"{lo}-{int(hi) - 1}"
+        recall, ndcg = accuracy(ranked.ranks[sel], k)
+        out[label] = {"users": int(sel.sum()), f"Recall@{k}": recall, f"NDCG@{k}": ndcg}
+    return out
