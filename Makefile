@@ -33,6 +33,7 @@ demo: setup
 		--out $(ARTIFACTS)/ml-100k/evaluation.json
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 lint: setup

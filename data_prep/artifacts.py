@@ -46,7 +46,8 @@ class ArtifactPaths:
 
     def is_prepared(self) -> bool:
         return self.prepare_manifest.is_file() and all(
-            p.is_file() for p in (self.items, self.interactions, *(self.split(s) for s in ("train", "valid", "test")))
+            p.is_file()
+            for p in (self.items, self.interactions, *(self.split(s) for s in ("train", "valid", "test")))
         )
 
 

@@ -57,7 +57,9 @@ class Corpus:
         if stage != "test":
             raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
         return [
-            np.append(self.train_seqs[u], self.valid_target[u]) if self.valid_target[u] >= 0 else self.train_seqs[u]
+            np.append(self.train_seqs[u], self.valid_target[u])
+            if self.valid_target[u] >= 0
+            else self.train_seqs[u]
             for u in users
         ]
 
@@ -84,14 +86,21 @@ class Corpus:
 
         def targets(df: pd.DataFrame) -> np.ndarray:
             t = np.full(len(user_ids), -1, dtype=np.int64)
-            t[user_index.get_indexer(df["user_id"].astype(str))] = item_index.get_indexer(df["item_id"].astype(str))
+            t[user_index.get_indexer(df["user_id"].astype(str))] = item_index.get_indexer(
+                df["item_id"].astype(str)
+            )
             return t
 
-        return cls(items.reset_index(drop=True), np.asarray(user_ids, dtype=str), seqs, targets(valid), targets(test))
+        return cls(
+            items.reset_index(drop=True), np.asarray(user_ids, dtype=str), seqs, targets(valid), targets(test)
+        )
 
     @classmethod
     def load(cls, paths: ArtifactPaths) -> Corpus:
         read = pd.read_parquet
         return cls.from_frames(
-            read(paths.items), read(paths.split("train")), read(paths.split("valid")), read(paths.split("test"))
+            read(paths.items),
+            read(paths.split("train")),
+            read(paths.split("valid")),
+            read(paths.split("test")),
         )

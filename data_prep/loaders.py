@@ -127,7 +127,12 @@ def _load_grouplens_1m(folder: Path) -> RawDataset:
     raw = _read_dat(movies, ["item_id", "title", "genres"])
     title, year = _split_title_year(raw["title"])
     items = pd.DataFrame(
-        {"item_id": raw["item_id"], "title": title, "year": year, "genres": raw["genres"].str.replace("|", ", ")}
+        {
+            "item_id": raw["item_id"],
+            "title": title,
+            "year": year,
+            "genres": raw["genres"].str.replace("|", ", "),
+        }
     )
     return finalize("ml-1m", inter, items, str(ratings), str(movies))
 
@@ -242,7 +247,9 @@ def load_generic(
             except pd.errors.EmptyDataError as exc:
                 raise DataError(f"{path}: file is empty") from exc
         frames.append(df.rename(columns={src: dst for dst, src in mapping.items() if src in df.columns}))
-    return finalize(name or Path(interactions).parent.name, frames[0], frames[1], str(interactions), str(items))
+    return finalize(
+        name or Path(interactions).parent.name, frames[0], frames[1], str(interactions), str(items)
+    )
 
 
 def load_generic_folder(folder: str | Path) -> RawDataset:

@@ -58,7 +58,9 @@ def load_dataset(cfg: PrepareConfig) -> RawDataset:
     )
 
 
-def prepare(cfg: PrepareConfig, artifacts_root: str | Path | None = None, force: bool = False) -> ArtifactPaths:
+def prepare(
+    cfg: PrepareConfig, artifacts_root: str | Path | None = None, force: bool = False
+) -> ArtifactPaths:
     """Load, validate, write and split one dataset. Returns its artifact paths."""
     paths = ArtifactPaths.for_dataset(cfg.name, artifacts_root)
     if not force and paths.is_prepared() and read_json(paths.prepare_manifest).get("config") == asdict(cfg):
@@ -114,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     m = read_json(paths.prepare_manifest)
-    print(f"{paths.root}: {m['users']} users, {m['items']} items, {m['interactions']} interactions; "
-          f"split {m['split']}; dropped {m['dropped'] or 'nothing'}")
+    print(
+        f"{paths.root}: {m['users']} users, {m['items']} items, {m['interactions']} interactions; "
+        f"split {m['split']}; dropped {m['dropped'] or 'nothing'}"
+    )
     return 0
 
 

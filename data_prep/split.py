@@ -67,4 +67,6 @@ def leave_one_out(interactions: pd.DataFrame, kcore_k: int = 0) -> Split:
     is_test = evaluable & (pos_from_end == 0)
     is_valid = evaluable & (pos_from_end == 1)
     train = df[~(is_test | is_valid)].reset_index(drop=True)
-    return Split(train=train, valid=df[is_valid].reset_index(drop=True), test=df[is_test].reset_index(drop=True))
+    return Split(
+        train=train, valid=df[is_valid].reset_index(drop=True), test=df[is_test].reset_index(drop=True)
+    )

@@ -56,7 +56,9 @@ def protocol(paths: ArtifactPaths, corpus: Corpus, ks: tuple[int, ...]) -> dict[
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, float]]], metrics=TABLE_METRICS) -> str:
-    present = [m for m in metrics if any(m in r.get(s, {}) for r in results.values() for s in ("valid", "test"))]
+    present = [
+        m for m in metrics if any(m in r.get(s, {}) for r in results.values() for s in ("valid", "test"))
+    ]
     lines = ["| method | split | " + " | ".join(present) + " |", "|---|---|" + "---:|" * len(present)]
     for name, res in results.items():
         for stage in ("valid", "test"):
@@ -118,8 +120,13 @@ def run(
             "by_history_length": {s: res[s]["by_history_length"] for s in res},
             "fit_info": {k: v for k, v in model.fit_info.items() if k != "history"},
         }
-        timings[name] = {"train_or_load_s": round(t1 - t0, 2), "evaluate_s": round(time.perf_counter() - t1, 3)}
-        log.info("%s: test %s", name, {k: round(results[name]["test"][k], 4) for k in ("Recall@10", "NDCG@10")})
+        timings[name] = {
+            "train_or_load_s": round(t1 - t0, 2),
+            "evaluate_s": round(time.perf_counter() - t1, 3),
+        }
+        log.info(
+            "%s: test %s", name, {k: round(results[name]["test"][k], 4) for k in ("Recall@10", "NDCG@10")}
+        )
     report = {"protocol": protocol(paths, corpus, ks), "results": results, "timings": timings}
     if out:
         write_json(Path(out), report)
@@ -128,7 +135,9 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tune.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default="ml-100k", help="prepared dataset name, ml-100k, or a generic folder")
+    ap.add_argument(
+        "--dataset", default="ml-100k", help="prepared dataset name, ml-100k, or a generic folder"
+    )
     ap.add_argument("--models", default="pop,ease,sasrec", help="comma-separated: " + ",".join(MODELS))
     ap.add_argument("--out", type=Path, help="write the JSON report here")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",

@@ -29,7 +29,9 @@ class RankedBatch:
     history_len: np.ndarray  # (n,)
 
 
-def rank_batch(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray, max_k: int) -> RankedBatch:
+def rank_batch(
+    scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray, max_k: int
+) -> RankedBatch:
     """Mask, rank and keep only the top ``max_k`` of one batch of score rows."""
     if not np.isfinite(scores).any(axis=1).all():
         raise ValueError("a score row has no finite value")
@@ -41,7 +43,12 @@ def rank_batch(scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.
 
 
 def concat(batches: Sequence[RankedBatch]) -> RankedBatch:
-    return RankedBatch(*(np.concatenate([getattr(b, f) for b in batches]) for f in ("top", "ranks", "targets", "history_len")))
+    return RankedBatch(
+        *(
+            np.concatenate([getattr(b, f) for b in batches])
+            for f in ("top", "ranks", "targets", "history_len")
+        )
+    )
 
 
 @dataclass
@@ -75,7 +82,9 @@ def intra_list_distance(top: np.ndarray, embeddings: np.ndarray) -> float:
     return float((1.0 - off_diag).mean())
 
 
-def compute_metrics(ranked: RankedBatch, ctx: MetricContext, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+def compute_metrics(
+    ranked: RankedBatch, ctx: MetricContext, ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, float]:
     """Recall, HitRate, NDCG, Coverage, Novelty, ILD (with embeddings) and TailRecall at each K, plus MRR."""
     out: dict[str, float] = {}
     info = -np.log2(np.maximum(ctx.item_popularity, 1) / max(ctx.n_train_users, 1))
@@ -88,7 +97,9 @@ def compute_metrics(ranked: RankedBatch, ctx: MetricContext, ks: Sequence[int] =
         out[f"NDCG@{k}"] = ndcg
         out[f"Coverage@{k}"] = len(np.unique(top)) / ctx.n_items
         out[f"Novelty@{k}"] = float(info[top].mean())
-        out[f"TailRecall@{k}"] = float((ranked.ranks[tail_users] <= k).mean()) if tail_users.any() else float("nan")
+        out[f"TailRecall@{k}"] = (
+            float((ranked.ranks[tail_users] <= k).mean()) if tail_users.any() else float("nan")
+        )
         if ctx.item_embeddings is not None:
             out[f"ILD@{k}"] = intra_list_distance(top, ctx.item_embeddings)
     out["MRR"] = float((1.0 / ranked.ranks).mean())

@@ -80,14 +80,21 @@ class CFModel(ABC):
             raise RuntimeError(f"{self.name}: call fit() or load() before score()")
         for i, h in enumerate(histories):
             if len(h) and (np.min(h) < 0 or np.max(h) >= self.n_items):
-                raise ValueError(f"histories[{i}]: item index out of range [0, {self.n_items}): {list(h)[:10]}")
+                raise ValueError(
+                    f"histories[{i}]: item index out of range [0, {self.n_items}): {list(h)[:10]}"
+                )
 
     def save(self, path: str | Path) -> Path:
         """Write ``config.json`` (model name, config, n_items, fit info) and the weights into folder ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self._save_weights(path / self.WEIGHTS)
-        meta = {"model": self.name, "n_items": self.n_items, "config": asdict(self.config), "fit_info": self.fit_info}
+        meta = {
+            "model": self.name,
+            "n_items": self.n_items,
+            "config": asdict(self.config),
+            "fit_info": self.fit_info,
+        }
         (path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         return path
 

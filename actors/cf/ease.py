@@ -18,7 +18,9 @@ from actors.cf.base import CFModel, Histories, ValidationSet, interaction_matrix
 @dataclass
 class EASEConfig:
     lam: float = 500.0
-    lambdas: list[float] = field(default_factory=lambda: [50.0, 100.0, 200.0, 300.0, 500.0, 800.0, 1200.0, 2000.0])
+    lambdas: list[float] = field(
+        default_factory=lambda: [50.0, 100.0, 200.0, 300.0, 500.0, 800.0, 1200.0, 2000.0]
+    )
 
 
 class EASE(CFModel):

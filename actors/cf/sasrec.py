@@ -25,11 +25,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SASRecConfig:
-    max_len: int = 200
+    max_len: int = 50
     hidden: int = 64
     blocks: int = 2
     heads: int = 1
-    dropout: float = 0.2
+    dropout: float = 0.5
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128
@@ -69,7 +69,9 @@ class SASRecNetwork(nn.Module):
         self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(CausalBlock(cfg.hidden, cfg.heads, cfg.dropout) for _ in range(cfg.blocks))
+        self.blocks = nn.ModuleList(
+            CausalBlock(cfg.hidden, cfg.heads, cfg.dropout) for _ in range(cfg.blocks)
+        )
         self.norm = nn.LayerNorm(cfg.hidden)
         nn.init.normal_(self.item_emb.weight, std=cfg.hidden**-0.5)
         with torch.no_grad():
@@ -211,7 +213,9 @@ class SASRec(CFModel):
         lengths = np.fromiter((min(len(h), self.config.max_len) for h in histories), dtype=np.int64)
         for idx in length_batches(lengths, batch_size, None):
             width = max(int(lengths[idx].max()), 1)
-            seq = torch.from_numpy(_left_pad([np.asarray(histories[i], dtype=np.int64) + 1 for i in idx], width))
+            seq = torch.from_numpy(
+                _left_pad([np.asarray(histories[i], dtype=np.int64) + 1 for i in idx], width)
+            )
             out[idx] = self.net.logits(self.net(seq.to(device))[:, -1]).float().cpu().numpy()
         return out
 

@@ -6,7 +6,13 @@ import json
 import pandas as pd
 import pytest
 
-from data_prep.loaders import load_amazon, load_generic, load_generic_folder, load_ml100k_packaged, load_movielens
+from data_prep.loaders import (
+    load_amazon,
+    load_generic,
+    load_generic_folder,
+    load_ml100k_packaged,
+    load_movielens,
+)
 from data_prep.prepare import main as prepare_main
 from data_prep.schema import DataError
 
@@ -54,7 +60,9 @@ def test_grouplens_1m_folder(tmp_path):
     d = tmp_path / "ml-1m"
     d.mkdir()
     (d / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n")
-    (d / "movies.dat").write_text("1193::One Flew (1975)::Drama\n661::James (1996)::Animation|Children's|Musical\n")
+    (d / "movies.dat").write_text(
+        "1193::One Flew (1975)::Drama\n661::James (1996)::Animation|Children's|Musical\n"
+    )
     ds = load_movielens(d)
     assert ds.name == "ml-1m"
     assert ds.items.set_index("item_id").loc["661", "genres"] == "Animation, Children's, Musical"
@@ -74,7 +82,13 @@ def test_amazon_2014_python_literal_meta_and_gzip(tmp_path):
     reviews = tmp_path / "reviews.json.gz"
     with gzip.open(reviews, "wt") as fh:
         for r in [
-            {"reviewerID": "U1", "asin": "A1", "unixReviewTime": 1300000000, "reviewText": "great", "summary": "ok"},
+            {
+                "reviewerID": "U1",
+                "asin": "A1",
+                "unixReviewTime": 1300000000,
+                "reviewText": "great",
+                "summary": "ok",
+            },
             {"reviewerID": "U1", "asin": "A2", "unixReviewTime": 1300000100, "reviewText": "meh"},
             {"reviewerID": "U2", "asin": "A9", "unixReviewTime": 1300000200, "reviewText": "unknown item"},
         ]:
@@ -96,12 +110,18 @@ def test_amazon_2014_python_literal_meta_and_gzip(tmp_path):
 
 def test_amazon_2018_json(tmp_path):
     reviews, meta = tmp_path / "r.json", tmp_path / "m.json"
-    reviews.write_text(json.dumps({"reviewerID": "U", "asin": "B", "unixReviewTime": 1500000000, "overall": 5}))
+    reviews.write_text(
+        json.dumps({"reviewerID": "U", "asin": "B", "unixReviewTime": 1500000000, "overall": 5})
+    )
     meta.write_text(json.dumps({"asin": "B", "title": "Desk", "category": ["Office", "Furniture"],
                                 "description": ["Sturdy.", "Oak."], "brand": "Wood Co"}))  # fmt: skip
     ds = load_amazon(reviews, meta)
     row = ds.items.iloc[0]
-    assert (row["title"], row["categories"], row["description"]) == ("Desk", "Office, Furniture", "Sturdy. Oak.")
+    assert (row["title"], row["categories"], row["description"]) == (
+        "Desk",
+        "Office, Furniture",
+        "Sturdy. Oak.",
+    )
 
 
 def test_amazon_review_missing_field(tmp_path):
@@ -119,15 +139,23 @@ def _pair(tmp_path, inter: str, items: str):
 
 
 def test_generic_with_column_mapping_and_iso_dates(tmp_path):
-    i, m = _pair(tmp_path, "uid,iid,when\nu1,7,2020-01-02T00:00:00Z\nu1,8,2020-01-01\n", "iid,name\n7,Seven\n8,Eight\n")
-    ds = load_generic(i, m, columns={"user_id": "uid", "item_id": "iid", "timestamp": "when", "title": "name"})
+    i, m = _pair(
+        tmp_path, "uid,iid,when\nu1,7,2020-01-02T00:00:00Z\nu1,8,2020-01-01\n", "iid,name\n7,Seven\n8,Eight\n"
+    )
+    ds = load_generic(
+        i, m, columns={"user_id": "uid", "item_id": "iid", "timestamp": "when", "title": "name"}
+    )
     assert ds.interactions["timestamp"].tolist() == [1577923200, 1577836800]
     assert ds.items["title"].tolist() == ["Seven", "Eight"]
 
 
 def test_generic_parquet(tmp_path):
-    pd.DataFrame({"user_id": [1, 1], "item_id": [2, 3], "timestamp": [5, 6]}).to_parquet(tmp_path / "i.parquet")
-    pd.DataFrame({"item_id": [2, 3], "title": ["a", "b"], "brand": ["x", None]}).to_parquet(tmp_path / "m.parquet")
+    pd.DataFrame({"user_id": [1, 1], "item_id": [2, 3], "timestamp": [5, 6]}).to_parquet(
+        tmp_path / "i.parquet"
+    )
+    pd.DataFrame({"item_id": [2, 3], "title": ["a", "b"], "brand": ["x", None]}).to_parquet(
+        tmp_path / "m.parquet"
+    )
     ds = load_generic(tmp_path / "i.parquet", tmp_path / "m.parquet")
     assert ds.interactions["item_id"].tolist() == ["2", "3"]
     assert ds.items["brand"].tolist() == ["x", ""]
@@ -162,7 +190,9 @@ def test_header_only_file_is_empty(tmp_path):
 
 def test_unparsable_timestamp_names_column_and_values(tmp_path):
     i, m = _pair(tmp_path, "user_id,item_id,timestamp\n1,2,3\n1,2,yesterday\n", "item_id,title\n2,a\n")
-    with pytest.raises(DataError, match=r"interactions\.csv: column 'timestamp' has 1 unparsable .*'yesterday'"):
+    with pytest.raises(
+        DataError, match=r"interactions\.csv: column 'timestamp' has 1 unparsable .*'yesterday'"
+    ):
         load_generic(i, m)
 
 

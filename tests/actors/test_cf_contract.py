@@ -1,0 +1,127 @@
+"""One contract every CF model passes, on a tiny dataset whose right answer is known.
+
+Ten items in two groups, A = 0..4 and B = 5..9. Every user walks one group in a fixed cycle (0->1->...->4->0,
+5->6->...->9->5). Group B has three times the users of group A, so B's items are the most popular.
+Known answers for a history that ends in item 2 (group A):
+- popularity: the most popular unseen item, in group B;
+- EASE (co-occurrence): an unseen item of group A;
+- SASRec (order): exactly item 3, the next one in the cycle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actors.cf import EASE, MODELS, Popularity, SASRec
+from actors.cf.sasrec import SASRecConfig, training_windows
+
+N_ITEMS = 10
+GROUP_A, GROUP_B = set(range(5)), set(range(5, 10))
+
+
+def walk(group_start: int, offset: int, length: int) -> np.ndarray:
+    return np.array([group_start + (offset + i) % 5 for i in range(length)], dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def sequences() -> list[np.ndarray]:
+    seqs = [walk(0, u % 5, 7) for u in range(10)]
+    seqs += [walk(5, u % 5, 7) for u in range(30)]
+    return seqs
+
+
+QUERY = [np.array([0, 1, 2]), np.array([6, 7])]
+
+CASES = {
+    "pop": (lambda: Popularity(), lambda top: top[0] in GROUP_B and top[1] in GROUP_B),
+    "ease": (
+        lambda: EASE(EASE.Config(lam=1.0)),
+        lambda top: top[0] in GROUP_A - {0, 1, 2} and top[1] in GROUP_B,
+    ),
+    "sasrec": (
+        lambda: SASRec(SASRecConfig(max_len=8, hidden=16, epochs=60, lr=0.01, dropout=0.0, progress=False)),
+        lambda top: top[0] == 3 and top[1] == 8,
+    ),
+}
+
+
+def test_every_registered_model_has_a_contract_case():
+    assert set(CASES) == set(MODELS)
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def fitted(request, sequences):
+    make, expected = CASES[request.param]
+    return make().fit(sequences, N_ITEMS), expected
+
+
+def test_known_answer(fitted):
+    model, expected = fitted
+    ids, _ = model.recommend(QUERY, k=3)
+    assert expected(ids[:, 0]), f"{model.name}: top-1 per query {ids[:, 0].tolist()}"
+
+
+def test_score_shape_and_dtype(fitted):
+    model, _ = fitted
+    s = model.score(QUERY + [np.array([], dtype=np.int64)])
+    assert s.shape == (3, N_ITEMS) and s.dtype == np.float32 and np.isfinite(s).all()
+
+
+def test_recommend_excludes_seen_and_clips_k(fitted):
+    model, _ = fitted
+    ids, scores = model.recommend(QUERY, k=50)
+    assert ids.shape == (2, N_ITEMS)
+    top = model.recommend(QUERY, k=3, exclude_seen=True)[0]
+    for row, hist in zip(top, QUERY, strict=True):
+        assert not set(row) & set(hist.tolist())
+    assert np.all(np.diff(scores[:, :3], axis=1) <= 0)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    model, _ = fitted
+    model.save(tmp_path / model.name)
+    again = type(model).load(tmp_path / model.name)
+    np.testing.assert_array_equal(model.score(QUERY), again.score(QUERY))
+    assert (tmp_path / model.name / "config.json").is_file()
+
+
+def test_fit_is_deterministic(fitted, sequences):
+    model, _ = fitted
+    again = type(model)(model.config).fit(sequences, N_ITEMS)
+    np.testing.assert_array_equal(model.score(QUERY), again.score(QUERY))
+
+
+def test_bad_history_is_a_clear_error(fitted):
+    model, _ = fitted
+    with pytest.raises(ValueError, match=r"histories\[0\]: item index out of range \[0, 10\)"):
+        model.score([np.array([3, 10])])
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        model.recommend(QUERY, k=0)
+
+
+def test_unfitted_model_refuses_to_score():
+    with pytest.raises(RuntimeError, match="call fit"):
+        Popularity().score(QUERY)
+
+
+def test_load_refuses_another_models_folder(tmp_path, sequences):
+    Popularity().fit(sequences, N_ITEMS).save(tmp_path / "m")
+    with pytest.raises(ValueError, match="holds a 'pop' model, not 'ease'"):
+        EASE.load(tmp_path / "m")
+
+
+def test_training_windows_cover_every_transition():
+    seq = np.arange(7)
+    inputs, targets = training_windows([seq], max_len=3)
+    pairs = {(a, b) for i, t in zip(inputs, targets, strict=True) for a, b in zip(i, t, strict=True) if b}
+    assert pairs == {(k + 1, k + 2) for k in range(6)}  # ids are shifted by one; 0 is padding
+
+
+def test_ease_selects_lambda_on_validation(sequences):
+    from actors.cf import ValidationSet
+
+    valid = ValidationSet([np.array([0, 1, 2])] * 3, np.array([3, 4, 3]))
+    model = EASE(EASE.Config(lambdas=[1.0, 1e6])).fit(sequences, N_ITEMS, valid)
+    assert model.fit_info["lam"] in (1.0, 1e6)
+    assert set(model.fit_info["valid_ndcg10_by_lambda"]) == {"1.0", "1000000.0"}
