@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	@echo "==> setting up $(VENV) (first run takes a few minutes)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --progress-bar on -q "torch==2.13.0"
-	$(PY) -m pip install --progress-bar on -q -e ".[dev]"
+	$(PY) -m pip install --progress-bar on -e ".[dev]"
 	$(PY) -m pip install --progress-bar on -q --no-deps "recbole==1.2.1"
 	$(PY) -c "from data_prep.loaders import packaged_ml100k_dir; print('ML-100K files:', packaged_ml100k_dir())"
 	touch $(STAMP)

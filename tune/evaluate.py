@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a model config field (repeatable)")  # fmt: skip
     ap.add_argument("--ks", default="10,20", help="cut-offs, comma-separated")
     ap.add_argument("--item-embeddings", type=Path, help=".npy (n_items, d) item vectors, enables ILD@K")
-    ap.add_argument("--num-cpus", type=float, default=1, help="CPUs for each training task")
+    ap.add_argument("--num-cpus", type=float, default=2, help="CPUs (and threads) for each training task")
     ap.add_argument("--artifacts", help="artifacts root (default ./artifacts or $Q2REC_ARTIFACTS)")
     ap.add_argument("--force", action="store_true", help="retrain even if a matching model is saved")
     args = ap.parse_args(argv)

@@ -58,10 +58,12 @@ def train_or_load(
     num_cpus: float = 1,
     num_gpus: float | None = None,
     force: bool = False,
+    show_progress: bool = True,
 ) -> CFModel:
     """The trained model: loaded from disk when its fingerprint matches, else trained in a Ray task.
 
-    ``num_gpus=None`` asks for one GPU when the cluster has any, none otherwise.
+    ``num_gpus=None`` asks for one GPU when the cluster has any, none otherwise. With ``show_progress``
+    the task's per-epoch log lines are forwarded to this process (when this call starts Ray).
     """
     import ray
 
@@ -75,7 +77,7 @@ def train_or_load(
         if saved.get("fit_info", {}).get("fingerprint") == fingerprint:
             log.info("%s: reusing trained model in %s", model, folder)
             return model_class(model).load(folder)
-    init_ray()
+    init_ray(quiet=not show_progress)
     gpus = (1.0 if cluster_gpus() >= 1 else 0.0) if num_gpus is None else num_gpus
     if hasattr(config, "threads") and not config.threads:
         config.threads = max(int(num_cpus), 1)

@@ -192,7 +192,12 @@ class SASRec(CFModel):
                     best_ndcg, best_epoch = row["valid_ndcg10"], epoch
                     best_state = copy.deepcopy(self.net.state_dict())
             history.append(row)
-            log.info("SASRec epoch %d: %s", epoch, {k: round(v, 4) for k, v in row.items() if k != "epoch"})
+            log.info(
+                "SASRec epoch %d/%d: %s",
+                epoch,
+                cfg.epochs,
+                {k: round(v, 4) for k, v in row.items() if k != "epoch"},
+            )
             bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"} | {"best": best_epoch})
             if valid is not None and epoch - best_epoch >= cfg.patience:
                 break
