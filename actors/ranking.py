@@ -20,9 +20,27 @@ def mask_items(scores: np.ndarray, item_lists: Sequence[np.ndarray]) -> np.ndarr
 
 
 def topk(scores: np.ndarray, k: int) -> np.ndarray:
-    """(n_rows, min(k, n_items)) item indices, best first."""
-    k = min(k, scores.shape[1])
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    """(n_rows, min(k, n_items)) item indices, best first.
+
+    A partial partition finds the k best per row; rows where a tie straddles the k-th place are re-ranked
+    with a full stable sort, so the result always equals ``argsort(-scores, kind="stable")[:, :k]``.
+    """
+    n_items = scores.shape[1]
+    k = min(k, n_items)
+    if k == n_items or k > n_items // 4:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    kth = part_scores.min(axis=1, keepdims=True)
+    ties_total = (scores == kth).sum(axis=1)
+    ties_kept = (part_scores == kth).sum(axis=1)
+    # rank inside the k: by score descending, then by item index
+    order = np.lexsort((part, -part_scores), axis=1)
+    out = np.take_along_axis(part, order, axis=1)
+    straddle = np.flatnonzero(ties_total != ties_kept)
+    if len(straddle):
+        out[straddle] = np.argsort(-scores[straddle], axis=1, kind="stable")[:, :k]
+    return out
 
 
 def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:

