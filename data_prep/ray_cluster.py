@@ -39,6 +39,17 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int = 512, quiet: boo
     )
 
 
+def quiet_ray_data() -> None:
+    """Ray Data's own progress output is line spam when stderr is not a terminal; we draw our own bar."""
+    import logging
+
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
 def cluster_gpus() -> float:
     """GPUs the connected cluster has in total (0 on CPU-only machines)."""
     import ray

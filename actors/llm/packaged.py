@@ -70,6 +70,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     config = model.config.to_dict()
     config.pop("quantization_config", None)
+    config["architectures"] = [type(model).__name__]  # vLLM picks its model class from this
     config["torch_dtype"] = "bfloat16"
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     model.generation_config.to_json_file(str(tmp / "generation_config.json"))

@@ -1,0 +1,27 @@
+"""Smoke-test an engine: ``python -m actors.llm --backend vllm --prompt "Say hi"`` prints JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+from actors.llm.engine import EngineConfig, SamplingConfig, make_engine
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m actors.llm", description=__doc__)
+    ap.add_argument("--backend", default="auto", choices=["auto", "vllm", "transformers", "openai"])
+    ap.add_argument("--model", help="local HF folder or hub id (default: the packaged SmolLM2-135M-Instruct)")
+    ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    ap.add_argument("--prompt", action="append", required=True, help="a user message (repeatable: a batch)")
+    ap.add_argument("--max-tokens", type=int, default=16)
+    args = ap.parse_args()
+    engine = make_engine(EngineConfig(backend=args.backend, model=args.model, base_url=args.base_url))
+    convs = [[{"role": "user", "content": p}] for p in args.prompt]
+    for gen in engine.generate(convs, SamplingConfig(max_tokens=args.max_tokens)):
+        print(json.dumps(asdict(gen)))
+
+
+if __name__ == "__main__":
+    main()

