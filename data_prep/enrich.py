@@ -146,8 +146,9 @@ def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = 
 
             engine["model"] = str(default_llm_dir())  # convert once here, not in every replica
         gpus = cfg.gpus_per_replica
-        if gpus is None:
-            gpus = 1.0 if backend != "openai" and cluster_gpus() >= 1 else 0.0
+        if gpus is None:  # a replica holds tensor_parallel_size GPUs on GPU clusters
+            has_gpu = backend != "openai" and cluster_gpus() >= 1
+            gpus = float(cfg.engine.tensor_parallel_size) if has_gpu else 0.0
         # One block per batch: Ray Data merges a block's outputs before yielding them, and each finished
         # batch has to reach the driver (and disk) on its own for the run to be resumable.
         todo = todo.reset_index(drop=True)
@@ -171,7 +172,8 @@ def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = 
                 bar.update(len(batch))
         bar.close()
     seconds = time.perf_counter() - t0
-    summary = finalize(paths, items, cfg, domain, skipped, new_rows, seconds)
+    new_tokens = sum(a[2] for a in arrivals)
+    summary = finalize(paths, items, cfg, domain, skipped, new_rows, new_tokens, seconds)
     if len(arrivals) >= 2:  # steady state: from the first finished batch to the last (model load excluded)
         span = arrivals[-1][0] - arrivals[0][0]
         summary["steady_items_per_s"] = round(sum(a[1] for a in arrivals[1:]) / span, 2)
@@ -187,6 +189,7 @@ def finalize(
     domain: str,
     skipped: int,
     new: int,
+    new_tokens: int,
     secs: float,
 ) -> dict[str, Any]:
     """Merge the parts into ``items_enriched.parquet`` (catalog order) and write ``enrich.json``."""
@@ -203,7 +206,6 @@ def finalize(
         raise RuntimeError(f"{missing} items have no enrichment after the run; rerun to finish them")
     merged = merged.reset_index()
     merged.to_parquet(paths.root / "items_enriched.parquet", index=False)
-    new_part = parts.iloc[0:0] if new == 0 else parts[parts["item_id"].isin(order)]
     completion = int(merged["completion_tokens"].sum())
     summary = {
         "items": len(merged),
@@ -217,9 +219,7 @@ def finalize(
         "completion_tokens": completion,
         "seconds_this_run": round(secs, 2),
         "items_per_s": round(new / secs, 2) if new and secs else None,
-        "completion_tokens_per_s": round(int(new_part["completion_tokens"].sum()) / secs, 1)
-        if new and secs
-        else None,
+        "completion_tokens_per_s": round(new_tokens / secs, 1) if new and secs else None,
         "duplicates_dropped": dup,
         "domain": domain,
         "engine": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 SAFE_ENV = {
@@ -47,6 +48,9 @@ def quiet_ray_data() -> None:
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
+    # the memory-use advisories repeat every 30 s; replica memory is sized by the engine settings
+    with contextlib.suppress(AttributeError):  # older Ray has no issue detectors
+        ctx.issue_detectors_config.detectors = []
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
