@@ -212,3 +212,29 @@ def validate(text: str, item: ItemRecord, rules: OutputRules | None = None) -> t
     if len(set(words)) / len(words) < rules.min_unique_ratio:
         return out, "repetitive"
     return out, None
+
+
+def validate_query_text(
+    text: str, history_titles: list[str], rules: OutputRules | None = None
+) -> tuple[str, str | None]:
+    """(cleaned query, reason it is rejected or None). A query that just lists watched titles is rejected."""
+    rules = rules or OutputRules()
+    out = clean(text, rules.max_keywords)
+    if not out:
+        return out, "empty"
+    words = _WORD.findall(out.lower())
+    if len(words) < rules.min_words:
+        return out, "too short"
+    if len(words) > rules.max_words or len(out) > rules.max_chars:
+        return out, "too long"
+    if _REFUSAL.search(out):
+        return out, "refusal"
+    if re.search(r"\b(most recent|watched)\s*:", out, re.IGNORECASE):
+        return out, "echoes the prompt format"
+    lowered = out.lower()
+    named = sum(1 for t in history_titles if len(t) > 3 and t.lower() in lowered)
+    if named >= 2:
+        return out, "lists titles"
+    if len(set(words)) / len(words) < rules.min_unique_ratio:
+        return out, "repetitive"
+    return out, None

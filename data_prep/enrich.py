@@ -16,7 +16,6 @@ import argparse
 import logging
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 
 from actors.llm.engine import EngineConfig, resolve_backend
 from actors.prompts import ItemPrompt
+from data_prep import parts
 from data_prep.artifacts import ArtifactPaths, write_json
 from data_prep.schema import DataError
 
@@ -96,20 +96,7 @@ def parts_dir(paths: ArtifactPaths) -> Path:
 
 
 def read_parts(paths: ArtifactPaths) -> pd.DataFrame:
-    files = sorted(parts_dir(paths).glob("part-*.parquet"))
-    if not files:
-        return pd.DataFrame(columns=OUTPUT_COLUMNS)
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-
-
-def write_part(paths: ArtifactPaths, frame: pd.DataFrame) -> Path:
-    folder = parts_dir(paths)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = folder / f".{final.name}.tmp"
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(final)
-    return final
+    return parts.read_parts(parts_dir(paths), OUTPUT_COLUMNS)
 
 
 def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = True) -> dict[str, Any]:
@@ -149,10 +136,7 @@ def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = 
         if gpus is None:  # a replica holds tensor_parallel_size GPUs on GPU clusters
             has_gpu = backend != "openai" and cluster_gpus() >= 1
             gpus = float(cfg.engine.tensor_parallel_size) if has_gpu else 0.0
-        # One block per batch: Ray Data merges a block's outputs before yielding them, and each finished
-        # batch has to reach the driver (and disk) on its own for the run to be resumable.
-        todo = todo.reset_index(drop=True)
-        blocks = [todo.iloc[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
+        blocks = parts.one_block_per_batch(todo, cfg.batch_size)
         ds = ray.data.from_pandas(blocks).map_batches(
             EnrichBatch,
             fn_constructor_kwargs={"engine": engine, "domain": domain, "max_reviews": cfg.max_reviews},
@@ -166,7 +150,7 @@ def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = 
         bar = tqdm(total=len(items), initial=skipped, desc="enrich", unit="item", disable=not progress)
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
             if len(batch):
-                write_part(paths, batch[OUTPUT_COLUMNS])
+                parts.write_part(parts_dir(paths), batch[OUTPUT_COLUMNS])
                 new_rows += len(batch)
                 arrivals.append((time.perf_counter(), len(batch), int(batch["completion_tokens"].sum())))
                 bar.update(len(batch))
@@ -193,14 +177,14 @@ def finalize(
     secs: float,
 ) -> dict[str, Any]:
     """Merge the parts into ``items_enriched.parquet`` (catalog order) and write ``enrich.json``."""
-    parts = read_parts(paths)
-    parts["item_id"] = parts["item_id"].astype(str)
-    dup = int(parts["item_id"].duplicated().sum())
+    done = read_parts(paths)
+    done["item_id"] = done["item_id"].astype(str)
+    dup = int(done["item_id"].duplicated().sum())
     if dup:  # cannot happen with one writer; kept as a guard, and reported
         log.error("%d duplicate item rows in %s; keeping the first of each", dup, parts_dir(paths))
-        parts = parts.drop_duplicates("item_id")
+        done = done.drop_duplicates("item_id")
     order = pd.Index(items["item_id"].astype(str))
-    merged = parts[parts["item_id"].isin(order)].set_index("item_id").reindex(order)
+    merged = done[done["item_id"].isin(order)].set_index("item_id").reindex(order)
     missing = int(merged["description"].isna().sum())
     if missing:
         raise RuntimeError(f"{missing} items have no enrichment after the run; rerun to finish them")

@@ -1,0 +1,201 @@
+"""Batch user-query generation on Ray Data, leakage-safe, cached by (user, history hash).
+
+    python -m data_prep.queries --dataset ml-100k [--engine auto|vllm|transformers|openai] [--model ...]
+
+Two query sets: ``valid`` queries are written from the training history (everything before the last two
+interactions); ``test`` queries from the training history plus the validation item (everything before the
+last one). The target is never in its own prompt. Rows go to ``user_queries.parquet``
+(``user_id, stage, key, query, source, ...``) where ``key`` = user + hash of the exact history used, so a
+rerun (or Serve) reuses a query whenever the history is unchanged. Batches are written as resumable parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from actors.llm.engine import EngineConfig, resolve_backend
+from actors.user_query import QuerySettings, UserQueryWriter, history_items, history_key
+from data_prep import parts
+from data_prep.artifacts import ArtifactPaths, write_json
+from data_prep.corpus import Corpus
+from data_prep.enrich import infer_domain
+from data_prep.schema import DataError
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["user_id", "stage", "key", "query", "source", "attempts", "prompt_tokens", "completion_tokens",
+           "rejected"]  # fmt: skip
+
+
+def query_requests(corpus: Corpus, stages: tuple[str, ...] = ("valid", "test")) -> pd.DataFrame:
+    """One row per (user, stage): the user, the history item indices used, and the cache key."""
+    rows = []
+    ids = corpus.item_ids
+    for stage in stages:
+        users = corpus.eval_users(stage)
+        for u, hist in zip(users, corpus.histories(stage, users), strict=True):
+            user_id = str(corpus.user_ids[u])
+            rows.append((user_id, stage, history_key(user_id, ids[hist].tolist()), hist.astype(np.int64)))
+    return pd.DataFrame(rows, columns=["user_id", "stage", "key", "history"])
+
+
+class CatalogView:
+    """Item rows and enriched descriptions, for building HistoryItems from item indices."""
+
+    def __init__(self, root: str) -> None:
+        paths = ArtifactPaths(Path(root))
+        items = pd.read_parquet(paths.items)
+        self.rows = items.to_dict("records")
+        enriched = paths.root / "items_enriched.parquet"
+        self.descriptions = (
+            pd.read_parquet(enriched).set_index("item_id")["description"].to_dict()
+            if enriched.is_file()
+            else {}
+        )
+
+    def history(self, indices) -> list:
+        return history_items([self.rows[int(i)] for i in indices], self.descriptions)
+
+
+class QueryBatch:
+    """Ray Data actor: one engine and one catalog view per replica."""
+
+    def __init__(self, root: str, engine: dict[str, Any], settings: dict[str, Any]) -> None:
+        from actors.llm.engine import make_engine
+
+        self.catalog = CatalogView(root)
+        self.writer = UserQueryWriter(make_engine(EngineConfig(**engine)), QuerySettings(**settings))
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        histories = [self.catalog.history(h) for h in batch["history"]]
+        queries = self.writer.write(histories)
+        out = batch[["user_id", "stage", "key"]].reset_index(drop=True).copy()
+        for col in ("query", "source", "attempts", "prompt_tokens", "completion_tokens", "rejected"):
+            out[col] = [getattr(q, "text" if col == "query" else col) for q in queries]
+        return out[COLUMNS]
+
+
+@dataclass
+class QueryJobConfig:
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    batch_size: int = 128
+    replicas: int = 1
+    cpus_per_replica: float = 0.5
+    recent: int = 10
+    limit_users: int | None = None
+
+
+def parts_dir(paths: ArtifactPaths) -> Path:
+    return paths.root / "query_parts"
+
+
+def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True) -> dict[str, Any]:
+    """Write the valid and test query of every evaluable user exactly once; returns the summary."""
+    import ray
+
+    from data_prep.ray_cluster import cluster_gpus, init_ray, quiet_ray_data
+
+    if not paths.is_prepared():
+        raise DataError(f"{paths.root}: not prepared; run `python -m data_prep.prepare` first")
+    corpus = Corpus.load(paths)
+    requests = query_requests(corpus)
+    if cfg.limit_users is not None:
+        keep = set(requests["user_id"].drop_duplicates().head(cfg.limit_users))
+        requests = requests[requests["user_id"].isin(keep)]
+    done = parts.read_parts(parts_dir(paths), COLUMNS)
+    todo = requests[~requests["key"].isin(set(done["key"]))]
+    settings = {"domain": infer_domain(pd.read_parquet(paths.items)), "recent": cfg.recent}
+    t0, new, new_tokens = time.perf_counter(), 0, 0
+    if len(todo):
+        init_ray(quiet=True)
+        quiet_ray_data()
+        backend = resolve_backend(cfg.engine.backend)
+        engine = asdict(cfg.engine) | {"backend": backend}
+        if engine["model"] is None and backend != "openai":
+            from actors.llm.packaged import default_llm_dir
+
+            engine["model"] = str(default_llm_dir())
+        has_gpu = backend != "openai" and cluster_gpus() >= 1
+        gpus = float(cfg.engine.tensor_parallel_size) if has_gpu else 0.0
+        ds = ray.data.from_pandas(parts.one_block_per_batch(todo, cfg.batch_size)).map_batches(
+            QueryBatch,
+            fn_constructor_kwargs={"root": str(paths.root.resolve()), "engine": engine, "settings": settings},
+            batch_size=cfg.batch_size,
+            batch_format="pandas",
+            compute=ray.data.ActorPoolStrategy(size=cfg.replicas),
+            num_cpus=cfg.cpus_per_replica if not gpus else 1,
+            num_gpus=gpus,
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}},
+        )
+        bar = tqdm(total=len(requests), initial=len(requests) - len(todo), desc="queries", unit="query",
+                   disable=not progress)  # fmt: skip
+        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            if len(batch):
+                parts.write_part(parts_dir(paths), batch[COLUMNS])
+                new += len(batch)
+                new_tokens += int(batch["completion_tokens"].sum())
+                bar.update(len(batch))
+        bar.close()
+    secs = time.perf_counter() - t0
+    allq = parts.read_parts(parts_dir(paths), COLUMNS).drop_duplicates("key")
+    allq = allq[allq["key"].isin(set(requests["key"]))]
+    missing = len(set(requests["key"]) - set(allq["key"]))
+    if missing:
+        raise RuntimeError(f"{missing} queries missing after the run; rerun to finish them")
+    allq.to_parquet(paths.root / "user_queries.parquet", index=False)
+    summary = {
+        "queries": len(allq),
+        "written_this_run": new,
+        "reused": len(requests) - len(todo),
+        "llm": int((allq["source"] == "llm").sum()),
+        "fallback": int((allq["source"] == "fallback").sum()),
+        "retried": int((allq["attempts"] > 1).sum()),
+        "rejections_by_reason": allq.loc[allq["rejected"] != "", "rejected"].value_counts().to_dict(),
+        "completion_tokens": int(allq["completion_tokens"].sum()),
+        "completion_tokens_per_user_query": round(float(allq["completion_tokens"].mean()), 1),
+        "seconds_this_run": round(secs, 2),
+        "queries_per_s": round(new / secs, 2) if new else None,
+        "completion_tokens_per_s": round(new_tokens / secs, 1) if new else None,
+    }
+    write_json(paths.root / "queries.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m data_prep.queries", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="ml-100k")
+    ap.add_argument("--engine", default="auto", choices=["auto", "vllm", "transformers", "openai"])
+    ap.add_argument("--model", help="local HF folder or hub id (default: the packaged SmolLM2-135M-Instruct)")
+    ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="for --engine openai")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--recent", type=int, default=10, help="history items shown in the prompt")
+    ap.add_argument("--limit-users", type=int, help="only the first N users (slices and tests)")
+    ap.add_argument("--artifacts")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = QueryJobConfig(
+        engine=EngineConfig(backend=args.engine, model=args.model, base_url=args.base_url),
+        batch_size=args.batch_size, recent=args.recent, limit_users=args.limit_users,
+    )  # fmt: skip
+    try:
+        s = run_queries(ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts), cfg)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{s['queries']} queries ({s['written_this_run']} written, {s['reused']} reused): {s['llm']} llm, "
+          f"{s['fallback']} fallback; {s['completion_tokens_per_user_query']} tokens per query")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
