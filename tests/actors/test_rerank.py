@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actors.rerank import FusionConfig, cf_confidence, fuse
+
+CF_IDS, CF_S = np.array([[1, 2, 3]]), np.array([[3.0, 2.0, 1.0]])
+RET_IDS, RET_S = np.array([[3, 4, 5]]), np.array([[0.9, 0.8, 0.7]])
+H = np.array([10])
+
+
+def run(k=5, **cfg):
+    return fuse(CF_IDS, CF_S, RET_IDS, RET_S, H, FusionConfig(**cfg), k)
+
+
+def test_alpha_one_follows_cf_and_alpha_zero_follows_retrieval():
+    assert run(method="fixed", alpha=1.0).ids.tolist() == [[1, 2, 3, 4, 5]]
+    assert run(method="fixed", alpha=0.0).ids.tolist() == [[3, 4, 5, 1, 2]]
+
+
+def test_union_and_provenance():
+    out = run(method="fixed", alpha=0.5)
+    assert sorted(out.ids[0].tolist()) == [1, 2, 3, 4, 5]  # union, no duplicates
+    row = {i: j for j, i in enumerate(out.ids[0])}
+    j = row[3]
+    assert (out.cf_rank[0, j], out.retrieval_rank[0, j]) == (3, 1)
+    assert out.cf_score[0, j] == 1.0 and out.retrieval_score[0, j] == pytest.approx(0.9)
+    j = row[1]
+    assert (out.cf_rank[0, j], out.retrieval_rank[0, j]) == (1, 0) and np.isnan(out.retrieval_score[0, j])
+
+
+def test_rrf_puts_the_item_in_both_lists_first():
+    out = run(method="rrf", alpha=0.5)
+    assert out.ids[0, 0] == 3
+    assert out.scores[0, 0] == pytest.approx(0.5 / 63 + 0.5 / 61)
+
+
+def test_adaptive_alpha_moves_with_history_length_and_confidence():
+    assert run(method="adaptive", a=10).ids[0, 0] == 1
+    assert run(method="adaptive", a=-10).ids[0, 0] == 3
+    hist = np.array([1, 1000])
+    two = fuse(np.repeat(CF_IDS, 2, 0), np.repeat(CF_S, 2, 0), np.repeat(RET_IDS, 2, 0), np.repeat(RET_S, 2, 0),
+               hist, FusionConfig(method="adaptive", a=-3, b=1.0), k=5)  # fmt: skip
+    assert two.alpha[1] > two.alpha[0]
+    assert two.ids[1, 0] == 1 and two.ids[0, 0] == 3
+
+
+def test_confidence_measures():
+    peaked, flat = np.array([[10.0, 0.0, 0.0]]), np.array([[1.0, 1.0, 1.0]])
+    for kind in ("margin", "entropy"):
+        assert cf_confidence(peaked, kind)[0] > 0.9 and cf_confidence(flat, kind)[0] == pytest.approx(
+            0.0, abs=1e-9
+        )
+
+
+@pytest.mark.parametrize("norm", ["zscore", "minmax"])
+def test_deterministic_and_vectorised_over_users(norm):
+    rng = np.random.default_rng(0)
+    n, pool = 50, 40
+    cf_ids = np.array([rng.permutation(pool)[:10] for _ in range(n)])
+    ret_ids = np.array([rng.permutation(pool)[:10] for _ in range(n)])
+    cf_s, ret_s = -np.sort(-rng.random((n, 10)), 1), -np.sort(-rng.random((n, 10)), 1)
+    cfg = FusionConfig(method="adaptive", norm=norm, a=0.3, b=0.1, c=1.0)
+    hl = rng.integers(1, 100, n)
+    a = fuse(cf_ids, cf_s, ret_ids, ret_s, hl, cfg, 8)
+    b = fuse(cf_ids, cf_s, ret_ids, ret_s, hl, cfg, 8)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    for u in (0, 17, 49):  # each row equals fusing that user alone
+        one = fuse(cf_ids[[u]], cf_s[[u]], ret_ids[[u]], ret_s[[u]], hl[[u]], cfg, 8)
+        np.testing.assert_array_equal(one.ids[0], a.ids[u])
+        assert len(set(a.ids[u])) == 8
+    assert np.all(np.diff(a.scores, axis=1) <= 1e-12)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="one row per user"):
+        fuse(CF_IDS, CF_S, RET_IDS, RET_S, np.array([1, 2]), FusionConfig(), 5)
+    with pytest.raises(ValueError, match="norm must be"):
+        run(method="fixed", norm="l2")
