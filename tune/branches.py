@@ -1,0 +1,99 @@
+"""Branch scores computed once per stage, so fusion trials only fuse and evaluate.
+
+For each evaluable user: the CF branch's top-N (history masked) and the retrieval branch's top-N over the
+whole catalog (history excluded), with the target and history length. ``evaluate_fused`` ranks the fused
+list and computes the usual metrics; ranks beyond the fused list count as misses (MRR is MRR@list).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from actors.cf import CFModel
+from actors.ranking import mask_items, topk
+from actors.rerank import FusionConfig, fuse
+from data_prep.corpus import Corpus, Stage
+from tune.metrics import DEFAULT_KS, MetricContext, RankedBatch, compute_metrics
+
+QueryMode = Literal["llm", "llm+lastitem", "lastitem"]
+
+
+@dataclass
+class BranchScores:
+    users: np.ndarray
+    targets: np.ndarray
+    history_len: np.ndarray
+    cf_ids: np.ndarray
+    cf_scores: np.ndarray
+    ret_ids: np.ndarray
+    ret_scores: np.ndarray
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **{f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def load(cls, path: Path) -> BranchScores:
+        with np.load(path) as z:
+            return cls(**{f.name: z[f.name] for f in fields(cls)})
+
+
+def cf_topn(model: CFModel, corpus: Corpus, stage: Stage, n: int, batch: int = 1024):
+    users = corpus.eval_users(stage)
+    ids, scores = [], []
+    for start in range(0, len(users), batch):
+        hist = corpus.histories(stage, users[start : start + batch])
+        s = mask_items(model.score(hist), hist)
+        top = topk(s, n)
+        ids.append(top)
+        scores.append(np.take_along_axis(s, top, axis=1))
+    return np.vstack(ids), np.vstack(scores)
+
+
+def lastitem_topn(item_vectors: np.ndarray, corpus: Corpus, stage: Stage, n: int):
+    """Exact cosine search with the last history item's vector as the query (the query-free baseline)."""
+    users = corpus.eval_users(stage)
+    hist = corpus.histories(stage, users)
+    q = item_vectors[[h[-1] for h in hist]]
+    s = mask_items(q @ item_vectors.T, hist)
+    top = topk(s, n)
+    return top, np.take_along_axis(s, top, axis=1)
+
+
+def query_topn(branch, corpus: Corpus, stage: Stage, queries: pd.DataFrame, n: int):
+    """The LLM-query retrieval branch; ``queries`` is ``user_queries.parquet`` (one row per user and stage)."""
+    users = corpus.eval_users(stage)
+    hist = corpus.histories(stage, users)
+    by_user = queries[queries["stage"] == stage].set_index("user_id")["query"]
+    missing = [u for u in corpus.user_ids[users] if u not in by_user.index]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} {stage} users have no query (e.g. {missing[:3]}); run data_prep.queries"
+        )
+    texts = by_user.loc[corpus.user_ids[users]].tolist()
+    return branch.search(texts, hist, n)
+
+
+def assemble(corpus: Corpus, stage: Stage, cf, ret) -> BranchScores:
+    users = corpus.eval_users(stage)
+    hist_len = np.array([len(h) for h in corpus.histories(stage, users)])
+    return BranchScores(users, corpus.target(stage)[users], hist_len, cf[0], cf[1], ret[0], ret[1])
+
+
+def evaluate_fused(b: BranchScores, cfg: FusionConfig, ctx: MetricContext, ks=DEFAULT_KS) -> dict[str, float]:
+    """Fuse every user's branches and compute metrics; a target outside the fused list is a miss."""
+    fused = fuse(b.cf_ids, b.cf_scores, b.ret_ids, b.ret_scores, b.history_len, cfg, max(ks))
+    return evaluate_lists(fused.ids, b.targets, b.history_len, ctx, ks)
+
+
+def evaluate_lists(
+    top: np.ndarray, targets: np.ndarray, history_len: np.ndarray, ctx: MetricContext, ks=DEFAULT_KS
+):
+    hit = top == targets[:, None]
+    ranks = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, ctx.n_items + 1)
+    return compute_metrics(RankedBatch(top, ranks, targets, history_len), ctx, ks)

@@ -1,0 +1,67 @@
+"""Compute the branch scores of one stage once, and reuse them while their inputs are unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import numpy as np
+import pandas as pd
+
+from data_prep.artifacts import ArtifactPaths
+from data_prep.corpus import Corpus, Stage
+from data_prep.index import index_dir
+from tune.branches import BranchScores, assemble, cf_topn, lastitem_topn, query_topn
+
+log = logging.getLogger(__name__)
+TOP_N = 200
+
+
+def _fingerprint(paths: ArtifactPaths, cf: str, retrieval: str, variant: str) -> str:
+    files = [
+        paths.split("train"),
+        paths.model_dir(cf) / "config.json",
+        index_dir(paths, variant) / "vectors.npy",
+    ]
+    if retrieval != "lastitem":
+        files.append(paths.root / "user_queries.parquet")
+    stamp = [f"{f}:{f.stat().st_mtime_ns}" if f.exists() else f"{f}:absent" for f in files]
+    return hashlib.sha256("|".join(stamp).encode()).hexdigest()[:12]
+
+
+def load_or_compute(
+    paths: ArtifactPaths, corpus: Corpus, stage: Stage, cf: str, retrieval: str, variant: str, n: int = TOP_N
+) -> BranchScores:
+    """Top-``n`` of both branches for every evaluable user of ``stage``."""
+    from tune.training import train_or_load
+
+    model = train_or_load(paths, cf)
+    vec_path = index_dir(paths, variant) / "vectors.npy"
+    if not vec_path.is_file():
+        raise FileNotFoundError(f"{vec_path}: run `python -m data_prep.index --text {variant}` first")
+    path = (
+        paths.root
+        / "branches"
+        / f"{stage}_{cf}_{retrieval}_{variant}_{_fingerprint(paths, cf, retrieval, variant)}.npz"
+    )
+    if path.is_file():
+        return BranchScores.load(path)
+    cf_part = cf_topn(model, corpus, stage, n)
+    if retrieval == "lastitem":
+        ret_part = lastitem_topn(np.load(vec_path), corpus, stage, n)
+    else:
+        from actors.encoder import TextEncoder
+        from actors.prompts import metadata_text
+        from actors.retrieval_branch import QueryRetrievalBranch, RetrievalBranchConfig
+        from actors.retriever import FaissRetriever
+
+        qpath = paths.root / "user_queries.parquet"
+        if not qpath.is_file():
+            raise FileNotFoundError(f"{qpath}: run `python -m data_prep.queries` first")
+        texts = [metadata_text(r) for r in corpus.items.to_dict("records")]
+        branch = QueryRetrievalBranch(TextEncoder(), FaissRetriever.load(index_dir(paths, variant)), texts,
+                                      RetrievalBranchConfig(n=n, with_last_item=retrieval == "llm+lastitem"))  # fmt: skip
+        ret_part = query_topn(branch, corpus, stage, pd.read_parquet(qpath), n)
+    scores = assemble(corpus, stage, cf_part, ret_part)
+    scores.save(path)
+    return scores

@@ -1,0 +1,147 @@
+"""Ray Tune search of the fusion hyperparameters on the validation split.
+
+    python -m tune.search --dataset ml-100k --trials 200 [--cf sasrec|ease] [--retrieval llm|llm+lastitem|lastitem]
+                          [--objective ndcg|ndcg+coverage|ndcg+novelty]
+
+Branch scores for the validation users are computed once (``tune.branches``) and shared with every trial
+through the object store, so a trial only fuses and evaluates. OptunaSearch (TPE) proposes configs;
+trials are single-step, so no early-stopping scheduler applies. The best config goes to
+``fusion.json`` (for Serve and the report); trial results go under ``artifacts/<dataset>/tune``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from actors.rerank import FusionConfig
+from data_prep.artifacts import ArtifactPaths, write_json
+from tune.branches import BranchScores, evaluate_fused
+from tune.metrics import MetricContext
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = {
+    "ndcg": ["ndcg10"],
+    "ndcg+coverage": ["ndcg10", "coverage10"],
+    "ndcg+novelty": ["ndcg10", "novelty10"],
+}
+TUNE_KEYS = {"NDCG@10": "ndcg10", "Recall@10": "recall10", "Coverage@10": "coverage10", "Novelty@10": "novelty10",
+             "TailRecall@10": "tailrecall10", "MRR": "mrr"}  # fmt: skip
+
+
+def search_space() -> dict[str, Any]:
+    from ray import tune
+
+    return {
+        "method": tune.choice(["fixed", "adaptive", "rrf"]),
+        "norm": tune.choice(["zscore", "minmax"]),
+        "n": tune.choice([20, 50, 100, 200]),
+        "alpha": tune.uniform(0.0, 1.0),
+        "a": tune.uniform(-4.0, 4.0),
+        "b": tune.uniform(-2.0, 2.0),
+        "c": tune.uniform(-4.0, 4.0),
+        "confidence": tune.choice(["margin", "entropy"]),
+        "rrf_k": tune.choice([10.0, 30.0, 60.0]),
+    }
+
+
+def to_fusion(config: dict[str, Any]) -> FusionConfig:
+    names = {f.name for f in fields(FusionConfig)}
+    return FusionConfig(**{k: v for k, v in config.items() if k in names})
+
+
+def trial(config: dict[str, Any], branches: BranchScores, ctx: MetricContext) -> None:
+    from ray import tune
+
+    metrics = evaluate_fused(branches, to_fusion(config), ctx, ks=(10,))
+    tune.report({TUNE_KEYS[k]: v for k, v in metrics.items() if k in TUNE_KEYS})
+
+
+def run_search(
+    branches: BranchScores,
+    ctx: MetricContext,
+    storage: Path,
+    trials: int = 200,
+    objective: str = "ndcg",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Returns ``{"config": best FusionConfig dict, "valid": its metrics, "trials": n, "seconds": s}``."""
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from data_prep.ray_cluster import init_ray
+
+    if objective not in OBJECTIVES:
+        raise ValueError(f"--objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
+    init_ray(quiet=True)
+    metrics = OBJECTIVES[objective]
+    modes = ["max"] * len(metrics)
+    searcher = OptunaSearch(
+        metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=modes if len(metrics) > 1 else modes[0],
+        seed=seed,
+    )
+    t0 = time.perf_counter()
+    tuner = tune.Tuner(
+        tune.with_parameters(trial, branches=branches, ctx=ctx),
+        param_space=search_space(),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=trials,
+            reuse_actors=True,
+            max_concurrent_trials=2,
+        ),  # fmt: skip
+        run_config=tune.RunConfig(storage_path=str(storage.resolve()), name="fusion", verbose=0),
+    )
+    results = tuner.fit()
+    seconds = time.perf_counter() - t0
+    best = results.get_best_result(metric="ndcg10", mode="max")
+    config = asdict(to_fusion(best.config))
+    valid = {name: best.metrics[key] for name, key in TUNE_KEYS.items() if key in best.metrics}
+    return {"config": config, "valid": valid, "trials": len(results), "seconds": round(seconds, 2),
+            "objective": metrics}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    from data_prep.corpus import Corpus
+    from tune.harness import metric_context
+
+    ap = argparse.ArgumentParser(prog="python -m tune.search", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="ml-100k")
+    ap.add_argument("--trials", type=int, default=200)
+    ap.add_argument("--cf", default="sasrec", choices=["sasrec", "ease", "pop"])
+    ap.add_argument("--retrieval", default="llm", choices=["llm", "llm+lastitem", "lastitem"])
+    ap.add_argument("--variant", default="enriched", choices=["enriched", "metadata"], help="item text index")
+    ap.add_argument("--objective", default="ndcg", choices=sorted(OBJECTIVES))
+    ap.add_argument("--out", type=Path, help="default: artifacts/<dataset>/fusion.json")
+    ap.add_argument("--artifacts")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from tune.branches_store import load_or_compute
+
+    paths = ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts)
+    corpus = Corpus.load(paths)
+    try:
+        branches = load_or_compute(paths, corpus, "valid", args.cf, args.retrieval, args.variant)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = run_search(branches, metric_context(corpus), paths.root / "tune", args.trials, args.objective)
+    out |= {"cf": args.cf, "retrieval": args.retrieval, "variant": args.variant}
+    target = args.out or paths.root / "fusion.json"
+    write_json(target, out)
+    print(f"{out['trials']} trials in {out['seconds']}s; best valid NDCG@10 {out['valid']['NDCG@10']:.4f} with "
+          f"{out['config']}; wrote {target}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
