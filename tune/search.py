@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, fields
@@ -80,7 +79,6 @@ def run_search(
 
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard per trial
     init_ray(quiet=True)
     metrics = OBJECTIVES[objective]
     modes = ["max"] * len(metrics)
