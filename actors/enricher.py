@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from actors.llm.engine import LLMEngine, SamplingConfig
+from actors.llm.engine import Generation, LLMEngine, SamplingConfig
+from actors.llm.retry import generate_with_retry
 from actors.prompts import ItemPrompt, ItemRecord, OutputRules, fallback_description, validate
 
 
@@ -48,32 +49,28 @@ class CatalogEnricher:
 
     def enrich(self, items: list[ItemRecord]) -> list[Enrichment]:
         s = self.settings
+
+        def check(i: int, gen: Generation, sampling: SamplingConfig) -> tuple[str, str | None]:
+            raw = gen.text
+            if gen.completion_tokens >= sampling.max_tokens and "," in raw:
+                raw = raw[: raw.rfind(",")]  # cut off mid-keyword by the token limit: drop the fragment
+            return validate(raw, items[i], s.rules)
+
         convs = [s.prompt.conversation(it) for it in items]
-        results: list[Enrichment | None] = [None] * len(items)
-        pending = list(range(len(items)))
-        tokens = {i: [0, 0] for i in pending}
-        reasons: dict[int, str] = {}
-        for attempt, sampling in enumerate((s.sampling, s.retry_sampling), start=1):
-            if not pending:
-                break
-            gens = self.engine.generate([convs[i] for i in pending], sampling)
-            still = []
-            for i, gen in zip(pending, gens, strict=True):
-                tokens[i][0] += gen.prompt_tokens
-                tokens[i][1] += gen.completion_tokens
-                raw = gen.text
-                if gen.completion_tokens >= sampling.max_tokens and "," in raw:
-                    raw = raw[: raw.rfind(",")]  # cut off mid-keyword by the token limit: drop the fragment
-                text, reason = validate(raw, items[i], s.rules)
-                if reason is None:
-                    results[i] = Enrichment(
-                        items[i].item_id, text, "llm", attempt, *tokens[i], reasons.get(i, "")
-                    )
-                else:
-                    reasons[i] = reason
-                    still.append(i)
-            pending = still
-        for i in pending:
-            results[i] = Enrichment(items[i].item_id, fallback_description(items[i]), "fallback", 2, *tokens[i],
-                                    reasons[i])  # fmt: skip
-        return results  # type: ignore[return-value]
+        runs = generate_with_retry(self.engine, convs, (s.sampling, s.retry_sampling), check)
+        return [
+            Enrichment(
+                it.item_id, r.text, "llm", r.attempts, r.prompt_tokens, r.completion_tokens, r.rejected
+            )
+            if r.text is not None
+            else Enrichment(
+                it.item_id,
+                fallback_description(it),
+                "fallback",
+                r.attempts,
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.rejected,
+            )  # fmt: skip
+            for it, r in zip(items, runs, strict=True)
+        ]

@@ -191,19 +191,26 @@ def clean(text: str, max_keywords: int = 12) -> str:
     return ""
 
 
+def _shape_reason(out: str, words: list[str], rules: OutputRules) -> str | None:
+    """The checks every generated line gets: empty, too short, too long, refusal."""
+    if not out:
+        return "empty"
+    if len(words) < rules.min_words:
+        return "too short"
+    if len(words) > rules.max_words or len(out) > rules.max_chars:
+        return "too long"
+    if _REFUSAL.search(out):
+        return "refusal"
+    return None
+
+
 def validate(text: str, item: ItemRecord, rules: OutputRules | None = None) -> tuple[str, str | None]:
     """(cleaned text, reason it is rejected or None)."""
     rules = rules or OutputRules()
     out = clean(text, rules.max_keywords)
-    if not out:
-        return out, "empty"
     words = _WORD.findall(out.lower())
-    if len(words) < rules.min_words:
-        return out, "too short"
-    if len(words) > rules.max_words or len(out) > rules.max_chars:
-        return out, "too long"
-    if _REFUSAL.search(out):
-        return out, "refusal"
+    if reason := _shape_reason(out, words, rules):
+        return out, reason
     if re.search(r"\b(title|year|genres|categories)\s*:", out, re.IGNORECASE):
         return out, "echoes the prompt format"
     source = set(_WORD.findall(" ".join(metadata_lines(item)).lower()))
@@ -220,15 +227,9 @@ def validate_query_text(
     """(cleaned query, reason it is rejected or None). A query that just lists watched titles is rejected."""
     rules = rules or OutputRules()
     out = clean(text, rules.max_keywords)
-    if not out:
-        return out, "empty"
     words = _WORD.findall(out.lower())
-    if len(words) < rules.min_words:
-        return out, "too short"
-    if len(words) > rules.max_words or len(out) > rules.max_chars:
-        return out, "too long"
-    if _REFUSAL.search(out):
-        return out, "refusal"
+    if reason := _shape_reason(out, words, rules):
+        return out, reason
     if re.search(r"\b(most recent|watched)\s*:", out, re.IGNORECASE):
         return out, "echoes the prompt format"
     lowered = out.lower()

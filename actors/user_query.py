@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from actors.llm.engine import LLMEngine, SamplingConfig
-from actors.prompts import OutputRules, validate_query_text
+from actors.llm.engine import Generation, LLMEngine, SamplingConfig
+from actors.llm.retry import generate_with_retry
+from actors.prompts import ItemRecord, OutputRules, validate_query_text
 
 QUERY_SYSTEM = {
     "movie": (
@@ -129,44 +130,36 @@ class UserQueryWriter:
         if self.engine is None:
             return [UserQuery(self.fallback(h), "fallback", 0) for h in histories]
         s = self.settings
-        convs = [self.conversation(h) for h in histories]
-        results: list[UserQuery | None] = [None] * len(histories)
-        tokens = {i: [0, 0] for i in range(len(histories))}
-        reasons: dict[int, str] = {}
-        pending = [i for i, h in enumerate(histories) if len(h)]
-        for i in range(len(histories)):
-            if not len(histories[i]):
-                results[i] = UserQuery(self.fallback([]), "fallback", 0, rejected="empty history")
-        for attempt, sampling in enumerate((s.sampling, s.retry_sampling), start=1):
-            if not pending:
-                break
-            gens = self.engine.generate([convs[i] for i in pending], sampling)
-            still = []
-            for i, gen in zip(pending, gens, strict=True):
-                tokens[i][0] += gen.prompt_tokens
-                tokens[i][1] += gen.completion_tokens
-                text, reason = validate_query_text(gen.text, [h.title for h in histories[i]], s.rules)
-                if reason is None:
-                    results[i] = UserQuery(text, "llm", attempt, *tokens[i], reasons.get(i, ""))
-                else:
-                    reasons[i] = reason
-                    still.append(i)
-            pending = still
-        for i in pending:
-            results[i] = UserQuery(self.fallback(histories[i]), "fallback", 2, *tokens[i], reasons[i])
-        return results  # type: ignore[return-value]
+        asked = [i for i, h in enumerate(histories) if len(h)]
+
+        def check(j: int, gen: Generation, sampling: SamplingConfig) -> tuple[str, str | None]:
+            return validate_query_text(gen.text, [h.title for h in histories[asked[j]]], s.rules)
+
+        convs = [self.conversation(histories[i]) for i in asked]
+        runs = dict(zip(asked, generate_with_retry(self.engine, convs, (s.sampling, s.retry_sampling), check),
+                        strict=True))  # fmt: skip
+        out = []
+        for i, history in enumerate(histories):
+            r = runs.get(i)
+            if r is None:
+                out.append(UserQuery(self.fallback([]), "fallback", 0, rejected="empty history"))
+            elif r.text is not None:
+                out.append(
+                    UserQuery(r.text, "llm", r.attempts, r.prompt_tokens, r.completion_tokens, r.rejected)
+                )
+            else:
+                out.append(UserQuery(self.fallback(history), "fallback", r.attempts, r.prompt_tokens,
+                                     r.completion_tokens, r.rejected))  # fmt: skip
+        return out
 
 
 def history_items(
     item_rows: Sequence[Mapping], descriptions: Mapping[str, str] | None = None
 ) -> list[HistoryItem]:
     """HistoryItems from catalog rows (``item_id, title, year, genres|categories``) + optional descriptions."""
-    out = []
-    for r in item_rows:
-        year = r.get("year")
-        year = int(year) if year is not None and str(year) not in ("", "nan", "<NA>", "None") else None
-        tags = r.get("genres") or r.get("categories") or ""
-        tags = "" if str(tags) in ("nan", "<NA>", "None") else str(tags)
-        desc = (descriptions or {}).get(str(r["item_id"]), "")
-        out.append(HistoryItem(str(r.get("title") or ""), year, tags, desc))
-    return out
+    descriptions = descriptions or {}
+    records = (ItemRecord.from_mapping(r) for r in item_rows)
+    return [
+        HistoryItem(r.title, r.year, r.genres or r.categories, descriptions.get(r.item_id, ""))
+        for r in records
+    ]

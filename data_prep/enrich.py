@@ -27,6 +27,7 @@ from actors.llm.engine import EngineConfig, resolve_backend
 from actors.prompts import ItemPrompt
 from data_prep import parts
 from data_prep.artifacts import ArtifactPaths, write_json
+from data_prep.llm_jobs import engine_for_replicas, outcome_counts, run_batches
 from data_prep.schema import DataError
 
 log = logging.getLogger(__name__)
@@ -101,10 +102,6 @@ def read_parts(paths: ArtifactPaths) -> pd.DataFrame:
 
 def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = True) -> dict[str, Any]:
     """Enrich every (or the first ``limit``) catalog item exactly once; returns the summary."""
-    import ray
-
-    from data_prep.ray_cluster import cluster_gpus, init_ray, quiet_ray_data
-
     if not paths.items.is_file():
         raise DataError(f"{paths.items}: not found; run `python -m data_prep.prepare` first")
     items = pd.read_parquet(paths.items)
@@ -121,42 +118,18 @@ def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = 
     if skipped:
         log.info("resuming: %d of %d items already enriched", skipped, len(items))
     t0 = time.perf_counter()
-    new_rows = 0
     arrivals: list[tuple[float, int, int]] = []
     if len(todo):
-        init_ray(quiet=True)
-        quiet_ray_data()
-        backend = resolve_backend(cfg.engine.backend)
-        engine = asdict(cfg.engine) | {"backend": backend}
-        if engine["model"] is None and backend != "openai":
-            from actors.llm.packaged import default_llm_dir
-
-            engine["model"] = str(default_llm_dir())  # convert once here, not in every replica
-        gpus = cfg.gpus_per_replica
-        if gpus is None:  # a replica holds tensor_parallel_size GPUs on GPU clusters
-            has_gpu = backend != "openai" and cluster_gpus() >= 1
-            gpus = float(cfg.engine.tensor_parallel_size) if has_gpu else 0.0
-        blocks = parts.one_block_per_batch(todo, cfg.batch_size)
-        ds = ray.data.from_pandas(blocks).map_batches(
-            EnrichBatch,
-            fn_constructor_kwargs={"engine": engine, "domain": domain, "max_reviews": cfg.max_reviews},
-            batch_size=cfg.batch_size,
-            batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(size=cfg.replicas),
-            num_cpus=cfg.cpus_per_replica if not gpus else 1,
-            num_gpus=gpus,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}},
-        )
+        engine, gpus = engine_for_replicas(cfg.engine, cfg.gpus_per_replica)
         bar = tqdm(total=len(items), initial=skipped, desc="enrich", unit="item", disable=not progress)
-        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-            if len(batch):
-                parts.write_part(parts_dir(paths), batch[OUTPUT_COLUMNS])
-                new_rows += len(batch)
-                arrivals.append((time.perf_counter(), len(batch), int(batch["completion_tokens"].sum())))
-                bar.update(len(batch))
+        arrivals = run_batches(
+            todo, EnrichBatch, {"engine": engine, "domain": domain, "max_reviews": cfg.max_reviews},
+            batch_size=cfg.batch_size, replicas=cfg.replicas, cpus_per_replica=cfg.cpus_per_replica, gpus=gpus,
+            folder=parts_dir(paths), columns=OUTPUT_COLUMNS, bar=bar,
+        )  # fmt: skip
         bar.close()
     seconds = time.perf_counter() - t0
-    new_tokens = sum(a[2] for a in arrivals)
+    new_rows, new_tokens = sum(a[1] for a in arrivals), sum(a[2] for a in arrivals)
     summary = finalize(paths, items, cfg, domain, skipped, new_rows, new_tokens, seconds)
     if len(arrivals) >= 2:  # steady state: from the first finished batch to the last (model load excluded)
         span = arrivals[-1][0] - arrivals[0][0]
@@ -195,10 +168,7 @@ def finalize(
         "items": len(merged),
         "enriched_this_run": new,
         "skipped_already_done": skipped,
-        "llm": int((merged["source"] == "llm").sum()),
-        "fallback": int((merged["source"] == "fallback").sum()),
-        "retried": int((merged["attempts"] > 1).sum()),
-        "rejections_by_reason": merged.loc[merged["rejected"] != "", "rejected"].value_counts().to_dict(),
+        **outcome_counts(merged),
         "prompt_tokens": int(merged["prompt_tokens"].sum()),
         "completion_tokens": completion,
         "seconds_this_run": round(secs, 2),

@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from actors.llm.engine import EngineConfig, resolve_backend
+from actors.llm.engine import EngineConfig
 from actors.user_query import QuerySettings, UserQueryWriter, history_items, history_key
 from data_prep import parts
 from data_prep.artifacts import ArtifactPaths, write_json
 from data_prep.corpus import Corpus
 from data_prep.enrich import infer_domain
+from data_prep.llm_jobs import engine_for_replicas, outcome_counts, run_batches
 from data_prep.schema import DataError
 
 log = logging.getLogger(__name__)
@@ -101,10 +102,6 @@ def parts_dir(paths: ArtifactPaths) -> Path:
 
 def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True) -> dict[str, Any]:
     """Write the valid and test query of every evaluable user exactly once; returns the summary."""
-    import ray
-
-    from data_prep.ray_cluster import cluster_gpus, init_ray, quiet_ray_data
-
     if not paths.is_prepared():
         raise DataError(f"{paths.root}: not prepared; run `python -m data_prep.prepare` first")
     corpus = Corpus.load(paths)
@@ -115,37 +112,19 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
     done = parts.read_parts(parts_dir(paths), COLUMNS)
     todo = requests[~requests["key"].isin(set(done["key"]))]
     settings = {"domain": infer_domain(pd.read_parquet(paths.items)), "recent": cfg.recent}
-    t0, new, new_tokens = time.perf_counter(), 0, 0
+    t0 = time.perf_counter()
+    arrivals: list[tuple[float, int, int]] = []
     if len(todo):
-        init_ray(quiet=True)
-        quiet_ray_data()
-        backend = resolve_backend(cfg.engine.backend)
-        engine = asdict(cfg.engine) | {"backend": backend}
-        if engine["model"] is None and backend != "openai":
-            from actors.llm.packaged import default_llm_dir
-
-            engine["model"] = str(default_llm_dir())
-        has_gpu = backend != "openai" and cluster_gpus() >= 1
-        gpus = float(cfg.engine.tensor_parallel_size) if has_gpu else 0.0
-        ds = ray.data.from_pandas(parts.one_block_per_batch(todo, cfg.batch_size)).map_batches(
-            QueryBatch,
-            fn_constructor_kwargs={"root": str(paths.root.resolve()), "engine": engine, "settings": settings},
-            batch_size=cfg.batch_size,
-            batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(size=cfg.replicas),
-            num_cpus=cfg.cpus_per_replica if not gpus else 1,
-            num_gpus=gpus,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}},
-        )
+        engine, gpus = engine_for_replicas(cfg.engine)
         bar = tqdm(total=len(requests), initial=len(requests) - len(todo), desc="queries", unit="query",
                    disable=not progress)  # fmt: skip
-        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-            if len(batch):
-                parts.write_part(parts_dir(paths), batch[COLUMNS])
-                new += len(batch)
-                new_tokens += int(batch["completion_tokens"].sum())
-                bar.update(len(batch))
+        arrivals = run_batches(
+            todo, QueryBatch, {"root": str(paths.root.resolve()), "engine": engine, "settings": settings},
+            batch_size=cfg.batch_size, replicas=cfg.replicas, cpus_per_replica=cfg.cpus_per_replica, gpus=gpus,
+            folder=parts_dir(paths), columns=COLUMNS, bar=bar,
+        )  # fmt: skip
         bar.close()
+    new, new_tokens = sum(a[1] for a in arrivals), sum(a[2] for a in arrivals)
     secs = time.perf_counter() - t0
     allq = parts.read_parts(parts_dir(paths), COLUMNS).drop_duplicates("key")
     allq = allq[allq["key"].isin(set(requests["key"]))]
@@ -157,10 +136,7 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
         "queries": len(allq),
         "written_this_run": new,
         "reused": len(requests) - len(todo),
-        "llm": int((allq["source"] == "llm").sum()),
-        "fallback": int((allq["source"] == "fallback").sum()),
-        "retried": int((allq["attempts"] > 1).sum()),
-        "rejections_by_reason": allq.loc[allq["rejected"] != "", "rejected"].value_counts().to_dict(),
+        **outcome_counts(allq),
         "completion_tokens": int(allq["completion_tokens"].sum()),
         "completion_tokens_per_user_query": round(float(allq["completion_tokens"].mean()), 1),
         "seconds_this_run": round(secs, 2),

@@ -57,10 +57,11 @@ def cf_topn(model: CFModel, corpus: Corpus, stage: Stage, n: int, batch: int = 1
 
 def lastitem_topn(item_vectors: np.ndarray, corpus: Corpus, stage: Stage, n: int):
     """Exact cosine search with the last history item's vector as the query (the query-free baseline)."""
+    from tune.content import LastItemScorer
+
     users = corpus.eval_users(stage)
     hist = corpus.histories(stage, users)
-    q = item_vectors[[h[-1] for h in hist]]
-    s = mask_items(q @ item_vectors.T, hist)
+    s = mask_items(LastItemScorer(item_vectors)(users, hist), hist)
     top = topk(s, n)
     return top, np.take_along_axis(s, top, axis=1)
 
