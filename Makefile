@@ -39,6 +39,9 @@ demo: setup
 		--item-embeddings $(ARTIFACTS)/ml-100k/index/enriched/vectors.npy \
 		--out $(ARTIFACTS)/ml-100k/evaluation.json
 	$(PY) -m tune.content --dataset ml-100k --out $(ARTIFACTS)/ml-100k/content_ablation.json
+	$(PY) -m data_prep.queries --dataset ml-100k --engine auto --batch-size 128
+	$(PY) -m tune.search --dataset ml-100k --trials 200 --cf sasrec --retrieval llm+lastitem --methods adaptive
+	$(PY) -m tune.report --dataset ml-100k --trials 200 --out $(ARTIFACTS)/ml-100k/report
 
 test: setup
 	$(VENV)/bin/ruff check .

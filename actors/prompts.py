@@ -221,10 +221,35 @@ def validate(text: str, item: ItemRecord, rules: OutputRules | None = None) -> t
     return out, None
 
 
+_STOPWORDS = frozenset(
+    "a an and the of for with to in on or by from that this is it its who what like more movie movies film "
+    "films stories story something some new best latest next watch want".split()
+)
+
+
+def _singular(word: str) -> str:
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") and len(word) > 3 else word
+
+
+def vocabulary(texts: list[str]) -> set[str]:
+    """Singular lower-case words of ``texts``: what a grounded query may draw on."""
+    return {_singular(w) for t in texts for w in _WORD.findall(t.lower())}
+
+
 def validate_query_text(
-    text: str, history_titles: list[str], rules: OutputRules | None = None
+    text: str,
+    history_titles: list[str],
+    rules: OutputRules | None = None,
+    vocabulary: set[str] | None = None,
 ) -> tuple[str, str | None]:
-    """(cleaned query, reason it is rejected or None). A query that just lists watched titles is rejected."""
+    """(cleaned query, reason it is rejected or None).
+
+    Rejected: a query that lists watched titles or names a title with its year ("Heat (1995)"), and, when a
+    ``vocabulary`` (words of the history's tags and descriptions) is given, a query none of whose content
+    words occurs in it: small models otherwise invent unrelated titles and plots.
+    """
     rules = rules or OutputRules()
     out = clean(text, rules.max_keywords)
     words = _WORD.findall(out.lower())
@@ -234,8 +259,11 @@ def validate_query_text(
         return out, "echoes the prompt format"
     lowered = out.lower()
     named = sum(1 for t in history_titles if len(t) > 3 and t.lower() in lowered)
-    if named >= 2:
+    if named >= 2 or re.search(r"\(\s*(19|20)\d\d\s*\)", out):
         return out, "lists titles"
+    content = [w for w in words if w not in _STOPWORDS and not w.isdigit()]
+    if vocabulary is not None and not any(_singular(w) in vocabulary for w in content):
+        return out, "ungrounded"
     if len(set(words)) / len(words) < rules.min_unique_ratio:
         return out, "repetitive"
     return out, None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from actors.llm.engine import Generation, LLMEngine, SamplingConfig
 from actors.llm.retry import generate_with_retry
-from actors.prompts import ItemRecord, OutputRules, validate_query_text
+from actors.prompts import ItemRecord, OutputRules, validate_query_text, vocabulary
 
 QUERY_SYSTEM = {
     "movie": (
@@ -76,7 +76,7 @@ class UserQuery:
 @dataclass
 class QuerySettings:
     domain: str = "movie"
-    recent: int = 10  # history items shown, most recent last
+    recent: int = 5  # history items shown, most recent last
     sampling: SamplingConfig = field(
         default_factory=lambda: SamplingConfig(max_tokens=32, temperature=0.0, repetition_penalty=1.1)
     )
@@ -133,7 +133,9 @@ class UserQueryWriter:
         asked = [i for i, h in enumerate(histories) if len(h)]
 
         def check(j: int, gen: Generation, sampling: SamplingConfig) -> tuple[str, str | None]:
-            return validate_query_text(gen.text, [h.title for h in histories[asked[j]]], s.rules)
+            shown = list(histories[asked[j]])[-s.recent :]
+            grounds = vocabulary([f"{h.tags} {h.description}" for h in shown])
+            return validate_query_text(gen.text, [h.title for h in shown], s.rules, grounds)
 
         convs = [self.conversation(histories[i]) for i in asked]
         runs = dict(zip(asked, generate_with_retry(self.engine, convs, (s.sampling, s.retry_sampling), check),

@@ -92,7 +92,7 @@ class QueryJobConfig:
     batch_size: int = 128
     replicas: int = 1
     cpus_per_replica: float = 0.5
-    recent: int = 10
+    recent: int = 5
     limit_users: int | None = None
 
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", help="local HF folder or hub id (default: the packaged SmolLM2-135M-Instruct)")
     ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="for --engine openai")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--recent", type=int, default=10, help="history items shown in the prompt")
+    ap.add_argument("--recent", type=int, default=5, help="history items shown in the prompt")
     ap.add_argument("--limit-users", type=int, help="only the first N users (slices and tests)")
     ap.add_argument("--artifacts")
     args = ap.parse_args(argv)

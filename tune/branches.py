@@ -92,9 +92,14 @@ def evaluate_fused(b: BranchScores, cfg: FusionConfig, ctx: MetricContext, ks=DE
     return evaluate_lists(fused.ids, b.targets, b.history_len, ctx, ks)
 
 
+def ranked_lists(top: np.ndarray, targets: np.ndarray, history_len: np.ndarray, n_items: int) -> RankedBatch:
+    """A RankedBatch from top lists; a target outside its list gets rank ``n_items + 1`` (a miss)."""
+    hit = top == targets[:, None]
+    ranks = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, n_items + 1)
+    return RankedBatch(top, ranks, targets, history_len)
+
+
 def evaluate_lists(
     top: np.ndarray, targets: np.ndarray, history_len: np.ndarray, ctx: MetricContext, ks=DEFAULT_KS
 ):
-    hit = top == targets[:, None]
-    ranks = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, ctx.n_items + 1)
-    return compute_metrics(RankedBatch(top, ranks, targets, history_len), ctx, ks)
+    return compute_metrics(ranked_lists(top, targets, history_len, ctx.n_items), ctx, ks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,12 @@ def _fingerprint(paths: ArtifactPaths, cf: str, retrieval: str, variant: str) ->
     return hashlib.sha256("|".join(stamp).encode()).hexdigest()[:12]
 
 
+def branch_file(paths: ArtifactPaths, stage: Stage, cf: str, retrieval: str, variant: str) -> Path:
+    """Where the branch scores of this combination live; the name fingerprints their inputs."""
+    fp = _fingerprint(paths, cf, retrieval, variant)
+    return paths.root / "branches" / f"{stage}_{cf}_{retrieval.replace('+', '-')}_{variant}_{fp}.npz"
+
+
 def load_or_compute(
     paths: ArtifactPaths, corpus: Corpus, stage: Stage, cf: str, retrieval: str, variant: str, n: int = TOP_N
 ) -> BranchScores:
@@ -39,11 +46,7 @@ def load_or_compute(
     vec_path = index_dir(paths, variant) / "vectors.npy"
     if not vec_path.is_file():
         raise FileNotFoundError(f"{vec_path}: run `python -m data_prep.index --text {variant}` first")
-    path = (
-        paths.root
-        / "branches"
-        / f"{stage}_{cf}_{retrieval}_{variant}_{_fingerprint(paths, cf, retrieval, variant)}.npz"
-    )
+    path = branch_file(paths, stage, cf, retrieval, variant)
     if path.is_file():
         return BranchScores.load(path)
     cf_part = cf_topn(model, corpus, stage, n)

@@ -1,7 +1,7 @@
 """Ray Tune search of the fusion hyperparameters on the validation split.
 
     python -m tune.search --dataset ml-100k --trials 200 [--cf sasrec|ease] [--retrieval llm|llm+lastitem|lastitem]
-                          [--objective ndcg|ndcg+coverage|ndcg+novelty]
+                          [--methods fixed,adaptive,rrf] [--objective ndcg|ndcg+coverage|ndcg+novelty]
 
 Branch scores for the validation users are computed once (``tune.branches``) and shared with every trial
 through the object store, so a trial only fuses and evaluates. OptunaSearch (TPE) proposes configs;
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.rerank import FusionConfig
-from data_prep.artifacts import ArtifactPaths, write_json
+from data_prep.artifacts import ArtifactPaths, read_json, write_json
 from tune.branches import BranchScores, evaluate_fused
 from tune.metrics import MetricContext
 
@@ -35,11 +35,18 @@ TUNE_KEYS = {"NDCG@10": "ndcg10", "Recall@10": "recall10", "Coverage@10": "cover
              "TailRecall@10": "tailrecall10", "MRR": "mrr"}  # fmt: skip
 
 
-def search_space() -> dict[str, Any]:
+METHODS = ("fixed", "adaptive", "rrf")
+
+
+def search_space(methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
+    """The fusion search space; ``methods`` restricts the fusion method (e.g. only ``adaptive``)."""
     from ray import tune
 
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {list(methods)}")
     return {
-        "method": tune.choice(["fixed", "adaptive", "rrf"]),
+        "method": tune.choice(list(methods)),
         "norm": tune.choice(["zscore", "minmax"]),
         "n": tune.choice([20, 50, 100, 200]),
         "alpha": tune.uniform(0.0, 1.0),
@@ -70,6 +77,8 @@ def run_search(
     trials: int = 200,
     objective: str = "ndcg",
     seed: int = 0,
+    methods: tuple[str, ...] = METHODS,
+    name: str = "fusion",
 ) -> dict[str, Any]:
     """Returns ``{"config": best FusionConfig dict, "valid": its metrics, "trials": n, "seconds": s}``."""
     from ray import tune
@@ -90,14 +99,14 @@ def run_search(
     t0 = time.perf_counter()
     tuner = tune.Tuner(
         tune.with_parameters(trial, branches=branches, ctx=ctx),
-        param_space=search_space(),
+        param_space=search_space(methods),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             num_samples=trials,
             reuse_actors=True,
             max_concurrent_trials=2,
         ),  # fmt: skip
-        run_config=tune.RunConfig(storage_path=str(storage.resolve()), name="fusion", verbose=0),
+        run_config=tune.RunConfig(storage_path=str(storage.resolve()), name=name, verbose=0),
     )
     results = tuner.fit()
     seconds = time.perf_counter() - t0
@@ -105,35 +114,67 @@ def run_search(
     config = asdict(to_fusion(best.config))
     valid = {name: best.metrics[key] for name, key in TUNE_KEYS.items() if key in best.metrics}
     return {"config": config, "valid": valid, "trials": len(results), "seconds": round(seconds, 2),
-            "objective": metrics}  # fmt: skip
+            "objective": metrics, "methods": list(methods)}  # fmt: skip
+
+
+def cached_search(
+    paths: ArtifactPaths,
+    corpus,
+    cf: str,
+    retrieval: str,
+    variant: str,
+    trials: int = 200,
+    objective: str = "ndcg",
+    methods: tuple[str, ...] = METHODS,
+) -> dict[str, Any]:
+    """``run_search`` on the valid branches of (cf, retrieval, variant), reused while its inputs are unchanged.
+
+    The result is kept under ``tune/searches/`` keyed by the branch file (which fingerprints the model,
+    index and queries), the methods, the trial count and the objective.
+    """
+    from tune.branches_store import branch_file, load_or_compute
+    from tune.harness import metric_context
+
+    branches = load_or_compute(paths, corpus, "valid", cf, retrieval, variant)
+    key = (
+        f"{branch_file(paths, 'valid', cf, retrieval, variant).stem}_{'-'.join(methods)}_{trials}_{objective}"
+    )
+    cache = paths.root / "tune" / "searches" / f"{key}.json"
+    if cache.is_file():
+        return read_json(cache)
+    out = run_search(branches, metric_context(corpus), paths.root / "tune", trials, objective, methods=methods,
+                     name=key)  # fmt: skip
+    out |= {"cf": cf, "retrieval": retrieval, "variant": variant}
+    write_json(cache, out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     from data_prep.corpus import Corpus
-    from tune.harness import metric_context
 
     ap = argparse.ArgumentParser(prog="python -m tune.search", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--cf", default="sasrec", choices=["sasrec", "ease", "pop"])
-    ap.add_argument("--retrieval", default="llm", choices=["llm", "llm+lastitem", "lastitem"])
+    ap.add_argument("--retrieval", default="llm+lastitem", choices=["llm", "llm+lastitem", "lastitem"],
+                    help="retrieval query: the LLM query, the LLM query + the last item's text, or the last item's text")  # fmt: skip
     ap.add_argument("--variant", default="enriched", choices=["enriched", "metadata"], help="item text index")
+    ap.add_argument("--methods", default=",".join(METHODS), help="fusion methods searched, comma-separated")
     ap.add_argument("--objective", default="ndcg", choices=sorted(OBJECTIVES))
     ap.add_argument("--out", type=Path, help="default: artifacts/<dataset>/fusion.json")
     ap.add_argument("--artifacts")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from tune.branches_store import load_or_compute
-
     paths = ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts)
-    corpus = Corpus.load(paths)
     try:
-        branches = load_or_compute(paths, corpus, "valid", args.cf, args.retrieval, args.variant)
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        search_space(methods)  # validates --methods before any work
+        corpus = Corpus.load(paths)
+        out = cached_search(paths, corpus, args.cf, args.retrieval, args.variant, args.trials, args.objective,
+                            methods)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = run_search(branches, metric_context(corpus), paths.root / "tune", args.trials, args.objective)
-    out |= {"cf": args.cf, "retrieval": args.retrieval, "variant": args.variant}
     target = args.out or paths.root / "fusion.json"
     write_json(target, out)
     print(f"{out['trials']} trials in {out['seconds']}s; best valid NDCG@10 {out['valid']['NDCG@10']:.4f} with "

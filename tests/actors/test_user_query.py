@@ -64,3 +64,17 @@ def test_history_items_from_catalog_rows():
     items = history_items(rows, {"7": "moving"})
     assert items[0] == HistoryItem("X", 1999, "Drama", "moving")
     assert items[1] == HistoryItem("Y", None, "", "")
+
+
+def test_ungrounded_queries_and_titles_with_years_are_rejected():
+    engine = Scripted(
+        [["space opera with lasers and robots", "The Clash (2003) is great", "animals on a farm"],
+         ["galactic wizards and dragons", "comedies about toys"]]
+    )  # fmt: skip
+    out = UserQueryWriter(engine).write([HIST, HIST, HIST])
+    assert [(q.source, q.rejected) for q in out] == [
+        ("fallback", "ungrounded"),  # no word of it in the history's genres or descriptions, twice
+        ("llm", "lists titles"),  # a title with its year, then a grounded retry ("comedies" ~ "Comedy")
+        ("llm", ""),  # "farm" is in Babe's description
+    ]
+    assert out[1].text == "comedies about toys"

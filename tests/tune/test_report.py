@@ -1,0 +1,80 @@
+"""The report's pieces: fused rows on known branches, the quality bars, plots and markdown."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from actors.rerank import FusionConfig
+from tune.report import bars, fused_methods, fused_metrics, markdown, plot, stage_table
+from tune.search import search_space
+
+from .test_search import CTX, branches
+
+
+def test_fused_methods_cover_both_backbones_and_the_ablations():
+    rows = {m.name: m for m in fused_methods("llm+lastitem", "enriched")}
+    assert rows["fused_adaptive"].cf == "sasrec" and rows["fused_adaptive_ease"].cf == "ease"
+    assert rows["fused_fixed"].methods == ("fixed",)
+    assert rows["fused_adaptive_noenrich"].variant == "metadata"
+    assert rows["fused_adaptive_noquery"].retrieval == "lastitem"
+    assert all(m.methods == ("adaptive",) for n, m in rows.items() if n.startswith("fused_adaptive"))
+
+
+def test_search_space_rejects_unknown_methods():
+    with pytest.raises(ValueError, match="'softmax'"):
+        search_space(("adaptive", "softmax"))
+
+
+def test_fused_metrics_known_answer_and_history_buckets():
+    b = branches()
+    cf_only = fused_metrics(b, FusionConfig(method="fixed", alpha=1.0), CTX)
+    assert cf_only["Recall@10"] == 1.0 and cf_only["MRR"] == pytest.approx((1 + 1 / 5) / 2)
+    assert cf_only["by_history_length"] == {"20-49": {"users": 40, "Recall@10": 1.0, "NDCG@10": pytest.approx(
+        cf_only["NDCG@10"])}}  # fmt: skip
+    assert cf_only["mean_alpha"] == 1.0
+
+
+def _metrics(ndcg, cov=0.3, tail=0.05):
+    return {"Recall@10": 2 * ndcg, "NDCG@10": ndcg, "Coverage@10": cov, "TailRecall@10": tail}
+
+
+def _report():
+    results = {
+        "ease": {"valid": _metrics(0.08), "test": _metrics(0.07)},
+        "sasrec": {"valid": _metrics(0.10), "test": _metrics(0.09, 0.34, 0.08)},
+        "retrieval_lastitem": {"valid": _metrics(0.027), "test": _metrics(0.03)},
+        "retrieval_query": {"valid": _metrics(0.02), "test": _metrics(0.02)},
+        "fused_adaptive": {"valid": _metrics(0.10), "test": _metrics(0.091, 0.40, 0.09),
+                           "by_history_length": {"0-19": {"users": 5, "Recall@10": 0.2, "NDCG@10": 0.1}}},
+        "fused_adaptive_ease": {"valid": _metrics(0.09), "test": _metrics(0.0805), "fusion": {
+            "cf": "ease", "retrieval": "llm+lastitem", "variant": "enriched", "config": {"method": "adaptive"}}},
+    }  # fmt: skip
+    protocol = {"dataset": "toy", "users": 9, "items": 100, "interactions": 50, "split": "loo", "ranking": "full",
+                "fused_and_query_rows": "lists", "tuning": "tune", "item_text": "enriched",
+                "query_mode": "llm+lastitem", "test_users": 9}  # fmt: skip
+    return {"protocol": protocol, "results": results, "bars": bars(results), "cost": {"x": 1}}
+
+
+def test_bars_measure_each_goal_whichever_way_it_goes():
+    b = _report()["bars"]
+    assert b["fused_adaptive_ease_vs_ease_test_ndcg10"]["gain"] == pytest.approx(0.15)
+    assert not b["fused_adaptive_ease_vs_ease_test_ndcg10"]["met"]
+    assert b["fused_adaptive_vs_sasrec_test"]["met"]
+    assert not b["retrieval_query_vs_lastitem_valid_ndcg10"]["met"]
+
+
+def test_plots_and_markdown_are_written(tmp_path):
+    report = _report()
+    files = plot(report, tmp_path)
+    assert [f.name for f in files] == ["metrics_test.png", "by_history_length.png"]
+    assert all(f.stat().st_size > 10_000 for f in files)
+    md = markdown(report, files)
+    assert (
+        "| fused_adaptive_ease | test |" in md
+        and "NOT met" in md
+        and "![metrics_test](metrics_test.png)" in md
+    )
+    assert "| valid |" not in stage_table(report)
+    json.dumps(report)  # the report is plain JSON
