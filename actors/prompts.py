@@ -222,44 +222,8 @@ def validate(text: str, item: ItemRecord, rules: OutputRules | None = None) -> t
 
 
 _STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "the",
-        "of",
-        "for",
-        "with",
-        "to",
-        "in",
-        "on",
-        "or",
-        "by",
-        "from",
-        "that",
-        "this",
-        "is",
-        "it",
-        "its",
-        "who",
-        "what",
-        "like",
-        "more",
-        "movie",
-        "movies",
-        "film",
-        "films",
-        "stories",
-        "story",
-        "something",
-        "some",
-        "new",
-        "best",
-        "latest",
-        "next",
-        "watch",
-        "want",
-    ]
+    "a an and the of for with to in on or by from that this is it its who what like more movie movies film "  # noqa: SIM905
+    "films stories story something some new best latest next watch want".split()
 )
 
 
