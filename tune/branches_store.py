@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,12 +38,19 @@ def branch_file(paths: ArtifactPaths, stage: Stage, cf: str, retrieval: str, var
 
 
 def load_or_compute(
-    paths: ArtifactPaths, corpus: Corpus, stage: Stage, cf: str, retrieval: str, variant: str, n: int = TOP_N
+    paths: ArtifactPaths,
+    corpus: Corpus,
+    stage: Stage,
+    cf: str,
+    retrieval: str,
+    variant: str,
+    n: int = TOP_N,
+    cf_overrides: dict[str, Any] | None = None,
 ) -> BranchScores:
-    """Top-``n`` of both branches for every evaluable user of ``stage``."""
+    """Top-``n`` of both branches for every evaluable user of ``stage`` (CF config overridden by ``cf_overrides``)."""
     from tune.training import train_or_load
 
-    model = train_or_load(paths, cf)
+    model = train_or_load(paths, cf, cf_overrides)
     vec_path = index_dir(paths, variant) / "vectors.npy"
     if not vec_path.is_file():
         raise FileNotFoundError(f"{vec_path}: run `python -m data_prep.index --text {variant}` first")

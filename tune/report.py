@@ -36,7 +36,7 @@ from data_prep.artifacts import ArtifactPaths, read_json, write_json
 from data_prep.corpus import Corpus
 from data_prep.index import index_dir
 from tune.branches import BranchScores, ranked_lists
-from tune.evaluate import markdown_table, protocol
+from tune.evaluate import markdown_table, parse_overrides, protocol
 from tune.harness import evaluate_scorer, metric_context
 from tune.metrics import DEFAULT_KS, MetricContext, by_history_length, compute_metrics
 
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 CF_MODELS = ("pop", "ease", "sasrec")
 QUERY_ROWS = {"llm": "retrieval_query", "llm+lastitem": "retrieval_query_lastitem"}  # query mode -> row
+Overrides = dict[str, dict[str, Any]]
 TABLE_METRICS = ("Recall@10", "NDCG@10", "Recall@20", "NDCG@20", "MRR", "Coverage@10", "Novelty@10", "ILD@10",
                  "TailRecall@10")  # fmt: skip
 
@@ -90,12 +91,12 @@ def fused_metrics(b: BranchScores, cfg: FusionConfig, ctx: MetricContext) -> dic
     return _list_metrics(fused.ids, b, ctx) | {"mean_alpha": float(fused.alpha.mean())}
 
 
-def cf_rows(paths: ArtifactPaths, corpus: Corpus, ctx: MetricContext) -> dict[str, Any]:
+def cf_rows(paths: ArtifactPaths, corpus: Corpus, ctx: MetricContext, overrides: Overrides) -> dict[str, Any]:
     from tune.training import train_or_load
 
     rows = {}
     for name in CF_MODELS:
-        model = train_or_load(paths, name)
+        model = train_or_load(paths, name, overrides.get(name))
 
         def scorer(users, histories, model=model):
             return model.score(histories)
@@ -111,10 +112,12 @@ def lastitem_row(corpus: Corpus, ctx: MetricContext, vectors: np.ndarray) -> dic
     return _row(*(evaluate_scorer(scorer, corpus, s, ctx) for s in ("valid", "test")))
 
 
-def branch_pair(paths, corpus, cf: str, retrieval: str, variant: str) -> tuple[BranchScores, BranchScores]:
+def branch_pair(paths, corpus, cf: str, retrieval: str, variant: str, overrides: Overrides):
+    """(valid, test) BranchScores of one combination."""
     from tune.branches_store import load_or_compute
 
-    return tuple(load_or_compute(paths, corpus, s, cf, retrieval, variant) for s in ("valid", "test"))
+    return tuple(load_or_compute(paths, corpus, s, cf, retrieval, variant, cf_overrides=overrides.get(cf))
+                 for s in ("valid", "test"))  # fmt: skip
 
 
 def bars(results: dict[str, Any]) -> dict[str, Any]:
@@ -178,9 +181,17 @@ def cost(paths: ArtifactPaths, searches: dict[str, Any], seconds: dict[str, floa
 
 
 def build_report(
-    paths: ArtifactPaths, trials: int = 200, variant: str = "enriched", query_mode: str = "auto"
-):
-    """Evaluate every method; returns the report dict (see the module docstring)."""
+    paths: ArtifactPaths,
+    trials: int = 200,
+    variant: str = "enriched",
+    query_mode: str = "llm+lastitem",
+    overrides: Overrides | None = None,
+) -> dict[str, Any]:
+    """Evaluate every method; returns the report dict (see the module docstring).
+
+    ``overrides`` (``{"sasrec": {"epochs": 2}}``) changes CF configs, as ``tune.evaluate --set`` does.
+    """
+    overrides = overrides or {}
     from data_prep.ray_cluster import init_ray
     from tune.search import cached_search
 
@@ -190,7 +201,7 @@ def build_report(
     ctx = metric_context(corpus, meta_vectors)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    results = cf_rows(paths, corpus, ctx)
+    results = cf_rows(paths, corpus, ctx, overrides)
     seconds["cf_train_or_load_and_evaluate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -198,17 +209,18 @@ def build_report(
         corpus, ctx, np.load(index_dir(paths, variant) / "vectors.npy")
     )
     for mode, name in QUERY_ROWS.items():
-        valid, test = branch_pair(paths, corpus, "sasrec", mode, variant)
+        valid, test = branch_pair(paths, corpus, "sasrec", mode, variant, overrides)
         results[name] = _row(_list_metrics(valid.ret_ids, valid, ctx), _list_metrics(test.ret_ids, test, ctx))
     seconds["retrieval_branches"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     searches = {}
     for m in fused_methods(query_mode, variant):
-        search = cached_search(paths, corpus, m.cf, m.retrieval, m.variant, trials, methods=m.methods)
+        search = cached_search(paths, corpus, m.cf, m.retrieval, m.variant, trials, methods=m.methods,
+                               cf_overrides=overrides.get(m.cf))  # fmt: skip
         searches[m.name] = search
         cfg = FusionConfig(**search["config"])
-        valid, test = branch_pair(paths, corpus, m.cf, m.retrieval, m.variant)
+        valid, test = branch_pair(paths, corpus, m.cf, m.retrieval, m.variant, overrides)
         results[m.name] = _row(fused_metrics(valid, cfg, ctx), fused_metrics(test, cfg, ctx),
                                fusion={"cf": m.cf, "retrieval": m.retrieval, "variant": m.variant,
                                        "config": asdict(cfg)})  # fmt: skip
@@ -327,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--query-mode", default="llm+lastitem", choices=list(QUERY_ROWS),
                     help="retrieval query of the fused rows (the same default as tune.search, so the "
                     "fused_adaptive row reuses the search behind fusion.json)")  # fmt: skip
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",
+                    help="override a CF model config field, as in tune.evaluate (repeatable)")  # fmt: skip
     ap.add_argument("--artifacts")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -338,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        report = build_report(paths, args.trials, args.variant, args.query_mode)
+        report = build_report(
+            paths, args.trials, args.variant, args.query_mode, parse_overrides(args.overrides)
+        )
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -126,6 +126,7 @@ def cached_search(
     trials: int = 200,
     objective: str = "ndcg",
     methods: tuple[str, ...] = METHODS,
+    cf_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``run_search`` on the valid branches of (cf, retrieval, variant), reused while its inputs are unchanged.
 
@@ -135,7 +136,7 @@ def cached_search(
     from tune.branches_store import branch_file, load_or_compute
     from tune.harness import metric_context
 
-    branches = load_or_compute(paths, corpus, "valid", cf, retrieval, variant)
+    branches = load_or_compute(paths, corpus, "valid", cf, retrieval, variant, cf_overrides=cf_overrides)
     key = (
         f"{branch_file(paths, 'valid', cf, retrieval, variant).stem}_{'-'.join(methods)}_{trials}_{objective}"
     )

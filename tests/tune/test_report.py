@@ -78,3 +78,71 @@ def test_plots_and_markdown_are_written(tmp_path):
     )
     assert "| valid |" not in stage_table(report)
     json.dumps(report)  # the report is plain JSON
+
+
+@pytest.mark.slow
+def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, artifacts_root, tmp_path, capsys):
+    """Every row on real ML-100K: CF (SASRec shortened), metadata-fallback enrichment and queries, Tune."""
+    import pandas as pd
+
+    from actors.encoder import EncoderConfig
+    from actors.prompts import ItemRecord, fallback_description
+    from actors.retriever import IndexConfig
+    from actors.user_query import UserQueryWriter
+    from data_prep.corpus import Corpus
+    from data_prep.index import build_variant
+    from data_prep.queries import COLUMNS, CatalogView, query_requests
+    from tune.report import main
+
+    enriched = ml100k.root / "items_enriched.parquet"
+    if not enriched.is_file():  # the LLM is not the subject here: metadata-only descriptions
+        items = pd.read_parquet(ml100k.items)
+        desc = [fallback_description(ItemRecord.from_mapping(r)) for r in items.to_dict("records")]
+        pd.DataFrame({"item_id": items["item_id"], "description": desc, "source": "fallback"}).to_parquet(
+            enriched
+        )
+    for variant in ("metadata", "enriched"):
+        build_variant(ml100k, variant, IndexConfig(), EncoderConfig())
+    requests = query_requests(Corpus.load(ml100k))
+    catalog = CatalogView(str(ml100k.root))
+    written = UserQueryWriter(None).write([catalog.history(h) for h in requests["history"]])
+    queries = requests[["user_id", "stage", "key"]].assign(
+        query=[q.text for q in written], source="fallback", attempts=0, prompt_tokens=0, completion_tokens=0,
+        rejected="")  # fmt: skip
+    queries[COLUMNS].to_parquet(ml100k.root / "user_queries.parquet", index=False)
+
+    out = tmp_path / "report"
+    code = main(["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--trials", "6", "--out", str(out),
+                 "--set", "sasrec.epochs=2", "--set", "sasrec.patience=1"])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    expected = {"pop", "ease", "sasrec", "retrieval_lastitem", "retrieval_query", "retrieval_query_lastitem",
+                "fused_fixed", "fused_adaptive", "fused_adaptive_ease", "fused_adaptive_noenrich",
+                "fused_adaptive_noquery", "fused_adaptive_ease_noquery"}  # fmt: skip
+    assert set(report["results"]) == expected
+    res = report["results"]
+    assert res["pop"]["test"]["Recall@10"] == pytest.approx(0.0859, abs=0.001)  # the cross-checked protocol
+    for name, row in res.items():
+        for stage in ("valid", "test"):
+            assert 0 < row[stage]["NDCG@10"] < 1 and row[stage]["users"] == 943, (name, stage)
+        assert set(row["by_history_length"]) >= {"20-49", "200+"}
+    assert res["fused_fixed"]["fusion"]["config"]["method"] == "fixed"
+    assert res["fused_adaptive_ease"]["fusion"]["cf"] == "ease"
+    # the tuned config is applied unchanged: its valid score is the one Tune found
+    searches = [json.loads(p.read_text()) for p in (ml100k.root / "tune" / "searches").glob("*.json")]
+    best = {
+        (s["cf"], s["retrieval"], s["variant"], tuple(s["methods"])): s["valid"]["NDCG@10"] for s in searches
+    }
+    f = res["fused_adaptive"]["fusion"]
+    assert res["fused_adaptive"]["valid"]["NDCG@10"] == pytest.approx(best[(f["cf"], f["retrieval"], f["variant"],
+                                                                             ("adaptive",))])  # fmt: skip
+    assert set(report["bars"]) == {"fused_adaptive_ease_vs_ease_test_ndcg10", "fused_adaptive_vs_sasrec_test",
+                                   "retrieval_query_vs_lastitem_valid_ndcg10"}  # fmt: skip
+    assert {p.name for p in out.iterdir()} == {
+        "report.json",
+        "report.md",
+        "metrics_test.png",
+        "by_history_length.png",
+    }
+    printed = capsys.readouterr().out
+    assert "| fused_adaptive_ease | test |" in printed
