@@ -55,6 +55,7 @@ bench: setup
 	$(PY) bench/eval_speed.py
 	$(PY) bench/enrich_throughput.py
 	$(PY) bench/faiss_scale.py
+	$(PY) bench/tune_search.py
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from actors.encoder import TextEncoder
+from actors.ranking import mask_items
 from actors.retriever import FaissRetriever
 
 
@@ -39,6 +40,11 @@ class QueryRetrievalBranch:
             f"{q}. {self.item_texts[int(h[-1])]}" if len(h) else q
             for q, h in zip(queries, histories, strict=True)
         ]
+
+    def score_all(self, queries: Sequence[str], histories: Sequence[np.ndarray]) -> np.ndarray:
+        """(n, n_items) exact inner products with every stored item vector, history set to -inf."""
+        vectors = self.encoder.encode(self.query_texts(queries, histories))
+        return mask_items(vectors @ self.retriever.vectors.T, histories)
 
     def search(
         self, queries: Sequence[str], histories: Sequence[np.ndarray], n: int | None = None

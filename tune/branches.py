@@ -32,27 +32,31 @@ class BranchScores:
     cf_scores: np.ndarray
     ret_ids: np.ndarray
     ret_scores: np.ndarray
+    cf_full: np.ndarray | None = None  # (n_users, n_items) float32, -inf on the masked history
+    ret_full: np.ndarray | None = None
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **{f.name: getattr(self, f.name) for f in fields(self)})
+        np.savez(
+            path, **{f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        )
 
     @classmethod
     def load(cls, path: Path) -> BranchScores:
         with np.load(path) as z:
-            return cls(**{f.name: z[f.name] for f in fields(cls)})
+            return cls(**{f.name: z[f.name] for f in fields(cls) if f.name in z.files})
 
 
-def cf_topn(model: CFModel, corpus: Corpus, stage: Stage, n: int, batch: int = 1024):
+def top_of(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, scores) of the top ``n`` of masked full score rows, plus the rows themselves (float32)."""
+    top = topk(scores, n)
+    return top, np.take_along_axis(scores, top, axis=1), scores.astype(np.float32)
+
+
+def cf_topn(model: CFModel, corpus: Corpus, stage: Stage, n: int):
     users = corpus.eval_users(stage)
-    ids, scores = [], []
-    for start in range(0, len(users), batch):
-        hist = corpus.histories(stage, users[start : start + batch])
-        s = mask_items(model.score(hist), hist)
-        top = topk(s, n)
-        ids.append(top)
-        scores.append(np.take_along_axis(s, top, axis=1))
-    return np.vstack(ids), np.vstack(scores)
+    hist = corpus.histories(stage, users)
+    return top_of(mask_items(model.score(hist), hist), n)
 
 
 def lastitem_topn(item_vectors: np.ndarray, corpus: Corpus, stage: Stage, n: int):
@@ -61,9 +65,7 @@ def lastitem_topn(item_vectors: np.ndarray, corpus: Corpus, stage: Stage, n: int
 
     users = corpus.eval_users(stage)
     hist = corpus.histories(stage, users)
-    s = mask_items(LastItemScorer(item_vectors)(users, hist), hist)
-    top = topk(s, n)
-    return top, np.take_along_axis(s, top, axis=1)
+    return top_of(mask_items(LastItemScorer(item_vectors)(users, hist), hist), n)
 
 
 def query_topn(branch, corpus: Corpus, stage: Stage, queries: pd.DataFrame, n: int):
@@ -77,18 +79,20 @@ def query_topn(branch, corpus: Corpus, stage: Stage, queries: pd.DataFrame, n: i
             f"{len(missing)} {stage} users have no query (e.g. {missing[:3]}); run data_prep.queries"
         )
     texts = by_user.loc[corpus.user_ids[users]].tolist()
-    return branch.search(texts, hist, n)
+    return top_of(branch.score_all(texts, hist), n)
 
 
 def assemble(corpus: Corpus, stage: Stage, cf, ret) -> BranchScores:
     users = corpus.eval_users(stage)
     hist_len = np.array([len(h) for h in corpus.histories(stage, users)])
-    return BranchScores(users, corpus.target(stage)[users], hist_len, cf[0], cf[1], ret[0], ret[1])
+    return BranchScores(users, corpus.target(stage)[users], hist_len, *cf[:2], *ret[:2], cf[2], ret[2])
 
 
 def evaluate_fused(b: BranchScores, cfg: FusionConfig, ctx: MetricContext, ks=DEFAULT_KS) -> dict[str, float]:
     """Fuse every user's branches and compute metrics; a target outside the fused list is a miss."""
-    fused = fuse(b.cf_ids, b.cf_scores, b.ret_ids, b.ret_scores, b.history_len, cfg, max(ks))
+    fused = fuse(
+        b.cf_ids, b.cf_scores, b.ret_ids, b.ret_scores, b.history_len, cfg, max(ks), b.cf_full, b.ret_full
+    )
     return evaluate_lists(fused.ids, b.targets, b.history_len, ctx, ks)
 
 

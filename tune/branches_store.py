@@ -17,6 +17,7 @@ from tune.branches import BranchScores, assemble, cf_topn, lastitem_topn, query_
 
 log = logging.getLogger(__name__)
 TOP_N = 200
+FORMAT = "v2: top-N lists + full score rows"  # part of the fingerprint: a new format recomputes
 
 
 def _fingerprint(paths: ArtifactPaths, cf: str, retrieval: str, variant: str) -> str:
@@ -27,7 +28,7 @@ def _fingerprint(paths: ArtifactPaths, cf: str, retrieval: str, variant: str) ->
     ]
     if retrieval != "lastitem":
         files.append(paths.root / "user_queries.parquet")
-    stamp = [f"{f}:{f.stat().st_mtime_ns}" if f.exists() else f"{f}:absent" for f in files]
+    stamp = [FORMAT] + [f"{f}:{f.stat().st_mtime_ns}" if f.exists() else f"{f}:absent" for f in files]
     return hashlib.sha256("|".join(stamp).encode()).hexdigest()[:12]
 
 

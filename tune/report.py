@@ -87,7 +87,8 @@ def _list_metrics(top: np.ndarray, b: BranchScores, ctx: MetricContext) -> dict[
 
 
 def fused_metrics(b: BranchScores, cfg: FusionConfig, ctx: MetricContext) -> dict[str, Any]:
-    fused = fuse(b.cf_ids, b.cf_scores, b.ret_ids, b.ret_scores, b.history_len, cfg, max(DEFAULT_KS))
+    fused = fuse(b.cf_ids, b.cf_scores, b.ret_ids, b.ret_scores, b.history_len, cfg, max(DEFAULT_KS), b.cf_full,
+                 b.ret_full)  # fmt: skip
     return _list_metrics(fused.ids, b, ctx) | {"mean_alpha": float(fused.alpha.mean())}
 
 

@@ -78,3 +78,19 @@ def test_bad_input():
         fuse(CF_IDS, CF_S, RET_IDS, RET_S, np.array([1, 2]), FusionConfig(), 5)
     with pytest.raises(ValueError, match="norm must be"):
         run(method="fixed", norm="l2")
+
+
+def test_full_rows_fill_in_true_scores_and_set_the_scale():
+    # item 9 is 4th in CF (outside its top-3) but would win with its true CF score known
+    cf_full = np.array([[-np.inf, 3.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.9]])
+    ret_ids, ret_s = np.array([[9, 4, 5]]), np.array([[0.9, 0.8, 0.7]])
+    ret_full = np.array([[0.0, 0.1, 0.1, 0.1, 0.8, 0.7, 0.0, 0.0, 0.0, 0.9]])
+    cfg = FusionConfig(method="fixed", alpha=0.5)
+    floor = fuse(CF_IDS, CF_S, ret_ids, ret_s, H, cfg, 6)
+    full = fuse(CF_IDS, CF_S, ret_ids, ret_s, H, cfg, 6, cf_full, ret_full)
+    assert floor.ids[0, 0] != 9 and full.ids[0, 0] == 9
+    z = lambda row, v: (v - row[np.isfinite(row)].mean()) / row[np.isfinite(row)].std()  # noqa: E731
+    assert full.scores[0, 0] == pytest.approx(0.5 * z(cf_full[0], 0.9) + 0.5 * z(ret_full[0], 0.9), rel=1e-5)
+    assert full.cf_rank[0, 0] == 0 and np.isnan(
+        full.cf_score[0, 0]
+    )  # provenance still says "not in CF's list"
