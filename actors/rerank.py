@@ -3,7 +3,7 @@
 Both branches hand over their top-N (ids, scores) per user. Fusion works on the union of the two lists:
 scores are normalised per branch (z-score or min-max over that branch's top-N), an item missing from a
 branch scores just below that branch's lowest listed item, and the fused score is α·cf + (1−α)·retrieval. α is
-fixed, or per user: α_u = sigmoid(a + b·log(1+|h_u|) + c·conf_u), where conf_u is the CF branch's
+fixed, or per user: α_u = sigmoid(a + b·(log(1+|h_u|) − log 51) + c·(conf_u − ½)), where conf_u is the CF branch's
 confidence (top-1 margin of the softmax over its top-N scores, or 1 − normalised entropy). Reciprocal-
 rank fusion (weights α and 1−α) is the rank-only alternative. Every output item carries its provenance:
 its rank (1-based; 0 = absent) and raw score in each branch.
@@ -24,6 +24,9 @@ import numpy as np
 
 from actors.ranking import topk
 
+# adaptive α: history length and confidence enter centred, so ``a`` alone sets a typical user's α
+LOG_LEN_CENTRE = float(np.log1p(50))
+
 
 @dataclass
 class FusionConfig:
@@ -31,7 +34,7 @@ class FusionConfig:
     norm: Literal["zscore", "minmax"] = "zscore"
     n: int = 100  # items taken from each branch
     alpha: float = 0.5  # fixed / rrf: weight of the CF branch
-    a: float = 0.0  # adaptive: alpha_u = sigmoid(a + b*log(1+|h|) + c*conf)
+    a: float = 0.0  # adaptive: alpha_u = sigmoid(a + b*(log(1+|h|) - log(51)) + c*(conf - 0.5))
     b: float = 0.0
     c: float = 0.0
     confidence: Literal["margin", "entropy"] = "margin"
@@ -90,7 +93,8 @@ def user_alpha(cfg: FusionConfig, history_len: np.ndarray, cf_scores: np.ndarray
     if cfg.method != "adaptive":
         return np.full(n, cfg.alpha)
     conf = cf_confidence(cf_scores, cfg.confidence)
-    z = cfg.a + cfg.b * np.log1p(np.asarray(history_len, dtype=np.float64)) + cfg.c * conf
+    centred_len = np.log1p(np.asarray(history_len, dtype=np.float64)) - LOG_LEN_CENTRE
+    z = cfg.a + cfg.b * centred_len + cfg.c * (conf - 0.5)
     return 1.0 / (1.0 + np.exp(-z))
 
 

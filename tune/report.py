@@ -13,7 +13,7 @@ test table. Methods:
 - ``fused_fixed`` (best fixed α), ``fused_adaptive`` (tuned per-user α_u, SASRec backbone),
   ``fused_adaptive_ease`` (EASE backbone); ablations ``fused_adaptive_noenrich`` (metadata-only item
   text) and ``fused_adaptive_noquery`` / ``fused_adaptive_ease_noquery`` (last item's text instead of the
-  LLM query).
+  LLM query), ``fused_adaptive_ease_noenrich_noquery`` (no LLM at all: EASE + the last item's metadata text).
 
 Every fusion config is searched with Ray Tune on the validation branches (``tune.search.cached_search``,
 reused while its inputs are unchanged) and then applied, unchanged, to test.
@@ -68,6 +68,8 @@ def fused_methods(query_mode: str, variant: str) -> list[FusedMethod]:
         FusedMethod("fused_adaptive_noenrich", "sasrec", query_mode, "metadata", ("adaptive",)),
         FusedMethod("fused_adaptive_noquery", "sasrec", "lastitem", variant, ("adaptive",)),
         FusedMethod("fused_adaptive_ease_noquery", "ease", "lastitem", variant, ("adaptive",)),
+        # no LLM at all: the setup of the independent calibration (EASE + metadata text of the last item)
+        FusedMethod("fused_adaptive_ease_noenrich_noquery", "ease", "lastitem", "metadata", ("adaptive",)),
     ]
 
 

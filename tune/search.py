@@ -19,6 +19,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from actors.rerank import FusionConfig
 from data_prep.artifacts import ArtifactPaths, read_json, write_json
 from tune.branches import BranchScores, evaluate_fused
@@ -36,6 +38,7 @@ TUNE_KEYS = {"NDCG@10": "ndcg10", "Recall@10": "recall10", "Coverage@10": "cover
 
 
 METHODS = ("fixed", "adaptive", "rrf")
+SEARCH_VERSION = "s2"  # bump when the space or the fusion formula changes: cached searches are then redone
 
 
 def search_space(methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
@@ -56,6 +59,22 @@ def search_space(methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
         "confidence": tune.choice(["margin", "entropy"]),
         "rrf_k": tune.choice([10.0, 30.0, 60.0]),
     }
+
+
+def starting_points(methods: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A few plain configs tried first (constant α of 0.5-0.9, catalog-wide z-scores), so TPE starts from
+    sensible mixes instead of the extremes most random draws give."""
+    base = {"norm": "zscore", "n": 200, "alpha": 0.5, "a": 0.0, "b": 0.0, "c": 0.0, "confidence": "margin",
+            "rrf_k": 60.0}  # fmt: skip
+    points = []
+    for alpha in (0.5, 0.7, 0.9):
+        if "fixed" in methods:
+            points.append(base | {"method": "fixed", "alpha": alpha})
+        if "adaptive" in methods:
+            points.append(base | {"method": "adaptive", "a": float(np.log(alpha / (1 - alpha)))})
+    if "rrf" in methods:
+        points.append(base | {"method": "rrf"})
+    return points
 
 
 def to_fusion(config: dict[str, Any]) -> FusionConfig:
@@ -95,6 +114,7 @@ def run_search(
         metric=metrics if len(metrics) > 1 else metrics[0],
         mode=modes if len(metrics) > 1 else modes[0],
         seed=seed,
+        points_to_evaluate=starting_points(methods),
     )
     t0 = time.perf_counter()
     tuner = tune.Tuner(
@@ -137,9 +157,8 @@ def cached_search(
     from tune.harness import metric_context
 
     branches = load_or_compute(paths, corpus, "valid", cf, retrieval, variant, cf_overrides=cf_overrides)
-    key = (
-        f"{branch_file(paths, 'valid', cf, retrieval, variant).stem}_{'-'.join(methods)}_{trials}_{objective}"
-    )
+    stem = branch_file(paths, "valid", cf, retrieval, variant).stem
+    key = f"{stem}_{'-'.join(methods)}_{trials}_{objective}_{SEARCH_VERSION}"
     cache = paths.root / "tune" / "searches" / f"{key}.json"
     if cache.is_file():
         return read_json(cache)

@@ -41,7 +41,7 @@ def test_adaptive_alpha_moves_with_history_length_and_confidence():
     assert run(method="adaptive", a=-10).ids[0, 0] == 3
     hist = np.array([1, 1000])
     two = fuse(np.repeat(CF_IDS, 2, 0), np.repeat(CF_S, 2, 0), np.repeat(RET_IDS, 2, 0), np.repeat(RET_S, 2, 0),
-               hist, FusionConfig(method="adaptive", a=-3, b=1.0), k=5)  # fmt: skip
+               hist, FusionConfig(method="adaptive", a=0, b=2.0), k=5)  # fmt: skip
     assert two.alpha[1] > two.alpha[0]
     assert two.ids[1, 0] == 1 and two.ids[0, 0] == 3
 

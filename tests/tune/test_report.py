@@ -118,7 +118,8 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, artifacts_root, tmp_pa
     report = json.loads((out / "report.json").read_text())
     expected = {"pop", "ease", "sasrec", "retrieval_lastitem", "retrieval_query", "retrieval_query_lastitem",
                 "fused_fixed", "fused_adaptive", "fused_adaptive_ease", "fused_adaptive_noenrich",
-                "fused_adaptive_noquery", "fused_adaptive_ease_noquery"}  # fmt: skip
+                "fused_adaptive_noquery", "fused_adaptive_ease_noquery",
+                "fused_adaptive_ease_noenrich_noquery"}  # fmt: skip
     assert set(report["results"]) == expected
     res = report["results"]
     assert res["pop"]["test"]["Recall@10"] == pytest.approx(0.0859, abs=0.001)  # the cross-checked protocol
