@@ -283,7 +283,7 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
             ax.plot(labels, [buckets[b]["NDCG@10"] for b in labels], marker="o", label=n)
     if buckets:
         ax.set_xticks(range(len(labels)), [f"{b}\n({buckets[b]['users']} users)" for b in labels])
-    ax.set_xlabel("training history length")
+    ax.set_xlabel("input history length (items before the target)")
     ax.set_ylabel("NDCG@10 (test)")
     ax.legend()
     ax.grid(alpha=0.3)
