@@ -43,6 +43,12 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def top_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) of each row's top ``k``, best first (the ``topk`` ordering)."""
+    top = topk(scores, k)
+    return top, np.take_along_axis(scores, top, axis=1)
+
+
 def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """1-based rank of each row's target item under the ``topk`` ordering."""
     rows = np.arange(len(targets))

@@ -43,8 +43,11 @@ class QueryRetrievalBranch:
 
     def score_all(self, queries: Sequence[str], histories: Sequence[np.ndarray]) -> np.ndarray:
         """(n, n_items) exact inner products with every stored item vector, history set to -inf."""
-        vectors = self.encoder.encode(self.query_texts(queries, histories))
-        return mask_items(vectors @ self.retriever.vectors.T, histories)
+        return self.score_vectors(self.encoder.encode(self.query_texts(queries, histories)), histories)
+
+    def score_vectors(self, vectors: np.ndarray, exclude: Sequence[np.ndarray]) -> np.ndarray:
+        """(n, n_items) inner products of already-encoded query vectors, each row's ``exclude`` set to -inf."""
+        return mask_items(np.atleast_2d(vectors) @ self.retriever.vectors.T, exclude)
 
     def search(
         self, queries: Sequence[str], histories: Sequence[np.ndarray], n: int | None = None

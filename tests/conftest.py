@@ -40,3 +40,38 @@ def ml100k_corpus(ml100k):
     from data_prep.corpus import Corpus
 
     return Corpus.load(ml100k)
+
+
+@pytest.fixture(scope="session")
+def ml100k_content(ml100k):
+    """Retrieval inputs on ML-100K without running the LLM: metadata-built descriptions and queries
+    (the LLM paths have their own tests), both FAISS indexes and ``user_queries.parquet``."""
+    import pandas as pd
+
+    from actors.encoder import EncoderConfig
+    from actors.prompts import ItemRecord, fallback_description
+    from actors.retriever import IndexConfig
+    from actors.user_query import UserQueryWriter
+    from data_prep.corpus import Corpus
+    from data_prep.index import build_variant
+    from data_prep.queries import COLUMNS, CatalogView, query_requests
+
+    enriched = ml100k.root / "items_enriched.parquet"
+    if not enriched.is_file():
+        items = pd.read_parquet(ml100k.items)
+        desc = [fallback_description(ItemRecord.from_mapping(r)) for r in items.to_dict("records")]
+        pd.DataFrame({"item_id": items["item_id"], "description": desc, "source": "fallback"}).to_parquet(
+            enriched
+        )
+    for variant in ("metadata", "enriched"):
+        build_variant(ml100k, variant, IndexConfig(), EncoderConfig())
+    # always rewritten: a query test may have left a partial file
+    qpath = ml100k.root / "user_queries.parquet"
+    requests = query_requests(Corpus.load(ml100k))
+    catalog = CatalogView(str(ml100k.root))
+    written = UserQueryWriter(None).write([catalog.history(h) for h in requests["history"]])
+    queries = requests[["user_id", "stage", "key"]].assign(
+        query=[q.text for q in written], source="fallback", attempts=0, prompt_tokens=0,
+        completion_tokens=0, rejected="")  # fmt: skip
+    queries[COLUMNS].to_parquet(qpath, index=False)
+    return ml100k

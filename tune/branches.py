@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from actors.cf import CFModel
-from actors.ranking import mask_items, topk
+from actors.ranking import mask_items, top_scores
 from actors.rerank import FusionConfig, fuse
 from data_prep.corpus import Corpus, Stage
 from tune.metrics import DEFAULT_KS, MetricContext, RankedBatch, compute_metrics
@@ -49,8 +49,7 @@ class BranchScores:
 
 def top_of(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, scores) of the top ``n`` of masked full score rows, plus the rows themselves (float32)."""
-    top = topk(scores, n)
-    return top, np.take_along_axis(scores, top, axis=1), scores.astype(np.float32)
+    return *top_scores(scores, n), scores.astype(np.float32)
 
 
 def cf_topn(model: CFModel, corpus: Corpus, stage: Stage, n: int):

@@ -81,35 +81,9 @@ def test_plots_and_markdown_are_written(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, artifacts_root, tmp_path, capsys):
+def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifacts_root, tmp_path, capsys):
     """Every row on real ML-100K: CF (SASRec shortened), metadata-fallback enrichment and queries, Tune."""
-    import pandas as pd
-
-    from actors.encoder import EncoderConfig
-    from actors.prompts import ItemRecord, fallback_description
-    from actors.retriever import IndexConfig
-    from actors.user_query import UserQueryWriter
-    from data_prep.corpus import Corpus
-    from data_prep.index import build_variant
-    from data_prep.queries import COLUMNS, CatalogView, query_requests
     from tune.report import main
-
-    enriched = ml100k.root / "items_enriched.parquet"
-    if not enriched.is_file():  # the LLM is not the subject here: metadata-only descriptions
-        items = pd.read_parquet(ml100k.items)
-        desc = [fallback_description(ItemRecord.from_mapping(r)) for r in items.to_dict("records")]
-        pd.DataFrame({"item_id": items["item_id"], "description": desc, "source": "fallback"}).to_parquet(
-            enriched
-        )
-    for variant in ("metadata", "enriched"):
-        build_variant(ml100k, variant, IndexConfig(), EncoderConfig())
-    requests = query_requests(Corpus.load(ml100k))
-    catalog = CatalogView(str(ml100k.root))
-    written = UserQueryWriter(None).write([catalog.history(h) for h in requests["history"]])
-    queries = requests[["user_id", "stage", "key"]].assign(
-        query=[q.text for q in written], source="fallback", attempts=0, prompt_tokens=0, completion_tokens=0,
-        rejected="")  # fmt: skip
-    queries[COLUMNS].to_parquet(ml100k.root / "user_queries.parquet", index=False)
 
     out = tmp_path / "report"
     code = main(["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--trials", "6", "--out", str(out),

@@ -1,0 +1,111 @@
+"""The Serve application's settings: one typed model, read from the ``args`` of ``serve_config.yaml``.
+
+Every field has a default that serves ``artifacts/ml-100k`` on one machine. Unknown fields are an error
+that names them, so a typo in the YAML never passes silently.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEPLOYMENTS = ("QueryDeployment", "RetrievalDeployment", "CFDeployment", "RerankDeployment")
+TOKEN_ENV = "Q2REC_EVENTS_TOKEN"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeploymentOptions(Strict):
+    """Replicas and resources of one deployment (passed to ``.options()``)."""
+
+    num_replicas: int | Literal["auto"] = 1
+    num_cpus: float = Field(0.0, ge=0)  # 0: Serve's default of 1 CPU per replica hangs a 2-core box
+    num_gpus: float = Field(0.0, ge=0)
+    max_ongoing_requests: int = Field(100, ge=1)
+    autoscaling_config: dict[str, Any] | None = None
+    env_vars: dict[str, str] = Field(default_factory=dict)
+
+    def options(self) -> dict[str, Any]:
+        actor = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.env_vars:
+            actor["runtime_env"] = {"env_vars": self.env_vars}
+        out: dict[str, Any] = {"max_ongoing_requests": self.max_ongoing_requests, "ray_actor_options": actor}
+        if self.autoscaling_config is not None:
+            out["autoscaling_config"] = self.autoscaling_config
+        else:
+            out["num_replicas"] = self.num_replicas
+        return out
+
+
+def _default_deployments() -> dict[str, DeploymentOptions]:
+    llm_env = {"OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
+    return {
+        "QueryDeployment": DeploymentOptions(max_ongoing_requests=64, env_vars=llm_env),
+        "RetrievalDeployment": DeploymentOptions(env_vars={"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}),
+        "CFDeployment": DeploymentOptions(env_vars={"OMP_NUM_THREADS": "1"}),
+        "RerankDeployment": DeploymentOptions(),
+    }
+
+
+class EngineSettings(Strict):
+    """The query writer's LLM. ``backend: none`` serves metadata-built queries only (no LLM replica work)."""
+
+    backend: Literal["auto", "vllm", "transformers", "openai", "none"] = "auto"
+    model: str | None = None  # None: the packaged SmolLM2-135M-Instruct
+    max_model_len: int = 2048
+    base_url: str = "http://127.0.0.1:8000/v1"
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class Timeouts(Strict):
+    """Per-branch budgets in seconds. ``llm`` is how long a request waits for a query being written: 0
+    serves at once with the cached or metadata-built query while the LLM writes in the background."""
+
+    llm: float = Field(0.0, ge=0)
+    cf: float = Field(1.0, gt=0)
+    retrieval: float = Field(1.0, gt=0)
+    retries: int = Field(1, ge=0, le=3)  # per branch, after a failure (e.g. a replica died)
+
+
+class ServeAppConfig(Strict):
+    artifacts: str = "artifacts/ml-100k"  # one dataset's artifacts directory
+    cf_model: str = "sasrec"
+    index_variant: Literal["enriched", "metadata"] = "enriched"
+    fusion_path: str | None = None  # default: <artifacts>/fusion.json; built-in defaults when absent
+    retrieval_with_last_item: bool | None = None  # None: as the tuned search did (fusion.json "retrieval")
+    branch_n: int | None = Field(None, ge=1)  # items per branch; None: the fusion config's n
+    full_scores: bool = True  # branches send catalog-wide score rows, as in the offline evaluation
+    intent_weight: float = Field(0.5, ge=0, le=1)  # weight of a free-text intent against the user query
+    fan_out: Literal["parallel", "serial"] = "parallel"  # serial exists for the composition benchmark
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    query_cache_size: int = Field(200_000, ge=0)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_history: int = Field(5_000, ge=1)
+    max_query_chars: int = Field(500, ge=1)
+    events_token: str | None = None  # default: $Q2REC_EVENTS_TOKEN; unset = events need no token
+    deployments: dict[str, DeploymentOptions] = Field(default_factory=_default_deployments)
+
+    @field_validator("deployments")
+    @classmethod
+    def _known_deployments(cls, value: dict[str, DeploymentOptions]) -> dict[str, DeploymentOptions]:
+        unknown = sorted(set(value) - set(DEPLOYMENTS))
+        if unknown:
+            raise ValueError(f"unknown deployment(s) {unknown}; known: {list(DEPLOYMENTS)}")
+        return _default_deployments() | value
+
+    @property
+    def root(self) -> Path:
+        return Path(self.artifacts)
+
+    @property
+    def fusion_file(self) -> Path:
+        return Path(self.fusion_path) if self.fusion_path else self.root / "fusion.json"
+
+    def token(self) -> str | None:
+        return self.events_token or os.environ.get(TOKEN_ENV) or None

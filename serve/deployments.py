@@ -1,0 +1,176 @@
+"""The three branch deployments. Each wraps ``actors/`` code (which knows nothing of Serve) and batches
+concurrent calls with ``@serve.batch``, so a burst of requests becomes one model call.
+
+Payloads are item indices and float arrays, never texts of the catalog. A branch answers one request as
+``{"ids": (n,), "scores": (n,), "full": (n_items,) or None}``: its top-n, history excluded, and optionally
+its score for every catalog item (the fusion normalises over that row, as the offline evaluation does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from serve.config import ServeAppConfig
+
+log = logging.getLogger("ray.serve")
+
+
+def branch_result(full_row: np.ndarray, n: int, send_full: bool) -> dict[str, Any]:
+    """Top-n of one masked score row; masked (-inf) items never appear in the list."""
+    from actors.ranking import top_scores
+
+    ids, scores = top_scores(full_row[None], n)
+    keep = np.isfinite(scores[0])
+    return {
+        "ids": ids[0][keep].astype(np.int64),
+        "scores": scores[0][keep].astype(np.float32),
+        "full": full_row.astype(np.float32) if send_full else None,
+    }
+
+
+@serve.deployment
+class QueryDeployment:
+    """The user-query writer with one LLM engine per replica. ``vllm.LLM`` is not thread-safe, so every
+    batch runs on the replica's single engine thread, one batch at a time."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        import pandas as pd
+
+        from actors.user_query import QuerySettings, UserQueryWriter
+        from data_prep.artifacts import ArtifactPaths
+        from data_prep.enrich import infer_domain
+
+        cfg = ServeAppConfig(**config)
+        domain = infer_domain(pd.read_parquet(ArtifactPaths(cfg.root).items))
+        self.writer = UserQueryWriter(self._engine(cfg), QuerySettings(domain=domain))
+        self.generated = 0
+        self.batches = 0
+
+    @staticmethod
+    def _engine(cfg: ServeAppConfig):
+        if cfg.engine.backend == "none":
+            return None
+        from actors.llm.engine import EngineConfig, make_engine
+
+        e = cfg.engine
+        return make_engine(EngineConfig(backend=e.backend, model=e.model, max_model_len=e.max_model_len,
+                                        base_url=e.base_url, extra=e.extra))  # fmt: skip
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02)
+    async def write(self, histories: list[list]) -> list[dict[str, Any]]:
+        """One query per history (a list of ``HistoryItem``, oldest first)."""
+        queries = await asyncio.to_thread(self.writer.write, histories)
+        self.generated += len(histories)
+        self.batches += 1
+        return [asdict(q) for q in queries]
+
+    def stats(self) -> dict[str, Any]:
+        return {"generated": self.generated, "batches": self.batches, "llm": self.writer.engine is not None}
+
+
+@serve.deployment
+class RetrievalDeployment:
+    """Text encoder + FAISS over the whole catalog. Query vectors are cached by text; the precomputed user
+    queries are encoded at start, so a cached query costs one matrix product, not an encoder call."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        import pandas as pd
+
+        from actors.encoder import TextEncoder
+        from actors.prompts import metadata_text
+        from actors.retrieval_branch import QueryRetrievalBranch, RetrievalBranchConfig
+        from actors.retriever import FaissRetriever
+        from data_prep.artifacts import ArtifactPaths
+        from data_prep.index import index_dir
+        from serve.state import LRU, load_fusion
+
+        cfg = ServeAppConfig(**config)
+        paths = ArtifactPaths(cfg.root)
+        items = pd.read_parquet(paths.items).to_dict("records")
+        fusion = load_fusion(cfg)
+        self.branch = QueryRetrievalBranch(
+            TextEncoder(), FaissRetriever.load(index_dir(paths, cfg.index_variant)),
+            [metadata_text(r) for r in items], RetrievalBranchConfig(with_last_item=fusion.with_last_item),
+        )  # fmt: skip
+        self.send_full = cfg.full_scores
+        self.vectors = LRU(max(cfg.query_cache_size, 1))
+        t0 = time.perf_counter()
+        warm = self._precomputed_texts(paths)
+        self._encode(warm)
+        log.info("retrieval: %d query vectors encoded at start in %.1fs", len(warm), time.perf_counter() - t0)
+
+    def _precomputed_texts(self, paths) -> list[str]:
+        """The retrieval texts of the stored test-stage queries (the ones served for known users)."""
+        import pandas as pd
+
+        from data_prep.corpus import Corpus
+
+        qpath = paths.root / "user_queries.parquet"
+        if not qpath.is_file():
+            return []
+        corpus = Corpus.load(paths)
+        q = pd.read_parquet(qpath)
+        by_user = q[q["stage"] == "test"].set_index("user_id")["query"]
+        users = corpus.eval_users("test")
+        known = [(u, str(corpus.user_ids[u])) for u in users if str(corpus.user_ids[u]) in by_user.index]
+        hist = corpus.histories("test", np.array([u for u, _ in known], dtype=np.int64))
+        return self.branch.query_texts([str(by_user[uid]) for _, uid in known], hist)
+
+    def _encode(self, texts: list[str]) -> None:
+        todo = list(dict.fromkeys(t for t in texts if t not in self.vectors))
+        for start in range(0, len(todo), 256):
+            chunk = todo[start : start + 256]
+            for t, v in zip(chunk, self.branch.encoder.encode(chunk), strict=True):
+                self.vectors.put(t, v)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
+    async def score(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each request: ``texts`` + ``weights`` (the user query and an optional intent), ``history`` (its
+        last item may be appended to the query text), ``exclude`` (item indices) and ``n``."""
+        composed = [
+            [self.branch.query_texts([t], [np.asarray(r["history"], dtype=np.int64)])[0] for t in r["texts"]]
+            for r in requests
+        ]
+        self._encode([t for texts in composed for t in texts])
+        vecs = np.zeros((len(requests), self.branch.retriever.dim), dtype=np.float32)
+        for i, (texts, r) in enumerate(zip(composed, requests, strict=True)):
+            v = sum(w * self.vectors[t] for t, w in zip(texts, r["weights"], strict=True))
+            vecs[i] = v / max(float(np.linalg.norm(v)), 1e-12)
+        excl = [np.asarray(r["exclude"], dtype=np.int64) for r in requests]
+        rows = self.branch.score_vectors(vecs, excl)
+        return [branch_result(row, r["n"], self.send_full) for row, r in zip(rows, requests, strict=True)]
+
+
+@serve.deployment
+class CFDeployment:
+    """A trained CF model (SASRec, EASE, …) scoring the whole catalog for a batch of histories."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        from actors.cf import model_class
+        from data_prep.artifacts import ArtifactPaths
+
+        cfg = ServeAppConfig(**config)
+        folder = ArtifactPaths(cfg.root).model_dir(cfg.cf_model)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{folder}: no trained {cfg.cf_model}; run `python -m tune.evaluate` first"
+            )
+        self.model = model_class(cfg.cf_model).load(folder)
+        self.send_full = cfg.full_scores
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
+    async def score(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each request: ``history`` (item indices, oldest first), ``exclude`` and ``n``."""
+        from actors.ranking import mask_items
+
+        rows = self.model.score([np.asarray(r["history"], dtype=np.int64) for r in requests])
+        rows = mask_items(np.asarray(rows, dtype=np.float32), [np.asarray(r["exclude"], dtype=np.int64)
+                                                                 for r in requests])  # fmt: skip
+        return [branch_result(row, r["n"], self.send_full) for row, r in zip(rows, requests, strict=True)]

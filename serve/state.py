@@ -1,0 +1,135 @@
+"""What the ingress holds in memory: the catalog, each user's history, the query cache and the fusion config.
+
+Users are served with their history up to the held-out test item (train + validation), so an answer for a
+known user equals the offline test evaluation of the same fusion. Events append to that history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from actors.rerank import FusionConfig
+from actors.user_query import HistoryItem, history_items, history_key
+from data_prep.artifacts import ArtifactPaths
+from data_prep.corpus import Corpus
+from serve.config import ServeAppConfig
+
+log = logging.getLogger(__name__)
+
+
+class UnknownItems(ValueError):
+    def __init__(self, field: str, ids: list[str]) -> None:
+        super().__init__(f"{field}: unknown item id(s) {ids}")
+        self.field = field
+        self.ids = ids
+
+
+@dataclass
+class FusionSetup:
+    config: FusionConfig
+    with_last_item: bool
+    source: str  # the fusion.json path, or "defaults (no fusion.json)"
+    valid: dict[str, float]
+
+
+def load_fusion(cfg: ServeAppConfig) -> FusionSetup:
+    path = cfg.fusion_file
+    if not path.is_file():
+        log.warning("%s not found: serving with the default fusion config; run `python -m tune.search`", path)
+        with_last = cfg.retrieval_with_last_item if cfg.retrieval_with_last_item is not None else True
+        return FusionSetup(FusionConfig(), with_last, "defaults (no fusion.json)", {})
+    saved = json.loads(path.read_text())
+    names = {f.name for f in fields(FusionConfig)}
+    fusion = FusionConfig(**{k: v for k, v in saved["config"].items() if k in names})
+    with_last = cfg.retrieval_with_last_item
+    if with_last is None:
+        with_last = saved.get("retrieval", "llm+lastitem") == "llm+lastitem"
+    return FusionSetup(fusion, with_last, str(path), saved.get("valid", {}))
+
+
+class LRU(OrderedDict):
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def put(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class ServingState:
+    """Catalog lookups, per-user histories and the (user, history hash) → query cache."""
+
+    def __init__(self, cfg: ServeAppConfig) -> None:
+        paths = ArtifactPaths(cfg.root)
+        if not paths.is_prepared():
+            raise FileNotFoundError(
+                f"{paths.root}: not prepared; run `make demo` (or data_prep.prepare) first"
+            )
+        corpus = Corpus.load(paths)
+        self.items = corpus.items.reset_index(drop=True)
+        self.item_ids = corpus.item_ids
+        self.index_of = {iid: i for i, iid in enumerate(self.item_ids)}
+        self.titles = self.items["title"].astype(str).tolist()
+        self.rows = self.items.to_dict("records")
+        enriched = paths.root / "items_enriched.parquet"
+        self.descriptions: dict[str, str] = (
+            pd.read_parquet(enriched).set_index("item_id")["description"].astype(str).to_dict()
+            if enriched.is_file()
+            else {}
+        )
+        self.histories: dict[str, list[int]] = {}
+        test_users = set(corpus.eval_users("test").tolist())
+        for u, uid in enumerate(corpus.user_ids):
+            seq = corpus.train_seqs[u].tolist()
+            if u in test_users:
+                seq.append(int(corpus.valid_target[u]))
+            self.histories[str(uid)] = seq
+        self.queries = LRU(cfg.query_cache_size)
+        qpath = paths.root / "user_queries.parquet"
+        if qpath.is_file():
+            q = pd.read_parquet(qpath, columns=["key", "query"])
+            for key, text in zip(q["key"], q["query"], strict=True):
+                self.queries.put(str(key), str(text))
+        self.loaded_queries = len(self.queries)
+        log.info("serving %d users, %d items, %d cached queries", len(self.histories), len(self.item_ids),
+                 self.loaded_queries)  # fmt: skip
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def resolve(self, ids: Sequence[str], field: str) -> list[int]:
+        """Item indices of ``ids``; every unknown id is listed in the error."""
+        unknown = [i for i in ids if i not in self.index_of]
+        if unknown:
+            raise UnknownItems(field, list(dict.fromkeys(unknown)))
+        return [self.index_of[i] for i in ids]
+
+    def key(self, user_id: str, history: Sequence[int]) -> str:
+        return history_key(user_id, self.item_ids[np.asarray(history, dtype=np.int64)].tolist())
+
+    def history_view(self, history: Sequence[int]) -> list[HistoryItem]:
+        return history_items([self.rows[i] for i in history], self.descriptions)
+
+    def append(self, user_id: str, indices: Sequence[int]) -> tuple[int, bool]:
+        """Append interactions; returns (new history length, whether the user is new)."""
+        created = user_id not in self.histories
+        self.histories.setdefault(user_id, []).extend(int(i) for i in indices)
+        return len(self.histories[user_id]), created
+
+    def item(self, item_id: str) -> dict[str, Any]:
+        row = self.rows[self.index_of[item_id]]
+        out = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+        out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in out.items()}
+        return out | {"description": self.descriptions.get(item_id, "")}

@@ -1,0 +1,138 @@
+"""The HTTP API on the real app (Serve HTTP, FAISS, EASE, the packaged ML-100K)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from .conftest import TOKEN, http
+
+pytestmark = [pytest.mark.ray]
+
+
+def test_known_user_gets_fused_items_with_provenance(serve_url):
+    status, out = http("POST", "/recommend", {"user_id": "1", "k": 10})
+    assert status == 200, out
+    assert len(out["items"]) == 10 and out["degraded"] == []
+    assert out["query"]["source"] == "cached" and out["query"]["text"]
+    assert 0 < out["alpha"] < 1
+    scores = [it["score"] for it in out["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(it["cf_rank"] or it["retrieval_rank"] for it in out["items"])
+    assert {"cf", "retrieval", "branches", "fuse", "total"} <= set(out["timings_ms"])
+
+
+def test_seen_items_are_excluded_unless_asked(serve_url, serve_artifacts):
+    from serve.config import ServeAppConfig
+    from serve.state import ServingState
+
+    state = ServingState(ServeAppConfig(artifacts=str(serve_artifacts.root)))
+    seen = {state.item_ids[i] for i in state.histories["1"]}
+    _, out = http("POST", "/recommend", {"user_id": "1", "k": 50})
+    assert not seen & {it["item_id"] for it in out["items"]}
+    _, out = http("POST", "/recommend", {"user_id": "1", "k": 50, "exclude_seen": False})
+    assert seen & {it["item_id"] for it in out["items"]}
+
+
+def test_cold_start_history_and_intent(serve_url):
+    status, out = http("POST", "/recommend", {"history": ["50", "181"], "k": 5})
+    assert status == 200, out
+    assert out["user_id"] is None and len(out["items"]) == 5
+    assert (
+        out["query"]["source"] == "fallback" and "Return of the Jedi" in out["query"]["text"]
+    )  # item 181, last
+    base = [it["item_id"] for it in out["items"]]
+    status, out = http("POST", "/recommend", {"history": ["50", "181"], "k": 5,
+                                              "query": "children's animated musical about toys"})  # fmt: skip
+    assert status == 200 and out["query"]["intent"].startswith("children")
+    assert [it["item_id"] for it in out["items"]] != base  # the intent moved the retrieval branch
+    status, out = http("POST", "/recommend", {"history": [], "k": 5, "query": "space opera"})
+    assert status == 200 and out["degraded"] == ["cf"]  # no history: retrieval alone
+    assert all(it["cf_rank"] is None for it in out["items"])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"user_id": "no-such-user"}, 404, "no-such-user"),
+        ({"history": ["50", "nope", "also-nope"]}, 422, "nope"),
+        ({"user_id": "1", "k": 0}, 422, "k"),
+        ({"user_id": "1", "k": 100000}, 422, "1682"),
+        ({"user_id": "1", "history": ["50"]}, 422, "exactly one"),
+        ({}, 422, "exactly one"),
+        ({"history": []}, 422, "history"),
+        ({"user_id": "1", "colour": "red"}, 422, "colour"),
+        ({"user_id": "1", "k": "ten"}, 422, "k"),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_field(serve_url, body, status, needle):
+    got, out = http("POST", "/recommend", body)
+    assert got == status, out
+    assert needle in str(out)
+
+
+def test_unknown_items_are_all_listed(serve_url):
+    status, out = http("POST", "/recommend", {"history": ["50", "x1", "x2", "x1"]})
+    assert status == 422 and out["detail"]["unknown_item_ids"] == ["x1", "x2"]
+
+
+def test_oversized_body_is_413(serve_url):
+    big = b'{"history": [' + b",".join(b'"50"' for _ in range(40000)) + b"]}"
+    status, _ = http("POST", "/recommend", raw=big)
+    assert status == 413
+
+
+def test_items_and_health(serve_url):
+    status, item = http("GET", "/items/50")
+    assert status == 200 and item["title"].startswith("Star Wars") and item["description"]
+    assert http("GET", "/items/nope")[0] == 404
+    status, health = http("GET", "/healthz")
+    assert status == 200 and health["users"] == 943 and health["items"] == 1682
+    assert health["fusion"]["method"] == "adaptive" and health["fusion"]["source"].endswith(
+        "serve_fusion.json"
+    )
+    assert health["cached_queries"] >= 943 * 2
+
+
+def test_events_need_the_token_and_change_the_query(serve_url):
+    body = {"item_ids": ["50", "181"]}
+    assert http("POST", "/users/1/events", body)[0] == 401
+    assert http("POST", "/users/1/events", body, {"Authorization": "Bearer wrong"})[0] == 401
+    _, before = http("POST", "/recommend", {"user_id": "2", "k": 10})
+    status, out = http("POST", "/users/2/events", body, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200, out
+    assert out["appended"] == 2 and not out["created"] and out["query_invalidated"]
+    _, after = http("POST", "/recommend", {"user_id": "2", "k": 10})
+    assert after["query"]["source"] == "fallback"  # the history changed: the cached query no longer applies
+    assert {"50", "181"}.isdisjoint(it["item_id"] for it in after["items"])
+    status, out = http(
+        "POST", "/users/new-user-7/events", {"item_ids": ["1"]}, {"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert status == 200 and out["created"] and out["history_length"] == 1
+    assert http("POST", "/recommend", {"user_id": "new-user-7", "k": 3})[0] == 200
+    status, out = http("POST", "/users/2/events", {"item_ids": ["zz"]}, {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 422 and out["detail"]["unknown_item_ids"] == ["zz"]
+
+
+def test_served_fusion_equals_the_offline_evaluation(serve_url, serve_artifacts):
+    """For known users the answer is the offline test-stage fusion of the same config, item for item."""
+    from actors.rerank import FusionConfig
+    from data_prep.corpus import Corpus
+    from tune.branches_store import load_or_compute
+
+    from .conftest import FUSION
+
+    corpus = Corpus.load(serve_artifacts)
+    b = load_or_compute(serve_artifacts, corpus, "test", "ease", "llm+lastitem", "enriched")
+    from actors.rerank import fuse
+
+    fused = fuse(b.cf_ids, b.cf_scores, b.ret_ids, b.ret_scores, b.history_len, FusionConfig(**FUSION), 10,
+                 b.cf_full, b.ret_full)  # fmt: skip
+    rows = [r for r in range(len(b.users)) if corpus.user_ids[b.users[r]] != "2"]  # user 2 gets events
+    for row in np.random.default_rng(0).choice(rows, 15, replace=False):
+        user = str(corpus.user_ids[b.users[row]])
+        status, out = http("POST", "/recommend", {"user_id": user, "k": 10})
+        assert status == 200
+        served = [it["item_id"] for it in out["items"]]
+        assert served == corpus.item_ids[fused.ids[row]].tolist(), user
+        assert [it["score"] for it in out["items"]] == pytest.approx(fused.scores[row].tolist(), abs=1e-4)
