@@ -1,0 +1,81 @@
+"""Graceful degradation: a hanging LLM, a late CF branch, a failing retrieval branch, both failing."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from .conftest import app_args, http, wait_ready
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+TIMEOUTS = {"llm": 1.0, "cf": 0.5, "retrieval": 1.0, "retries": 1}
+BUDGET = TIMEOUTS["llm"] + max(TIMEOUTS["cf"], TIMEOUTS["retrieval"])
+
+
+@pytest.fixture(scope="module")
+def fault_apps(serve_url, serve_artifacts):
+    import ray
+    from ray import serve
+
+    from serve.api import RerankDeployment
+    from serve.deployments import CFDeployment, RetrievalDeployment
+
+    from . import fakes
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[fakes.__name__])
+    cfg = app_args(
+        serve_artifacts, timeouts=TIMEOUTS, engine={"backend": "auto"}
+    )  # "auto": the LLM path is on
+    opts = {"ray_actor_options": {"num_cpus": 0}}
+    retrieval = RetrievalDeployment.options(**opts).bind(cfg)
+    cf = CFDeployment.options(**opts).bind(cfg)
+    apps = {
+        "hang": RerankDeployment.options(**opts).bind(cfg, fakes.HangingQuery.bind(), retrieval,
+                                                      fakes.LateBranch.bind()),
+        "noret": RerankDeployment.options(**opts).bind(cfg, fakes.HangingQuery.bind(), fakes.FailingBranch.bind(), cf),
+        "down": RerankDeployment.options(**opts).bind(cfg, fakes.HangingQuery.bind(), fakes.FailingBranch.bind(),
+                                                      fakes.FailingBranch.bind()),
+    }  # fmt: skip
+    for name, app in apps.items():
+        serve.run(app, name=name, route_prefix=f"/{name}")
+        wait_ready(f"/{name}")
+    yield
+    for name in apps:
+        serve.delete(name)
+
+
+def timed(path: str, body: dict) -> tuple[int, dict, float]:
+    t0 = time.perf_counter()
+    status, out = http("POST", path, body)
+    return status, out, time.perf_counter() - t0
+
+
+def test_hanging_llm_and_late_cf_still_answer_within_budget(fault_apps):
+    # a new history: its query is being written by an LLM that never answers
+    for n in range(4):
+        status, out, secs = timed("/hang/recommend", {"history": ["50", str(100 + n)], "k": 5})
+        assert status == 200, out
+        assert secs < BUDGET + 0.5, secs
+        assert out["degraded"] == ["llm", "cf"] and out["query"]["source"] == "fallback"
+        assert len(out["items"]) == 5 and all(it["cf_rank"] is None for it in out["items"])
+    # a known user with a cached query: only the late CF branch is missing
+    status, out, secs = timed("/hang/recommend", {"user_id": "3", "k": 5})
+    assert status == 200 and out["degraded"] == ["cf"] and out["query"]["source"] == "cached"
+    assert secs < TIMEOUTS["cf"] + 0.5
+
+
+def test_failing_retrieval_leaves_cf_alone(fault_apps):
+    from ray import serve
+
+    status, out = http("POST", "/noret/recommend", {"user_id": "3", "k": 5})
+    assert status == 200 and out["degraded"] == ["retrieval"]
+    assert [it["cf_rank"] for it in out["items"]] == [1, 2, 3, 4, 5] and out["alpha"] == 1.0
+    calls = serve.get_deployment_handle("FailingBranch", app_name="noret").calls_seen.remote().result()
+    assert calls == 2  # the first call and one retry
+
+
+def test_both_branches_down_is_a_503(fault_apps):
+    status, out = http("POST", "/down/recommend", {"user_id": "3", "k": 5})
+    assert status == 503 and "degraded" in out["detail"]

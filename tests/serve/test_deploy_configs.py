@@ -1,0 +1,87 @@
+"""The deployment configs pass Serve's and Ray's own schemas offline, and agree with each other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from serve.config import ServeAppConfig
+
+SERVE = Path(__file__).parents[2] / "serve"
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((SERVE / name).read_text())
+
+
+def test_serve_config_passes_serves_schema_and_ours():
+    from ray.serve.schema import ServeDeploySchema
+
+    doc = load("serve_config.yaml")
+    schema = ServeDeploySchema.model_validate(doc)
+    app = schema.applications[0]
+    assert app.import_path == "serve.app:build_app" and schema.http_options.host == "127.0.0.1"
+    cfg = ServeAppConfig(**app.args)
+    assert set(cfg.deployments) == {
+        "QueryDeployment",
+        "RetrievalDeployment",
+        "CFDeployment",
+        "RerankDeployment",
+    }
+    assert all(d.num_cpus == 0 for d in cfg.deployments.values())  # a 2-core box must fit all four
+
+
+def test_rayservice_holds_the_same_serve_config():
+    from ray.serve.schema import ServeDeploySchema
+
+    doc = load("rayservice.yaml")
+    assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayService"
+    serve_cfg = yaml.safe_load(doc["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(serve_cfg)
+    assert serve_cfg["applications"] == load("serve_config.yaml")["applications"]
+    groups = {g["groupName"]: g for g in doc["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    gpu = groups["gpu-workers"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert gpu["nvidia.com/gpu"] == "1" and "cpu-workers" in groups
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ({"timeouts": {"cf": -1}}, "timeouts.cf"),
+        ({"deployments": {"CfDeployment": {}}}, "CfDeployment"),
+        ({"engine": {"backend": "llama"}}, "engine.backend"),
+        ({"artifact": "x"}, "artifact"),
+    ],
+)
+def test_bad_app_args_name_the_field(args, needle):
+    with pytest.raises(ValidationError) as err:
+        ServeAppConfig(**args)
+    assert needle in str(err.value).replace("\n  ", ".")
+
+
+def test_deployment_options_reach_serve():
+    from serve.config import DeploymentOptions
+
+    opts = DeploymentOptions(num_replicas=2, num_gpus=1, max_ongoing_requests=7).options()
+    assert opts == {
+        "max_ongoing_requests": 7,
+        "num_replicas": 2,
+        "ray_actor_options": {"num_cpus": 0.0, "num_gpus": 1.0},
+    }
+    auto = DeploymentOptions(autoscaling_config={"min_replicas": 1, "max_replicas": 4}).options()
+    assert "num_replicas" not in auto and auto["autoscaling_config"]["max_replicas"] == 4
+
+
+def test_build_app_applies_the_options():
+    from serve.app import build_app
+
+    app = build_app({"deployments": {"CFDeployment": {"num_replicas": 3, "max_ongoing_requests": 9}}})
+    ingress = app._bound_deployment  # Ray keeps the bound graph private; the init args hold the branches
+    assert ingress.name == "RerankDeployment" and ingress.ray_actor_options["num_cpus"] == 0
+    branches = {a._bound_deployment.name: a._bound_deployment for a in ingress.init_args[1:]}
+    assert set(branches) == {"QueryDeployment", "RetrievalDeployment", "CFDeployment"}
+    assert branches["CFDeployment"].num_replicas == 3 and branches["CFDeployment"].max_ongoing_requests == 9
+    assert branches["QueryDeployment"].ray_actor_options["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "2"
