@@ -60,7 +60,10 @@ class RecommendedItem(BaseModel):
 
 class QueryUsed(BaseModel):
     text: str | None
-    source: str  # cached | llm | fallback | none
+    source: str = Field(description="llm, fallback (built from the history's metadata) or none")
+    cached: bool = Field(
+        description="written earlier (batch job or a previous request) for this exact history"
+    )
     intent: str | None = None
 
 
@@ -157,22 +160,24 @@ class RerankDeployment:
         finally:
             self.pending.pop(key, None)
 
-    async def _user_query(self, user_key: str, history: list[int], degraded: list[str]) -> tuple[str, str]:
+    async def _user_query(
+        self, user_key: str, history: list[int], degraded: list[str]
+    ) -> tuple[str, str, bool]:
         key = self.state.key(user_key, history)
         cached = self.state.queries.get(key)
         if cached is not None:
-            return (cached, "cached") if isinstance(cached, str) else cached
+            return cached[0], cached[1], True
         fallback = self.fallback_writer.fallback(self.state.history_view(history))
         if not self.llm:
-            return fallback, "fallback"
+            return fallback, "fallback", False
         task = self._start_generation(key, history)
         if self.cfg.timeouts.llm > 0:
             try:
-                return await asyncio.wait_for(asyncio.shield(task), self.cfg.timeouts.llm)
+                return (*await asyncio.wait_for(asyncio.shield(task), self.cfg.timeouts.llm), False)
             except Exception:  # late or failed: the metadata-built query serves
                 pass
         degraded.append("llm")
-        return fallback, "fallback"
+        return fallback, "fallback", False
 
     # ---- branches ------------------------------------------------------------------------------------
     async def _call(self, name: str, handle, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -249,9 +254,9 @@ class RerankDeployment:
 
         degraded: list[str] = []
         timings: dict[str, float] = {}
-        text, source = (None, "none")
+        text, source, cached = None, "none", False
         if history:
-            text, source = await self._user_query(user_key, history, degraded)
+            text, source, cached = await self._user_query(user_key, history, degraded)
         texts = [x for x in (text, intent) if x]
         w = self.cfg.intent_weight
         weights = [1 - w, w] if (text and intent) else [1.0]
@@ -283,7 +288,7 @@ class RerankDeployment:
         return {
             "user_id": body.user_id,
             "items": items,
-            "query": {"text": text, "source": source, "intent": intent},
+            "query": {"text": text, "source": source, "cached": cached, "intent": intent},
             "alpha": alpha,
             "degraded": degraded,
             "timings_ms": timings,

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         url = start_app(args, "127.0.0.1", a.port)
         print(f"q2rec app is up on {url}")
         requests = [
-            ("a known user (cached LLM query)", {"user_id": a.user, "k": 10}),
+            ("a known user (the query written by the batch job)", {"user_id": a.user, "k": 10}),
             ("the same user with a free-text intent",
              {"user_id": a.user, "k": 5, "query": "a light-hearted comedy for a family evening"}),
             ("a cold-start user: a history, no user id",

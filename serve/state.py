@@ -68,7 +68,7 @@ class LRU(OrderedDict):
 
 
 class ServingState:
-    """Catalog lookups, per-user histories and the (user, history hash) → query cache."""
+    """Catalog lookups, per-user histories and the (user, history hash) → (query, source) cache."""
 
     def __init__(self, cfg: ServeAppConfig) -> None:
         paths = ArtifactPaths(cfg.root)
@@ -98,9 +98,9 @@ class ServingState:
         self.queries = LRU(cfg.query_cache_size)
         qpath = paths.root / "user_queries.parquet"
         if qpath.is_file():
-            q = pd.read_parquet(qpath, columns=["key", "query"])
-            for key, text in zip(q["key"], q["query"], strict=True):
-                self.queries.put(str(key), str(text))
+            q = pd.read_parquet(qpath, columns=["key", "query", "source"])
+            for key, text, source in zip(q["key"], q["query"], q["source"], strict=True):
+                self.queries.put(str(key), (str(text), str(source)))
         self.loaded_queries = len(self.queries)
         log.info("serving %d users, %d items, %d cached queries", len(self.histories), len(self.item_ids),
                  self.loaded_queries)  # fmt: skip

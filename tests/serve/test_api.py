@@ -14,7 +14,7 @@ def test_known_user_gets_fused_items_with_provenance(serve_url):
     status, out = http("POST", "/recommend", {"user_id": "1", "k": 10})
     assert status == 200, out
     assert len(out["items"]) == 10 and out["degraded"] == []
-    assert out["query"]["source"] == "cached" and out["query"]["text"]
+    assert out["query"]["cached"] and out["query"]["source"] == "fallback" and out["query"]["text"]
     assert 0 < out["alpha"] < 1
     scores = [it["score"] for it in out["items"]]
     assert scores == sorted(scores, reverse=True)
@@ -103,7 +103,7 @@ def test_events_need_the_token_and_change_the_query(serve_url):
     assert status == 200, out
     assert out["appended"] == 2 and not out["created"] and out["query_invalidated"]
     _, after = http("POST", "/recommend", {"user_id": "2", "k": 10})
-    assert after["query"]["source"] == "fallback"  # the history changed: the cached query no longer applies
+    assert not after["query"]["cached"]  # the history changed: the stored query no longer applies
     assert {"50", "181"}.isdisjoint(it["item_id"] for it in after["items"])
     status, out = http(
         "POST", "/users/new-user-7/events", {"item_ids": ["1"]}, {"Authorization": f"Bearer {TOKEN}"}
