@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AIR_NEW_OUTPUT := 0
 export Q2REC_ARTIFACTS := $(ARTIFACTS)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench serve clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ demo: setup
 	$(PY) -m data_prep.queries --dataset ml-100k --engine auto --batch-size 128
 	$(PY) -m tune.search --dataset ml-100k --trials 200 --cf sasrec --retrieval llm+lastitem --methods adaptive
 	$(PY) -m tune.report --dataset ml-100k --trials 200 --out $(ARTIFACTS)/ml-100k/report
+	$(PY) -m serve.smoke --artifacts $(ARTIFACTS)/ml-100k
+
+# the Serve app on the demo's artifacts, on 127.0.0.1:8000 (API docs at /docs); Ctrl-C stops it
+serve: setup
+	$(PY) -m serve.run --artifacts $(ARTIFACTS)/ml-100k
 
 test: setup
 	$(VENV)/bin/ruff check .
@@ -56,6 +61,7 @@ bench: setup
 	$(PY) bench/enrich_throughput.py
 	$(PY) bench/faiss_scale.py
 	$(PY) bench/tune_search.py
+	$(PY) bench/serve_latency.py --artifacts $(ARTIFACTS)/ml-100k
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache

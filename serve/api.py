@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -90,19 +90,46 @@ class EventsResponse(BaseModel):
     query_invalidated: bool
 
 
-@app.middleware("http")
-async def limit_body(request: Request, call_next):
-    length = request.headers.get("content-length")
-    limit = _BODY_LIMIT["bytes"]
-    if length is not None and (not length.isdigit() or int(length) > limit):
-        return JSONResponse(
-            {"detail": f"body of {length} bytes is over the limit of {limit}"}, status_code=413
-        )
-    if length is None and request.method in ("POST", "PUT", "PATCH"):
-        body = await request.body()
-        if len(body) > limit:
-            return JSONResponse({"detail": f"body of {len(body)} bytes is over the limit of {limit}"}, 413)
-    return await call_next(request)
+class BodyLimit:
+    """413 for a body over the limit: by its Content-Length, or, without one, by reading at most limit + 1
+    bytes. Plain ASGI (Starlette's BaseHTTPMiddleware costs a task and a stream per request)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = _BODY_LIMIT["bytes"]
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > limit:
+                return await self._reject(length.decode(errors="replace"), limit, scope, receive, send)
+            return await self.app(scope, receive, send)
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:  # chunked upload: buffer up to the limit, then replay
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > limit:
+                return await self._reject(f"over {size}", limit, scope, receive, send)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _reject(length: str, limit: int, scope, receive, send) -> None:
+        response = JSONResponse({"detail": f"body of {length} bytes is over the limit of {limit}"}, 413)
+        await response(scope, receive, send)
+
+
+app.add_middleware(BodyLimit)
 
 
 def _finite(x: float) -> float | None:
@@ -279,8 +306,9 @@ class RerankDeployment:
         if not cf_ok and not ret_ok and ("cf" in degraded or "retrieval" in degraded):
             raise HTTPException(503, f"no branch answered: degraded {degraded}")
         t_fuse = time.perf_counter()
+        max_alpha = self.cfg.intent_max_alpha if intent else 1.0
         items, alpha = self._fuse(
-            cf_res if cf_ok else None, ret_res if ret_ok else None, len(history), body.k
+            cf_res if cf_ok else None, ret_res if ret_ok else None, len(history), body.k, max_alpha
         )
         timings["fuse"] = round((time.perf_counter() - t_fuse) * 1000, 2)
         timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
@@ -294,8 +322,12 @@ class RerankDeployment:
             "timings_ms": timings,
         }
 
-    def _fuse(self, cf, ret, history_len: int, k: int) -> tuple[list[dict[str, Any]], float | None]:
-        from actors.rerank import fuse
+    def _fuse(
+        self, cf, ret, history_len: int, k: int, max_alpha: float = 1.0
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        """Fuse one user's branch answers; ``max_alpha`` caps the CF weight (a free-text intent asks for
+        the retrieval branch to count, however long the history)."""
+        from actors.rerank import fuse, user_alpha
 
         st = self.state
         if cf is None and ret is None:
@@ -312,6 +344,9 @@ class RerankDeployment:
                 for i, s, r in zip(ids, scores, ranks, strict=True)
             ], (1.0 if cf is not None else 0.0)  # fmt: skip
         cfg = replace(self.fusion.config, n=max(self.fusion.config.n, k))
+        alpha_u = float(user_alpha(cfg, np.array([history_len]), cf["scores"][None, : cfg.n])[0])
+        if alpha_u > max_alpha:
+            cfg = replace(cfg, method="fixed", alpha=max_alpha)
         full = [None if r["full"] is None else r["full"][None] for r in (cf, ret)]
         f = fuse(cf["ids"][None], cf["scores"][None], ret["ids"][None], ret["scores"][None],
                  np.array([history_len]), cfg, k, full[0], full[1])  # fmt: skip

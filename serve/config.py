@@ -81,6 +81,8 @@ class ServeAppConfig(Strict):
     branch_n: int | None = Field(None, ge=1)  # items per branch; None: the fusion config's n
     full_scores: bool = True  # branches send catalog-wide score rows, as in the offline evaluation
     intent_weight: float = Field(0.5, ge=0, le=1)  # weight of a free-text intent against the user query
+    intent_max_alpha: float = Field(0.5, ge=0, le=1)  # with an intent, CF weighs at most this (1: no cap)
+    branch_batch_size: int = Field(16, ge=1)  # CF / retrieval calls merged into one model call (1: none)
     fan_out: Literal["parallel", "serial"] = "parallel"  # serial exists for the composition benchmark
     engine: EngineSettings = Field(default_factory=EngineSettings)
     timeouts: Timeouts = Field(default_factory=Timeouts)

@@ -100,6 +100,7 @@ class RetrievalDeployment:
             [metadata_text(r) for r in items], RetrievalBranchConfig(with_last_item=fusion.with_last_item),
         )  # fmt: skip
         self.send_full = cfg.full_scores
+        self.score.set_max_batch_size(cfg.branch_batch_size)
         self.vectors = LRU(max(cfg.query_cache_size, 1))
         t0 = time.perf_counter()
         warm = self._precomputed_texts(paths)
@@ -164,6 +165,7 @@ class CFDeployment:
             )
         self.model = model_class(cfg.cf_model).load(folder)
         self.send_full = cfg.full_scores
+        self.score.set_max_batch_size(cfg.branch_batch_size)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
     async def score(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:

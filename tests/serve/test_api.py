@@ -34,6 +34,15 @@ def test_seen_items_are_excluded_unless_asked(serve_url, serve_artifacts):
     assert seen & {it["item_id"] for it in out["items"]}
 
 
+def test_an_intent_gets_at_least_half_the_weight(serve_url):
+    _, plain = http("POST", "/recommend", {"user_id": "1", "k": 10})
+    _, asked = http(
+        "POST", "/recommend", {"user_id": "1", "k": 10, "query": "animated films for young children"}
+    )
+    assert asked["alpha"] <= 0.5 and asked["query"]["intent"]
+    assert [it["item_id"] for it in asked["items"]] != [it["item_id"] for it in plain["items"]]
+
+
 def test_cold_start_history_and_intent(serve_url):
     status, out = http("POST", "/recommend", {"history": ["50", "181"], "k": 5})
     assert status == 200, out
@@ -136,3 +145,13 @@ def test_served_fusion_equals_the_offline_evaluation(serve_url, serve_artifacts)
         served = [it["item_id"] for it in out["items"]]
         assert served == corpus.item_ids[fused.ids[row]].tolist(), user
         assert [it["score"] for it in out["items"]] == pytest.approx(fused.scores[row].tolist(), abs=1e-4)
+
+
+def test_oversized_chunked_body_is_413(serve_url):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", int(serve_url.rsplit(":", 1)[1]), timeout=30)
+    chunk = b'{"history": [' + b",".join(b'"50"' for _ in range(20000)) + b"]}"
+    conn.request("POST", "/recommend", body=iter([chunk[:50000], chunk[50000:]]),
+                 headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}, encode_chunked=True)  # fmt: skip
+    assert conn.getresponse().status == 413

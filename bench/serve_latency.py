@@ -1,0 +1,190 @@
+"""HTTP latency and throughput of the Serve app against a no-op composition of the same shape.
+
+    python bench/serve_latency.py [--artifacts artifacts/ml-100k] [--requests 300] [--port 8000]   # after `make demo`
+
+Everything runs on 127.0.0.1 in one Ray cluster, measured in the same run:
+- cached path: known users, whose LLM query was written by the batch job (the common case);
+- generate path: a new history per request, the request waiting for its LLM query (vLLM on CPU here);
+- the no-op composition (``serve/noop.py``): the same four deployments returning constants;
+- parallel vs serial composition of the same two branches, and each branch alone (via its handle).
+Load is bounded: each client sends one request at a time, over one keep-alive connection.
+Goals (cached path): p50 <= 1.3x no-op p50; throughput >= 0.8x no-op; parallel <= slower branch + 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+
+
+def run_load(port: int, path: str, bodies: list[dict[str, Any]], clients: int) -> dict[str, Any]:
+    """Send ``bodies`` with ``clients`` concurrent clients; latency percentiles (ms) and throughput."""
+    latencies: list[float] = []
+    timings: list[dict[str, float]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    queue = list(enumerate(bodies))
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                if not queue:
+                    break
+                _, body = queue.pop()
+            t0 = time.perf_counter()
+            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            payload = resp.read()
+            ms = (time.perf_counter() - t0) * 1000
+            with lock:
+                if resp.status != 200:
+                    errors.append(f"{resp.status} {payload[:200]!r}")
+                    continue
+                latencies.append(ms)
+                timings.append(json.loads(payload).get("timings_ms", {}))
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if not latencies:
+        raise RuntimeError(f"{path}: every request failed, e.g. {errors[:3]}")
+    return {"n": len(latencies), "errors": len(errors), "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99), "rps": len(latencies) / wall, "timings": timings}  # fmt: skip
+
+
+def handle_p50(handle, payload: dict[str, Any], n: int) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        handle.score.remote(payload).result()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--artifacts", default="artifacts/ml-100k")
+    ap.add_argument("--requests", type=int, default=300, help="cached-path requests per measurement")
+    ap.add_argument("--generate", type=int, default=16, help="generate-path requests per measurement")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--engine", default="auto", help="query writer backend (auto: vLLM when it imports)")
+    args = ap.parse_args(argv)
+    root = Path(args.artifacts)
+    needed = [root / "fusion.json", root / "user_queries.parquet", root / "models" / "sasrec" / "config.json"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        print(f"error: missing {missing}; run `make demo` first", file=sys.stderr)
+        return 2
+
+    from ray import serve
+
+    from serve.app import build_app
+    from serve.noop import build_noop_app
+    from serve.run import start_app
+
+    base = {"artifacts": str(root)}
+    # the generate path waits for its query (up to 60 s) so its latency includes writing it
+    start_app(base | {"engine": {"backend": args.engine}, "timeouts": {"llm": 60.0}}, port=args.port)
+    serve.run(build_app(base | {"engine": {"backend": "none"}, "fan_out": "serial"}), name="serial",
+              route_prefix="/serial")  # fmt: skip
+    serve.run(build_noop_app(), name="noop", route_prefix="/noop")
+    rng = random.Random(0)
+    users = [str(u) for u in range(1, 944)]
+    cached = [{"user_id": rng.choice(users), "k": 10} for _ in range(args.requests)]
+    n_items = 1682
+    fresh = [
+        {"history": [str(rng.randint(1, n_items)) for _ in range(4)], "k": 10}
+        for _ in range(2 * args.generate)
+    ]
+    warm = [{"user_id": u, "k": 10} for u in users[:30]]
+    for path in ("/recommend", "/noop/recommend", "/serial/recommend"):
+        run_load(args.port, path, warm, 2)
+
+    rows, results = [], {}
+    for clients in (1, 8):
+        for name, path, bodies in (
+            ("no-op composition", "/noop/recommend", cached),
+            ("cached path", "/recommend", cached),
+            ("serial branches, cached", "/serial/recommend", cached),
+        ):
+            r = run_load(args.port, path, bodies, clients)
+            results[(name, clients)] = r
+            rows.append((name, clients, r))
+    gen = {}
+    for i, clients in enumerate((1, 8)):
+        part = fresh[i * args.generate : (i + 1) * args.generate]
+        gen[clients] = run_load(args.port, "/recommend", part, clients)
+        rows.append(("generate path (LLM query)", clients, gen[clients]))
+
+    print(
+        "| path | clients | requests | errors | p50 ms | p99 ms | req/s |\n|---|---:|---:|---:|---:|---:|---:|"
+    )
+    for name, clients, r in rows:
+        print(
+            f"| {name} | {clients} | {r['n']} | {r['errors']} | {r['p50']:.1f} | {r['p99']:.1f} | {r['rps']:.1f} |"
+        )
+
+    # branch latencies: each branch alone through its handle, and the ingress's own fan-out timings
+    from serve.config import ServeAppConfig
+    from serve.state import ServingState
+
+    state = ServingState(ServeAppConfig(artifacts=str(root)))
+    hist = state.histories["1"]
+    q = state.queries.get(state.key("1", hist))[0]
+    payload = {"history": hist, "exclude": sorted(set(hist)), "n": 200}
+    cf_alone = handle_p50(serve.get_deployment_handle("CFDeployment", app_name="q2rec"), payload, 100)
+    ret_alone = handle_p50(serve.get_deployment_handle("RetrievalDeployment", app_name="q2rec"),
+                           payload | {"texts": [q], "weights": [1.0]}, 100)  # fmt: skip
+    par = statistics.median(t["branches"] for t in results[("cached path", 1)]["timings"])
+    ser = statistics.median(t["branches"] for t in results[("serial branches, cached", 1)]["timings"])
+    print("\n| branch phase (1 client, p50 ms) | ms |\n|---|---:|")
+    for name, v in (("CF alone (handle)", cf_alone), ("retrieval alone (handle)", ret_alone),
+                    ("parallel (asyncio.gather)", par), ("serial (one after the other)", ser)):  # fmt: skip
+        print(f"| {name} | {v:.2f} |")
+
+    c1, n1 = results[("cached path", 1)], results[("no-op composition", 1)]
+    c8, n8 = results[("cached path", 8)], results[("no-op composition", 8)]
+    slower = max(cf_alone, ret_alone)
+    checks = [
+        ("p50 cached / no-op (1 client)", c1["p50"] / n1["p50"], "<= 1.3", c1["p50"] / n1["p50"] <= 1.3),
+        ("p50 cached / no-op (8 clients)", c8["p50"] / n8["p50"], "<= 1.3", c8["p50"] / n8["p50"] <= 1.3),
+        (
+            "throughput cached / no-op (8 clients)",
+            c8["rps"] / n8["rps"],
+            ">= 0.8",
+            c8["rps"] / n8["rps"] >= 0.8,
+        ),
+        ("parallel - slower branch (ms)", par - slower, "<= 5", par - slower <= 5),
+    ]
+    print("\n| check | value | goal | met |\n|---|---:|---|---|")
+    for name, value, goal, ok in checks:
+        print(f"| {name} | {value:.2f} | {goal} | {'yes' if ok else 'NO'} |")
+    print(f"\nsummary: cached p50 {c1['p50']:.1f} ms = {c1['p50'] / n1['p50']:.2f}x no-op; 8-client throughput "
+          f"{c8['rps']:.1f} req/s = {c8['rps'] / n8['rps']:.2f}x no-op; parallel branches {par:.1f} ms vs serial "
+          f"{ser:.1f} ms (slower branch alone {slower:.1f} ms); generate p50 {gen[1]['p50']:.0f} ms (1 client), "
+          f"{gen[8]['p50']:.0f} ms (8 clients)")  # fmt: skip
+    serve.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
