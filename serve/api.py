@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from actors.user_query import QuerySettings
 from serve.config import ServeAppConfig
 from serve.state import ServingState, UnknownItems, load_fusion
 
@@ -34,6 +35,7 @@ app = FastAPI(
     "catalog, fused with collaborative filtering per user.",
 )
 _BODY_LIMIT = {"bytes": 64 * 1024}  # set from the config by each replica
+RECENT = QuerySettings().recent  # history items a query is written from
 
 
 class RecommendRequest(BaseModel):
@@ -169,7 +171,7 @@ class RerankDeployment:
         """One generation per (user, history): concurrent requests share the running task."""
         task = self.pending.get(key)
         if task is None:
-            view = self.state.history_view(history[-8:])
+            view = self.state.history_view(history[-RECENT:])
             task = asyncio.get_running_loop().create_task(self._generate(key, view))
             self.pending[key] = task
         return task
@@ -194,7 +196,7 @@ class RerankDeployment:
         cached = self.state.queries.get(key)
         if cached is not None:
             return cached[0], cached[1], True
-        fallback = self.fallback_writer.fallback(self.state.history_view(history))
+        fallback = self.fallback_writer.fallback(self.state.history_view(history[-RECENT:]))
         if not self.llm:
             return fallback, "fallback", False
         task = self._start_generation(key, history)
