@@ -11,8 +11,8 @@ its rank (1-based; 0 = absent) and raw score in each branch.
 When a branch can also hand over its score for *every* catalog item (``cf_full`` / ``ret_full``: CF scores
 every item anyway, and retrieval on a flat index is one product with the item vectors), normalisation
 uses that whole row and an item missing from the branch's top-N gets its true score instead of the floor.
-On ML-100K this is worth +15% NDCG@10 for EASE fused with content: z-scores over a top-N list distort
-the branches' scales.
+On ML-100K, EASE fused with metadata last-item content gains +25% to +34% over EASE alone this way, against
++16% with list-only statistics (test NDCG@10): z-scores over a top-N list distort the branches' scales.
 """
 
 from __future__ import annotations
