@@ -9,7 +9,7 @@ import pytest
 from data_prep.ray_cluster import apply_safe_env
 
 apply_safe_env()
-os.environ["RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S"] = "60"
+os.environ["RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S"] = "180"  # a hang fails; a slow engine start does not
 
 
 @pytest.fixture(scope="session")
