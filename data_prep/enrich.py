@@ -23,11 +23,12 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from actors.enricher import CatalogEnricher, EnrichmentSettings
 from actors.llm.engine import EngineConfig, resolve_backend
-from actors.prompts import ItemPrompt
+from actors.prompts import ItemPrompt, ItemRecord
 from data_prep import parts
 from data_prep.artifacts import ArtifactPaths, write_json
-from data_prep.llm_jobs import engine_for_replicas, outcome_counts, run_batches
+from data_prep.llm_jobs import engine_for_replicas, engine_identity, outcome_counts, run_batches
 from data_prep.schema import DataError
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ class EnrichBatch:
     """Ray Data actor: one engine per replica, loaded once, enriching a pandas batch per call."""
 
     def __init__(self, engine: dict[str, Any], domain: str, max_reviews: int) -> None:
-        from actors.enricher import CatalogEnricher, EnrichmentSettings
         from actors.llm.engine import make_engine
 
         settings = EnrichmentSettings(prompt=ItemPrompt(domain=domain, max_reviews=max_reviews))
@@ -111,6 +111,12 @@ def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = 
     reviews = training_reviews(paths, cfg.max_reviews)
     if reviews is not None:
         items = items.assign(reviews=items["item_id"].map(reviews))
+    settings = EnrichmentSettings(prompt=ItemPrompt(domain=domain, max_reviews=cfg.max_reviews))
+    probe = ItemRecord.from_mapping(items.iloc[0].to_dict()) if len(items) else None
+    set_aside = parts.claim(parts_dir(paths), {
+        "job": "enrich", "engine": engine_identity(cfg.engine), "settings": asdict(settings),
+        "probe_prompt": settings.prompt.conversation(probe) if probe else None,
+    })  # fmt: skip
     done = read_parts(paths)
     done_ids = set(done["item_id"].astype(str))
     todo = items[~items["item_id"].astype(str).isin(done_ids)]
@@ -130,7 +136,7 @@ def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = 
         bar.close()
     seconds = time.perf_counter() - t0
     new_rows, new_tokens = sum(a[1] for a in arrivals), sum(a[2] for a in arrivals)
-    summary = finalize(paths, items, cfg, domain, skipped, new_rows, new_tokens, seconds)
+    summary = finalize(paths, items, cfg, domain, skipped, new_rows, new_tokens, seconds, set_aside)
     if len(arrivals) >= 2:  # steady state: from the first finished batch to the last (model load excluded)
         span = arrivals[-1][0] - arrivals[0][0]
         summary["steady_items_per_s"] = round(sum(a[1] for a in arrivals[1:]) / span, 2)
@@ -148,6 +154,7 @@ def finalize(
     new: int,
     new_tokens: int,
     secs: float,
+    set_aside: int = 0,
 ) -> dict[str, Any]:
     """Merge the parts into ``items_enriched.parquet`` (catalog order) and write ``enrich.json``."""
     done = read_parts(paths)
@@ -168,6 +175,7 @@ def finalize(
         "items": len(merged),
         "enriched_this_run": new,
         "skipped_already_done": skipped,
+        "stale_parts_set_aside": set_aside,  # written with another prompt, settings or model
         **outcome_counts(merged),
         "prompt_tokens": int(merged["prompt_tokens"].sum()),
         "completion_tokens": completion,
@@ -219,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['retried']} retried; {summary['completion_tokens']} tokens; "
         f"{summary['items_per_s']} items/s, {summary['completion_tokens_per_s']} tokens/s this run"
     )
+    if summary["stale_parts_set_aside"]:
+        print(f"note: {summary['stale_parts_set_aside']} parts written with another prompt, settings or model "
+              "were moved aside (enrich_parts.stale-*), not reused")  # fmt: skip
     return 0
 
 

@@ -40,6 +40,18 @@ def engine_for_replicas(
     return kwargs, gpus
 
 
+def engine_identity(engine: EngineConfig) -> dict[str, Any]:
+    """What in the engine settings changes the text it writes (part of a job's parts fingerprint)."""
+    from actors.llm.packaged import LLM_DIRNAME
+
+    backend = resolve_backend(engine.backend)
+    ident = {"backend": backend, "model": engine.model or f"packaged:{LLM_DIRNAME}", "dtype": engine.dtype,
+             "seed": engine.seed, "extra": engine.extra}  # fmt: skip
+    if backend == "openai":
+        ident["base_url"] = engine.base_url
+    return ident
+
+
 def run_batches(
     todo: pd.DataFrame,
     udf: type,

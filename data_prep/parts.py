@@ -1,16 +1,61 @@
 """Resumable batch output: every finished batch becomes its own Parquet part, written atomically.
 
 A rerun reads the parts to learn which keys are done and skips them, so a crash loses at most the
-batches in flight and no row is ever written twice.
+batches in flight and no row is ever written twice. A folder also records what its parts were written with
+(``fingerprint.json``: prompt, settings, model); a rerun under a different fingerprint sets the old parts
+aside instead of reusing them, so a changed prompt or model never resumes from stale rows.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
+MARKER = "fingerprint.json"
+
+
+def fingerprint(spec: Mapping[str, Any]) -> str:
+    """A short, stable hash of a JSON-able description of how the rows are produced."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def claim(folder: Path, spec: Mapping[str, Any]) -> int:
+    """Make ``folder`` hold only parts written under ``spec``; returns how many parts were set aside.
+
+    Parts written under another spec (or before folders recorded one) are moved, folder and all, to
+    ``<folder>.stale-<their fingerprint>``, never deleted, and the move is logged.
+    """
+    folder = Path(folder)
+    fp = fingerprint(spec)
+    marker = folder / MARKER
+    old = json.loads(marker.read_text())["fingerprint"] if marker.is_file() else "unrecorded"
+    files = list(folder.glob("part-*.parquet"))
+    moved = 0
+    if files and old != fp:
+        aside = folder.with_name(f"{folder.name}.stale-{old}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = folder.with_name(f"{folder.name}.stale-{old}-{n}")
+        folder.rename(aside)
+        moved = len(files)
+        log.warning("%s: %d parts were written with another prompt, settings or model (fingerprint %s, now "
+                    "%s); moved to %s and starting afresh", folder, moved, old, fp, aside)  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    if not marker.is_file() or old != fp:
+        tmp = folder / f".{MARKER}.tmp"
+        tmp.write_text(json.dumps({"fingerprint": fp, "spec": spec}, indent=2, sort_keys=True, default=str))
+        tmp.replace(marker)
+    return moved
 
 
 def read_parts(folder: Path, columns: list[str]) -> pd.DataFrame:

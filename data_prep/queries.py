@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from data_prep import parts
 from data_prep.artifacts import ArtifactPaths, write_json
 from data_prep.corpus import Corpus
 from data_prep.enrich import infer_domain
-from data_prep.llm_jobs import engine_for_replicas, outcome_counts, run_batches
+from data_prep.llm_jobs import engine_for_replicas, engine_identity, outcome_counts, run_batches
 from data_prep.schema import DataError
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,25 @@ def parts_dir(paths: ArtifactPaths) -> Path:
     return paths.root / "query_parts"
 
 
+def query_job_spec(
+    paths: ArtifactPaths, cfg: QueryJobConfig, settings: dict[str, Any], requests: pd.DataFrame
+) -> dict[str, Any]:
+    """What the queries depend on besides the history: engine, settings, the prompt as rendered for one
+    user, and the enriched descriptions the prompts quote. A change to any of them starts the parts afresh."""
+    enriched = paths.root / "items_enriched.parquet"
+    descriptions = (
+        parts.fingerprint(
+            {"d": pd.read_parquet(enriched, columns=["item_id", "description"]).values.tolist()}
+        )
+        if enriched.is_file()
+        else None
+    )
+    writer = UserQueryWriter(None, QuerySettings(**settings))
+    probe = CatalogView(str(paths.root)).history(requests["history"].iloc[0]) if len(requests) else []
+    return {"job": "queries", "engine": engine_identity(cfg.engine), "settings": asdict(writer.settings),
+            "probe_prompt": writer.conversation(probe), "descriptions": descriptions}  # fmt: skip
+
+
 def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True) -> dict[str, Any]:
     """Write the valid and test query of every evaluable user exactly once; returns the summary."""
     if not paths.is_prepared():
@@ -109,9 +128,10 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
     if cfg.limit_users is not None:
         keep = set(requests["user_id"].drop_duplicates().head(cfg.limit_users))
         requests = requests[requests["user_id"].isin(keep)]
+    settings = {"domain": infer_domain(pd.read_parquet(paths.items)), "recent": cfg.recent}
+    set_aside = parts.claim(parts_dir(paths), query_job_spec(paths, cfg, settings, requests))
     done = parts.read_parts(parts_dir(paths), COLUMNS)
     todo = requests[~requests["key"].isin(set(done["key"]))]
-    settings = {"domain": infer_domain(pd.read_parquet(paths.items)), "recent": cfg.recent}
     t0 = time.perf_counter()
     arrivals: list[tuple[float, int, int]] = []
     if len(todo):
@@ -136,6 +156,7 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
         "queries": len(allq),
         "written_this_run": new,
         "reused": len(requests) - len(todo),
+        "stale_parts_set_aside": set_aside,  # written with another prompt, settings, model or enrichment
         **outcome_counts(allq),
         "completion_tokens": int(allq["completion_tokens"].sum()),
         "completion_tokens_per_user_query": round(float(allq["completion_tokens"].mean()), 1),
@@ -170,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{s['queries']} queries ({s['written_this_run']} written, {s['reused']} reused): {s['llm']} llm, "
           f"{s['fallback']} fallback; {s['completion_tokens_per_user_query']} tokens per query")  # fmt: skip
+    if s["stale_parts_set_aside"]:
+        print(f"note: {s['stale_parts_set_aside']} parts written with another prompt, settings, model or "
+              f"enrichment were moved aside (query_parts.stale-*), not reused")  # fmt: skip
     return 0
 
 
