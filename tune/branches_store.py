@@ -28,7 +28,11 @@ def _fingerprint(paths: ArtifactPaths, cf: str, retrieval: str, variant: str) ->
     ]
     if retrieval != "lastitem":
         files.append(paths.root / "user_queries.parquet")
-    stamp = [FORMAT] + [f"{f}:{f.stat().st_mtime_ns}" if f.exists() else f"{f}:absent" for f in files]
+    # paths relative to the artifacts root, so the same artifacts give the same name from any working directory
+    stamp = [FORMAT]
+    for f in files:
+        name = f.relative_to(paths.root).as_posix()
+        stamp.append(f"{name}:{f.stat().st_mtime_ns}" if f.exists() else f"{name}:absent")
     return hashlib.sha256("|".join(stamp).encode()).hexdigest()[:12]
 
 

@@ -30,8 +30,10 @@ def evaluate_scorer(
     ctx: MetricContext | None = None,
     ks: Sequence[int] = DEFAULT_KS,
     batch_size: int = 1024,
+    with_ranks: bool = False,
 ) -> dict[str, Any]:
-    """Metrics of ``scorer`` on ``stage`` plus ``by_history_length`` (a nested dict)."""
+    """Metrics of ``scorer`` on ``stage`` plus ``by_history_length`` (a nested dict); with ``with_ranks``,
+    also ``target_ranks``: each user's 1-based target rank (for paired comparisons)."""
     ctx = ctx or metric_context(corpus)
     users = corpus.eval_users(stage)
     targets = corpus.target(stage)
@@ -46,4 +48,6 @@ def evaluate_scorer(
     ranked = concat(batches)
     out: dict[str, Any] = compute_metrics(ranked, ctx, ks)
     out["by_history_length"] = by_history_length(ranked, k=min(ks))
+    if with_ranks:
+        out["target_ranks"] = ranked.ranks
     return out

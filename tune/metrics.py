@@ -121,3 +121,23 @@ def by_history_length(
         recall, ndcg = accuracy(ranked.ranks[sel], k)
         out[label] = {"users": int(sel.sum()), f"Recall@{k}": recall, f"NDCG@{k}": ndcg}
     return out
+
+
+def paired_bootstrap(
+    ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 10, resamples: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """NDCG@k of A minus B on the same users, with a 95% paired bootstrap interval (users resampled).
+
+    An interval that contains 0 means the two cannot be told apart on this test set.
+    """
+    if ranks_a.shape != ranks_b.shape:
+        raise ValueError(f"paired ranks differ in shape: {ranks_a.shape} vs {ranks_b.shape}")
+
+    def gains(r: np.ndarray) -> np.ndarray:
+        return np.where(r <= k, 1.0 / np.log2(r + 1.0), 0.0)
+
+    diff = gains(ranks_a) - gains(ranks_b)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"diff": float(diff.mean()), "ci95_low": float(lo), "ci95_high": float(hi), "users": len(diff)}

@@ -38,7 +38,7 @@ from data_prep.index import index_dir
 from tune.branches import BranchScores, ranked_lists
 from tune.evaluate import markdown_table, parse_overrides, protocol
 from tune.harness import evaluate_scorer, metric_context
-from tune.metrics import DEFAULT_KS, MetricContext, by_history_length, compute_metrics
+from tune.metrics import DEFAULT_KS, MetricContext, by_history_length, compute_metrics, paired_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +74,22 @@ def fused_methods(query_mode: str, variant: str) -> list[FusedMethod]:
 
 
 def _row(valid: dict[str, Any], test: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """Split off ``by_history_length`` (kept for test only) from two metric dicts."""
+    """Split off ``by_history_length`` and the per-user ``target_ranks`` (both kept for test only) from two
+    metric dicts. ``test_ranks`` is for paired comparisons and is taken out before the report is written."""
+    split_off = ("by_history_length", "target_ranks")
     row = {
-        "valid": {k: v for k, v in valid.items() if k != "by_history_length"},
-        "test": {k: v for k, v in test.items() if k != "by_history_length"},
+        "valid": {k: v for k, v in valid.items() if k not in split_off},
+        "test": {k: v for k, v in test.items() if k not in split_off},
         "by_history_length": test.get("by_history_length", {}),
+        "test_ranks": test.get("target_ranks"),
     }
     return row | extra
 
 
 def _list_metrics(top: np.ndarray, b: BranchScores, ctx: MetricContext) -> dict[str, Any]:
     ranked = ranked_lists(top, b.targets, b.history_len, ctx.n_items)
-    return compute_metrics(ranked, ctx, DEFAULT_KS) | {"by_history_length": by_history_length(ranked)}
+    return compute_metrics(ranked, ctx, DEFAULT_KS) | {"by_history_length": by_history_length(ranked),
+                                                       "target_ranks": ranked.ranks}  # fmt: skip
 
 
 def fused_metrics(b: BranchScores, cfg: FusionConfig, ctx: MetricContext) -> dict[str, Any]:
@@ -104,7 +108,9 @@ def cf_rows(paths: ArtifactPaths, corpus: Corpus, ctx: MetricContext, overrides:
         def scorer(users, histories, model=model):
             return model.score(histories)
 
-        rows[name] = _row(*(evaluate_scorer(scorer, corpus, s, ctx) for s in ("valid", "test")))
+        rows[name] = _row(
+            *(evaluate_scorer(scorer, corpus, s, ctx, with_ranks=True) for s in ("valid", "test"))
+        )
     return rows
 
 
@@ -112,7 +118,7 @@ def lastitem_row(corpus: Corpus, ctx: MetricContext, vectors: np.ndarray) -> dic
     from tune.content import LastItemScorer
 
     scorer = LastItemScorer(vectors)
-    return _row(*(evaluate_scorer(scorer, corpus, s, ctx) for s in ("valid", "test")))
+    return _row(*(evaluate_scorer(scorer, corpus, s, ctx, with_ranks=True) for s in ("valid", "test")))
 
 
 def branch_pair(paths, corpus, cf: str, retrieval: str, variant: str, overrides: Overrides):
@@ -123,8 +129,25 @@ def branch_pair(paths, corpus, cf: str, retrieval: str, variant: str, overrides:
                  for s in ("valid", "test"))  # fmt: skip
 
 
-def bars(results: dict[str, Any]) -> dict[str, Any]:
-    """The issue's quality bars, measured: ratios and pass/fail, whichever way they go."""
+def paired(ranks: dict[str, np.ndarray], a: str, b: str, base: float) -> dict[str, Any]:
+    """Test NDCG@10 of ``a`` minus ``b`` on the same users: the difference, its 95% paired bootstrap
+    interval, and both as a relative gain over ``b`` (whose NDCG@10 is ``base``)."""
+    if ranks.get(a) is None or ranks.get(b) is None:
+        return {}
+    pb = paired_bootstrap(ranks[a], ranks[b])
+    lo, hi = pb["ci95_low"], pb["ci95_high"]
+    return {
+        "ndcg10_diff": round(pb["diff"], 4),
+        "ndcg10_diff_ci95": [round(lo, 4), round(hi, 4)],
+        "gain_ci95": [round(lo / base, 4), round(hi / base, 4)],
+        "separable": bool(lo > 0 or hi < 0),  # False: within this test set's noise
+    }
+
+
+def bars(results: dict[str, Any], ranks: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """The issue's quality bars, measured: ratios and pass/fail, whichever way they go. With the per-user
+    test ranks, each comparison also gets a paired bootstrap interval (is the difference beyond noise?)."""
+    ranks = ranks or {}
 
     def t(m, k):
         return results[m]["test"][k]
@@ -132,8 +155,10 @@ def bars(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if {"ease", "fused_adaptive_ease"} <= results.keys():
         gain = t("fused_adaptive_ease", "NDCG@10") / t("ease", "NDCG@10") - 1
-        out["fused_adaptive_ease_vs_ease_test_ndcg10"] = {"gain": round(gain, 4), "goal": ">= +0.20",
-                                                          "met": gain >= 0.20}  # fmt: skip
+        out["fused_adaptive_ease_vs_ease_test_ndcg10"] = {
+            "gain": round(gain, 4), "goal": ">= +0.20", "met": gain >= 0.20,
+            **paired(ranks, "fused_adaptive_ease", "ease", t("ease", "NDCG@10")),
+        }  # fmt: skip
     if {"sasrec", "fused_adaptive"} <= results.keys():
         checks = {
             k: (t("fused_adaptive", k), t("sasrec", k)) for k in ("NDCG@10", "Coverage@10", "TailRecall@10")
@@ -143,7 +168,8 @@ def bars(results: dict[str, Any]) -> dict[str, Any]:
         )
         out["fused_adaptive_vs_sasrec_test"] = {
             k: {"fused": round(a, 4), "sasrec": round(b, 4)} for k, (a, b) in checks.items()
-        } | {"goal": "NDCG@10 not below; Coverage@10 and TailRecall@10 higher", "met": met}
+        } | {"goal": "NDCG@10 not below; Coverage@10 and TailRecall@10 higher", "met": met,
+             **paired(ranks, "fused_adaptive", "sasrec", t("sasrec", "NDCG@10"))}  # fmt: skip
     if {"retrieval_query", "retrieval_lastitem"} <= results.keys():
         q, last = (
             results["retrieval_query"]["valid"]["NDCG@10"],
@@ -239,10 +265,13 @@ def build_report(
         "item_text": variant,
         "query_mode": query_mode,
     }
+    ranks = {name: row.pop("test_ranks", None) for name, row in results.items()}
+    proto["bars_noise"] = ("each bar's NDCG@10 difference comes with a 95% paired bootstrap interval over the "
+                           "test users (2,000 resamples); 'separable: false' means it contains 0")  # fmt: skip
     return {
         "protocol": proto,
         "results": results,
-        "bars": bars(results),
+        "bars": bars(results, ranks),
         "cost": cost(paths, searches, {k: round(v, 1) for k, v in seconds.items()}),
     }
 
@@ -369,7 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{p['dataset']} test ({p['test_users']} users; {p['split']}; {p['ranking']}):\n")
     print(stage_table(report))
     for name, bar in report["bars"].items():
-        print(f"  {name}: {'met' if bar['met'] else 'NOT met'}")
+        noise = ""
+        if "ndcg10_diff_ci95" in bar:
+            lo, hi = bar["ndcg10_diff_ci95"]
+            noise = (f" (NDCG@10 difference {bar['ndcg10_diff']:+.4f}, 95% paired bootstrap [{lo:+.4f}, {hi:+.4f}]"
+                     f": {'beyond' if bar['separable'] else 'within'} noise)")  # fmt: skip
+        print(f"  {name}: {'met' if bar['met'] else 'NOT met'}{noise}")
     print(f"\nwrote {out / 'report.json'}, {out / 'report.md'} and {len(plots)} plots")
     return 0
 

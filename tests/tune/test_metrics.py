@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from actors.ranking import mask_items, target_ranks, topk
-from tune.metrics import MetricContext, by_history_length, compute_metrics, intra_list_distance, rank_batch
+from tune.metrics import (
+    MetricContext,
+    by_history_length,
+    compute_metrics,
+    intra_list_distance,
+    paired_bootstrap,
+    rank_batch,
+)
 
 
 def test_ranking_ties_go_to_lower_index_consistently():
@@ -73,3 +80,12 @@ def test_fast_topk_equals_a_full_stable_sort_under_heavy_ties():
         s = rng.integers(0, 4, (n, m)).astype(np.float32)
         s[rng.random((n, m)) < 0.2] = -np.inf
         np.testing.assert_array_equal(topk(s, k), np.argsort(-s, axis=1, kind="stable")[:, : min(k, m)])
+
+
+def test_paired_bootstrap_known_answers():
+    same = paired_bootstrap(np.array([1, 3, 50]), np.array([1, 3, 50]))
+    assert same == {"diff": 0.0, "ci95_low": 0.0, "ci95_high": 0.0, "users": 3}
+    always = paired_bootstrap(np.ones(20, dtype=int), np.full(20, 11))  # hit at 1 vs a miss at 10
+    assert always["diff"] == always["ci95_low"] == always["ci95_high"] == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        paired_bootstrap(np.ones(3), np.ones(4))

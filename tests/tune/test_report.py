@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from actors.rerank import FusionConfig
@@ -65,6 +66,30 @@ def test_bars_measure_each_goal_whichever_way_it_goes():
     assert not b["retrieval_query_vs_lastitem_valid_ndcg10"]["met"]
 
 
+def test_bars_say_whether_a_difference_is_beyond_noise():
+    results = _report()["results"]
+    n = 400
+    hit1, miss = np.ones(n, dtype=np.int64), np.full(n, 101)
+    ranks = {
+        "ease": np.where(np.arange(n) < 40, 1, 101),  # NDCG@10 0.10
+        "fused_adaptive_ease": np.where(np.arange(n) < 80, 1, 101),  # +0.10 on 40 more users: separable
+        "sasrec": np.where(np.arange(n) % 2 == 0, hit1, miss),
+        "fused_adaptive": np.where(
+            np.arange(n) % 2 == 1, hit1, miss
+        ),  # same NDCG, other users: not separable
+    }
+    b = bars(results, ranks)
+    ease = b["fused_adaptive_ease_vs_ease_test_ndcg10"]
+    assert ease["ndcg10_diff"] == pytest.approx(0.10) and ease["separable"]
+    lo, hi = ease["ndcg10_diff_ci95"]
+    assert 0 < lo < 0.10 < hi
+    assert ease["gain_ci95"] == pytest.approx([lo / 0.07, hi / 0.07], abs=1e-3)  # relative to the test NDCG
+    sas = b["fused_adaptive_vs_sasrec_test"]
+    assert sas["ndcg10_diff"] == 0.0 and not sas["separable"]
+    assert sas["ndcg10_diff_ci95"][0] < 0 < sas["ndcg10_diff_ci95"][1]
+    assert "ndcg10_diff" not in bars(results)["fused_adaptive_vs_sasrec_test"]  # no ranks, no interval
+
+
 def test_plots_and_markdown_are_written(tmp_path):
     report = _report()
     files = plot(report, tmp_path)
@@ -113,6 +138,10 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
                                                                              ("adaptive",))])  # fmt: skip
     assert set(report["bars"]) == {"fused_adaptive_ease_vs_ease_test_ndcg10", "fused_adaptive_vs_sasrec_test",
                                    "retrieval_query_vs_lastitem_valid_ndcg10"}  # fmt: skip
+    for bar in ("fused_adaptive_ease_vs_ease_test_ndcg10", "fused_adaptive_vs_sasrec_test"):
+        lo, hi = report["bars"][bar]["ndcg10_diff_ci95"]
+        assert lo <= report["bars"][bar]["ndcg10_diff"] <= hi, bar
+    assert all("test_ranks" not in row for row in res.values())
     assert {p.name for p in out.iterdir()} == {
         "report.json",
         "report.md",

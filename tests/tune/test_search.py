@@ -49,3 +49,11 @@ def test_tune_search_finds_a_config_and_writes_it(ray_cluster, tmp_path):
     best = evaluate_fused(branches(), FusionConfig(**out["config"]), CTX, ks=(10,))
     assert best["NDCG@10"] == pytest.approx(out["valid"]["NDCG@10"])
     assert (tmp_path / "tune" / "fusion").is_dir()  # results stay under the given storage path
+
+
+@pytest.mark.slow
+def test_a_seeded_search_is_reproducible(ray_cluster, tmp_path):
+    from tune.search import run_search
+
+    a, b = (run_search(branches(), CTX, tmp_path / f"tune{i}", trials=10, seed=3) for i in range(2))
+    assert a["config"] == b["config"] and a["valid"] == b["valid"]
