@@ -1,6 +1,6 @@
 """HTTP latency and throughput of the Serve app against a no-op composition of the same shape.
 
-    python bench/serve_latency.py [--artifacts artifacts/ml-100k] [--requests 300] [--port 8000]   # after `make demo`
+    python bench/serve_latency.py [--artifacts artifacts/ml-100k] [--requests 300] [--port 8000] [--no-full-scores]
 
 Everything runs on 127.0.0.1 in one Ray cluster, measured in the same run:
 - cached path: known users, whose LLM query was written by the batch job (the common case);
@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generate", type=int, default=16, help="generate-path requests per measurement")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--engine", default="auto", help="query writer backend (auto: vLLM when it imports)")
+    ap.add_argument("--no-full-scores", action="store_true",
+                    help="branches send only their top-N, not catalog-wide score rows (faster; fused scores "
+                    "then differ from the offline evaluation's)")  # fmt: skip
     args = ap.parse_args(argv)
     root = Path(args.artifacts)
     needed = [root / "fusion.json", root / "user_queries.parquet", root / "models" / "sasrec" / "config.json"]
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from serve.noop import build_noop_app
     from serve.run import start_app
 
-    base = {"artifacts": str(root)}
+    base = {"artifacts": str(root), "full_scores": not args.no_full_scores}
     # the generate path waits for its query (up to 60 s) so its latency includes writing it
     start_app(base | {"engine": {"backend": args.engine}, "timeouts": {"llm": 60.0}}, port=args.port)
     serve.run(build_app(base | {"engine": {"backend": "none"}, "fan_out": "serial"}), name="serial",
