@@ -1,6 +1,6 @@
 """HTTP latency and throughput of the Serve app against a no-op composition of the same shape.
 
-    python bench/serve_latency.py [--artifacts artifacts/ml-100k] [--requests 300] [--port 8000] [--no-full-scores]
+    python bench/serve_latency.py [--artifacts artifacts/ml-100k] [--requests 300] [--no-full-scores]  # after make demo
 
 Everything runs on 127.0.0.1 in one Ray cluster, measured in the same run:
 - cached path: known users, whose LLM query was written by the batch job (the common case);
