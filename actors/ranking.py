@@ -58,6 +58,11 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return 1 + higher + tied_before
 
 
+def ndcg_gains(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per-row NDCG@k for one target per row, from 1-based ranks."""
+    return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
 def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
     """Mean NDCG@k for one target per row, from 1-based ranks."""
-    return float(np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0).mean())
+    return float(ndcg_gains(ranks, k).mean())

@@ -51,7 +51,7 @@ def claim(folder: Path, spec: Mapping[str, Any]) -> int:
         log.warning("%s: %d parts were written with another prompt, settings or model (fingerprint %s, now "
                     "%s); moved to %s and starting afresh", folder, moved, old, fp, aside)  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
-    if not marker.is_file() or old != fp:
+    if old != fp:  # (a folder without a marker has old == "unrecorded")
         tmp = folder / f".{MARKER}.tmp"
         tmp.write_text(json.dumps({"fingerprint": fp, "spec": spec}, indent=2, sort_keys=True, default=str))
         tmp.replace(marker)

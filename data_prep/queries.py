@@ -105,18 +105,12 @@ def query_job_spec(
 ) -> dict[str, Any]:
     """What the queries depend on besides the history: engine, settings, the prompt as rendered for one
     user, and the enriched descriptions the prompts quote. A change to any of them starts the parts afresh."""
-    enriched = paths.root / "items_enriched.parquet"
-    descriptions = (
-        parts.fingerprint(
-            {"d": pd.read_parquet(enriched, columns=["item_id", "description"]).values.tolist()}
-        )
-        if enriched.is_file()
-        else None
-    )
+    catalog = CatalogView(str(paths.root))
     writer = UserQueryWriter(None, QuerySettings(**settings))
-    probe = CatalogView(str(paths.root)).history(requests["history"].iloc[0]) if len(requests) else []
+    probe = catalog.history(requests["history"].iloc[0]) if len(requests) else []
     return {"job": "queries", "engine": engine_identity(cfg.engine), "settings": asdict(writer.settings),
-            "probe_prompt": writer.conversation(probe), "descriptions": descriptions}  # fmt: skip
+            "probe_prompt": writer.conversation(probe),
+            "descriptions": parts.fingerprint(catalog.descriptions) if catalog.descriptions else None}  # fmt: skip
 
 
 def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True) -> dict[str, Any]:

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from actors.ranking import mask_items, ndcg_at_k, target_ranks, topk
+from actors.ranking import mask_items, ndcg_at_k, ndcg_gains, target_ranks, topk
 
 DEFAULT_KS = (10, 20)
 DEFAULT_LENGTH_BUCKETS = (0, 20, 50, 100, 200)  # lower edges of history-length buckets
 HEAD_FRACTION = 0.2
+BOOTSTRAP_RESAMPLES = 2000
 
 
 @dataclass
@@ -124,7 +125,7 @@ def by_history_length(
 
 
 def paired_bootstrap(
-    ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 10, resamples: int = 2000, seed: int = 0
+    ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 10, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
 ) -> dict[str, float]:
     """NDCG@k of A minus B on the same users, with a 95% paired bootstrap interval (users resampled).
 
@@ -132,11 +133,7 @@ def paired_bootstrap(
     """
     if ranks_a.shape != ranks_b.shape:
         raise ValueError(f"paired ranks differ in shape: {ranks_a.shape} vs {ranks_b.shape}")
-
-    def gains(r: np.ndarray) -> np.ndarray:
-        return np.where(r <= k, 1.0 / np.log2(r + 1.0), 0.0)
-
-    diff = gains(ranks_a) - gains(ranks_b)
+    diff = ndcg_gains(ranks_a, k) - ndcg_gains(ranks_b, k)
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])

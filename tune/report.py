@@ -38,7 +38,14 @@ from data_prep.index import index_dir
 from tune.branches import BranchScores, ranked_lists
 from tune.evaluate import markdown_table, parse_overrides, protocol
 from tune.harness import evaluate_scorer, metric_context
-from tune.metrics import DEFAULT_KS, MetricContext, by_history_length, compute_metrics, paired_bootstrap
+from tune.metrics import (
+    BOOTSTRAP_RESAMPLES,
+    DEFAULT_KS,
+    MetricContext,
+    by_history_length,
+    compute_metrics,
+    paired_bootstrap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +274,7 @@ def build_report(
     }
     ranks = {name: row.pop("test_ranks", None) for name, row in results.items()}
     proto["bars_noise"] = ("each bar's NDCG@10 difference comes with a 95% paired bootstrap interval over the "
-                           "test users (2,000 resamples); 'separable: false' means it contains 0")  # fmt: skip
+                           f"test users ({BOOTSTRAP_RESAMPLES:,} resamples); 'separable: false' means it contains 0")  # fmt: skip
     return {
         "protocol": proto,
         "results": results,
