@@ -15,18 +15,25 @@ APP = "ha"
 DEPLOYMENTS = ("CFDeployment", "RetrievalDeployment", "QueryDeployment", "RerankDeployment")
 
 
-def replica_names(deployment: str) -> list[str]:
-    import ray
+def running_replicas(deployment: str) -> frozenset[str]:
+    """One reading of Serve's state: the actor names of the deployment's replicas that are RUNNING now."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ReplicaState, ServeInstanceDetails
 
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["namespace"] == "serve" and f"{APP}#{deployment}#" in a["name"])  # fmt: skip
+    details = ServeInstanceDetails(**_get_global_client().get_serve_details())
+    replicas = details.applications[APP].deployments[deployment].replicas
+    return frozenset(r.actor_name for r in replicas if r.state == ReplicaState.RUNNING)
 
 
-def running(deployment: str) -> int:
-    from ray import serve
-
-    status = serve.status().applications[APP].deployments[deployment]
-    return status.replica_states.get("RUNNING", 0)
+def wait_for_replacement(deployment: str, killed: str, timeout: float = 120.0) -> frozenset[str]:
+    """Poll until one reading has 2 RUNNING replicas, none of them the killed one; return that reading
+    (or the last one at the deadline), so the caller asserts on exactly what the loop saw."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reading = running_replicas(deployment)
+        if (len(reading) == 2 and killed not in reading) or time.monotonic() > deadline:
+            return reading
+        time.sleep(0.5)
 
 
 class Load:
@@ -99,19 +106,15 @@ def test_killing_a_replica_of_each_deployment_loses_no_request(serve_url, serve_
         with Load() as load:
             time.sleep(2)
             for deployment in DEPLOYMENTS:
-                names = replica_names(deployment)
-                assert len(names) == 2, names
-                ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
-                killed[deployment] = names[0]
-                deadline = time.time() + 120
-                time.sleep(1)
-                # wait for a replacement (a new name), not only for the count: Serve's status may still count
-                # the killed replica as RUNNING for a moment after its name is gone
-                while time.time() < deadline and (
-                    running(deployment) < 2 or not set(replica_names(deployment)) - set(names)
-                ):
-                    time.sleep(0.5)
-                assert running(deployment) == 2, f"{deployment} did not get its second replica back"
+                before = running_replicas(deployment)
+                assert len(before) == 2, before
+                victim = min(before)
+                ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+                killed[deployment] = victim
+                after = wait_for_replacement(deployment, victim)
+                assert len(after) == 2 and victim not in after, (
+                    f"{deployment} did not get its second replica back: RUNNING {sorted(after)}, killed {victim}"
+                )
                 time.sleep(2)
         print(f"\nreplica kills {list(killed)}: {load.ok} ok, {load.failed} failed, {load.retried} retried by "
               f"the client; errors seen: {load.errors[:5]}")  # fmt: skip
