@@ -35,13 +35,15 @@ demo: setup
 	$(PY) -m data_prep.prepare --dataset ml-100k
 	$(PY) -m data_prep.enrich --dataset ml-100k --engine auto --batch-size 128
 	$(PY) -m data_prep.index --dataset ml-100k --text both
-	$(PY) -m tune.evaluate --dataset ml-100k --models pop,ease,sasrec --num-cpus 2 \
+	$(PY) -m data_prep.train --dataset ml-100k --models pop,ease,sasrec --num-cpus 2
+	$(PY) -m tune.evaluate --dataset ml-100k --models pop,ease,sasrec \
 		--item-embeddings $(ARTIFACTS)/ml-100k/index/enriched/vectors.npy \
 		--out $(ARTIFACTS)/ml-100k/evaluation.json
 	$(PY) -m tune.content --dataset ml-100k --out $(ARTIFACTS)/ml-100k/content_ablation.json
 	$(PY) -m data_prep.queries --dataset ml-100k --engine auto --batch-size 128
 	$(PY) -m tune.search --dataset ml-100k --trials 200 --cf sasrec --retrieval llm+lastitem --methods adaptive
 	$(PY) -m tune.report --dataset ml-100k --trials 200 --out $(ARTIFACTS)/ml-100k/report
+	$(PY) -m tune.targets $(ARTIFACTS)/ml-100k/report/report.json
 	$(PY) -m serve.smoke --artifacts $(ARTIFACTS)/ml-100k
 
 # the Serve app on the demo's artifacts, on 127.0.0.1:8000 (API docs at /docs); Ctrl-C stops it

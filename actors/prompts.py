@@ -9,7 +9,7 @@ the generated words after it.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -58,6 +58,16 @@ _ARTEFACTS = re.compile(r"<\|[^|>]*\|>|</?s>", re.IGNORECASE)
 _LEADING_LABEL = re.compile(r"^\s*(?:(?:assistant|keywords?|answer|output)\s*:|[-*•])\s*", re.IGNORECASE)
 _REFUSAL = re.compile(r"\b(i'm sorry|i am sorry|as an ai|i cannot|i can't)\b", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9']+")
+
+
+def infer_domain(columns: Iterable[str]) -> str:
+    """The catalog's domain word for prompts, from its metadata columns: movie, product or item."""
+    cols = set(columns)
+    if "genres" in cols:
+        return "movie"
+    if "categories" in cols:
+        return "product"
+    return "item"
 
 
 @dataclass

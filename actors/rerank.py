@@ -1,18 +1,16 @@
 """Adaptive fusion of the CF branch and the retrieval branch: a pure, vectorised, deterministic function.
 
-Both branches hand over their top-N (ids, scores) per user. Fusion works on the union of the two lists:
-scores are normalised per branch (z-score or min-max over that branch's top-N), an item missing from a
-branch scores just below that branch's lowest listed item, and the fused score is α·cf + (1−α)·retrieval. α is
-fixed, or per user: α_u = sigmoid(a + b·(log(1+|h_u|) − log 51) + c·(conf_u − ½)), where conf_u is the CF branch's
-confidence (top-1 margin of the softmax over its top-N scores, or 1 − normalised entropy). Reciprocal-
-rank fusion (weights α and 1−α) is the rank-only alternative. Every output item carries its provenance:
-its rank (1-based; 0 = absent) and raw score in each branch.
-
-When a branch can also hand over its score for *every* catalog item (``cf_full`` / ``ret_full``: CF scores
-every item anyway, and retrieval on a flat index is one product with the item vectors), normalisation
-uses that whole row and an item missing from the branch's top-N gets its true score instead of the floor.
-On ML-100K, EASE fused with metadata last-item content gains +25% to +34% over EASE alone this way, against
-+16% with list-only statistics (test NDCG@10): z-scores over a top-N list distort the branches' scales.
+Both branches hand over a ``BranchOutput`` (top-N ids and scores per user, plus the full score rows or
+their statistics). Fusion works on the union of the two lists: scores are normalised per branch (z-score
+or min-max, with the statistics of the full row when the branch gives it or its statistics, else of the
+top-N list), an item missing from a branch scores just below that branch's lowest listed item (or its
+true score when the full row is there), and the fused score is α·cf + (1−α)·retrieval. α is fixed, or per
+user: α_u = sigmoid(a + b·(log(1+|h_u|) − log 51) + c·(conf_u − ½)), where conf_u is the CF branch's
+confidence (top-1 margin of the softmax over its top-N scores, or 1 − normalised entropy), and never above
+``max_alpha``. Reciprocal-rank fusion (weights α and 1−α) is the rank-only alternative. A missing branch
+(``None``: degraded online) is a case of the same function: α is 1 or 0 and the other branch's ranking
+stands. Every output item carries its provenance: its rank (1-based; 0 = absent) and raw score in each
+branch.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 
+from actors.branch import BranchOutput
 from actors.ranking import topk
 
 # adaptive α: history length and confidence enter centred, so ``a`` alone sets a typical user's α
@@ -30,15 +29,18 @@ LOG_LEN_CENTRE = float(np.log1p(50))
 
 @dataclass
 class FusionConfig:
+    """How two branches' lists become one: the tuned search's output (``fusion.json``), read by Serve."""
+
     method: Literal["fixed", "adaptive", "rrf"] = "adaptive"
     norm: Literal["zscore", "minmax"] = "zscore"
     n: int = 100  # items taken from each branch
     alpha: float = 0.5  # fixed / rrf: weight of the CF branch
-    a: float = 0.0  # adaptive: alpha_u = sigmoid(a + b*(log(1+|h|) - log(51)) + c*(conf - 0.5))
-    b: float = 0.0
-    c: float = 0.0
+    a: float = 0.0  # adaptive: the logit of a typical user's α (history length 50, confidence ½)
+    b: float = 0.0  # adaptive: change of that logit per unit of log(1 + history length)
+    c: float = 0.0  # adaptive: change of that logit per unit of CF confidence
     confidence: Literal["margin", "entropy"] = "margin"
     rrf_k: float = 60.0
+    max_alpha: float = 1.0  # upper bound of every user's α (a free-text intent online lowers it)
 
 
 @dataclass
@@ -52,24 +54,6 @@ class Fused:
     retrieval_rank: np.ndarray
     retrieval_score: np.ndarray
     alpha: np.ndarray  # (n_users,)
-
-
-def normalise(scores: np.ndarray, how: str, reference: np.ndarray | None = None) -> np.ndarray:
-    """Per-row z-score or min-max, with statistics over the finite entries of ``reference`` (default: the
-    scores themselves; e.g. a full catalog row whose masked entries are -inf)."""
-    s = np.asarray(scores, dtype=np.float64)
-    ref = s if reference is None else np.asarray(reference, dtype=np.float64)
-    finite = np.isfinite(ref)
-    if how == "zscore":
-        cnt = np.maximum(finite.sum(axis=1, keepdims=True), 1)
-        mu = np.where(finite, ref, 0.0).sum(axis=1, keepdims=True) / cnt
-        sd = np.sqrt((np.where(finite, ref - mu, 0.0) ** 2).sum(axis=1, keepdims=True) / cnt)
-        return (s - mu) / np.where(sd > 0, sd, 1.0)
-    if how == "minmax":
-        lo = np.where(finite, ref, np.inf).min(axis=1, keepdims=True)
-        hi = np.where(finite, ref, -np.inf).max(axis=1, keepdims=True)
-        return (s - lo) / np.where(hi > lo, hi - lo, 1.0)
-    raise ValueError(f"norm must be 'zscore' or 'minmax', got {how!r}")
 
 
 def cf_confidence(cf_scores: np.ndarray, kind: str) -> np.ndarray:
@@ -89,38 +73,47 @@ def cf_confidence(cf_scores: np.ndarray, kind: str) -> np.ndarray:
 
 
 def user_alpha(cfg: FusionConfig, history_len: np.ndarray, cf_scores: np.ndarray) -> np.ndarray:
+    """(n_users,) CF weight of each user, from history lengths and the CF branch's top-N scores."""
     n = len(history_len)
     if cfg.method != "adaptive":
-        return np.full(n, cfg.alpha)
-    conf = cf_confidence(cf_scores, cfg.confidence)
-    centred_len = np.log1p(np.asarray(history_len, dtype=np.float64)) - LOG_LEN_CENTRE
-    z = cfg.a + cfg.b * centred_len + cfg.c * (conf - 0.5)
-    return 1.0 / (1.0 + np.exp(-z))
+        alpha = np.full(n, float(cfg.alpha))
+    else:
+        conf = cf_confidence(cf_scores, cfg.confidence)
+        centred_len = np.log1p(np.asarray(history_len, dtype=np.float64)) - LOG_LEN_CENTRE
+        z = cfg.a + cfg.b * centred_len + cfg.c * (conf - 0.5)
+        alpha = 1.0 / (1.0 + np.exp(-z))
+    return np.minimum(alpha, cfg.max_alpha)
 
 
 def fuse(
-    cf_ids: np.ndarray,
-    cf_scores: np.ndarray,
-    ret_ids: np.ndarray,
-    ret_scores: np.ndarray,
+    cf: BranchOutput | None,
+    retrieval: BranchOutput | None,
     history_len: np.ndarray,
     cfg: FusionConfig,
     k: int,
-    cf_full: np.ndarray | None = None,
-    ret_full: np.ndarray | None = None,
 ) -> Fused:
-    """Fuse the two branches' top lists (each (n_users, ≥1), best first) into the top-k of their union.
+    """Fuse the two branches' outputs (one row per user each) into the top-k of their lists' union.
 
-    ``cf_full`` / ``ret_full`` (optional, (n_users, n_items), -inf where masked) are the branches' scores
-    of every item: they set the normalisation statistics and fill in items missing from a branch's list.
+    A branch given as ``None`` did not answer: the other one's ranking is the answer (α = 1 or 0).
     """
-    n_users = len(cf_ids)
-    if not (len(cf_scores) == len(ret_ids) == len(ret_scores) == len(history_len) == n_users):
+    if cf is None and retrieval is None:
+        raise ValueError("fuse needs at least one branch")
+    n_users = len(history_len)
+    if any(b is not None and len(b) != n_users for b in (cf, retrieval)):
         raise ValueError("both branches and history_len need one row per user")
-    cf_ids, cf_scores = cf_ids[:, : cfg.n], cf_scores[:, : cfg.n]
-    ret_ids, ret_scores = ret_ids[:, : cfg.n], ret_scores[:, : cfg.n]
+    alpha = None
+    if cf is None:
+        cf, alpha = BranchOutput.empty(n_users), np.zeros(n_users)
+    if retrieval is None:
+        retrieval, alpha = BranchOutput.empty(n_users), np.ones(n_users)
+    cf, retrieval = cf.head(cfg.n), retrieval.head(cfg.n)
+    cf_ids, cf_scores, ret_ids, ret_scores = cf.ids, cf.scores, retrieval.ids, retrieval.scores
     n_cf, n_ret = cf_ids.shape[1], ret_ids.shape[1]
-    alpha = user_alpha(cfg, history_len, cf_scores)
+    if alpha is None:
+        alpha = user_alpha(cfg, history_len, cf_scores)
+
+    def floor(vals: np.ndarray) -> np.ndarray:  # just below the branch's lowest listed item
+        return vals.min(axis=1, keepdims=True) - 1e-6 if vals.shape[1] else np.zeros((n_users, 1))
 
     if cfg.method == "rrf":
         cf_val = 1.0 / (cfg.rrf_k + np.arange(1, n_cf + 1))[None].repeat(n_users, 0)
@@ -128,10 +121,9 @@ def fuse(
         cf_floor = np.zeros((n_users, 1))
         ret_floor = np.zeros((n_users, 1))
     else:
-        cf_val, ret_val = normalise(cf_scores, cfg.norm, cf_full), normalise(ret_scores, cfg.norm, ret_full)
-        # a missing item sits just below the branch's lowest listed item, unless its true score is known
-        cf_floor = cf_val.min(axis=1, keepdims=True) - 1e-6
-        ret_floor = ret_val.min(axis=1, keepdims=True) - 1e-6
+        cf_stats, ret_stats = cf.row_stats(), retrieval.row_stats()
+        cf_val, ret_val = cf_stats.normalise(cf_scores, cfg.norm), ret_stats.normalise(ret_scores, cfg.norm)
+        cf_floor, ret_floor = floor(cf_val), floor(ret_val)
 
     # one row per user holding both lists; NaN marks "not in this branch"
     ids = np.concatenate([cf_ids, ret_ids], axis=1)
@@ -158,11 +150,14 @@ def fuse(
 
     if cfg.method != "rrf":
         rows = np.arange(n_users)[:, None]
-        for full, vals, floor in ((cf_full, cfv, cf_floor), (ret_full, rv, ret_floor)):
-            if full is not None:
-                true = normalise(np.asarray(full)[rows, sid], cfg.norm, full)
+        for branch, stats, vals, low in (
+            (cf, cf_stats, cfv, cf_floor),
+            (retrieval, ret_stats, rv, ret_floor),
+        ):
+            if branch.full is not None:  # an item missing from the list gets its true score
+                true = stats.normalise(branch.full[rows, sid], cfg.norm)
                 missing = np.isnan(vals)
-                vals[missing] = np.where(np.isfinite(true), true, floor)[missing]
+                vals[missing] = np.where(np.isfinite(true), true, low)[missing]
     cfv = np.where(np.isnan(cfv), cf_floor, cfv)
     rv = np.where(np.isnan(rv), ret_floor, rv)
     fused = alpha[:, None] * cfv + (1.0 - alpha[:, None]) * rv

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actors.branch import BranchOutput, RowMode
 from actors.encoder import TextEncoder
-from actors.ranking import mask_items
-from actors.retriever import FaissRetriever
+from actors.retriever import Retriever
 
 
 @dataclass
@@ -19,12 +19,12 @@ class RetrievalBranchConfig:
 
 
 class QueryRetrievalBranch:
-    """``search(queries, histories) -> (ids, scores)``: top-n catalog items per query, history excluded."""
+    """``search(queries, histories) -> BranchOutput``: top-n catalog items per query, history excluded."""
 
     def __init__(
         self,
         encoder: TextEncoder,
-        retriever: FaissRetriever,
+        retriever: Retriever,
         item_texts: Sequence[str],
         config: RetrievalBranchConfig | None = None,
     ) -> None:
@@ -41,16 +41,13 @@ class QueryRetrievalBranch:
             for q, h in zip(queries, histories, strict=True)
         ]
 
-    def score_all(self, queries: Sequence[str], histories: Sequence[np.ndarray]) -> np.ndarray:
-        """(n, n_items) exact inner products with every stored item vector, history set to -inf."""
-        return self.score_vectors(self.encoder.encode(self.query_texts(queries, histories)), histories)
-
-    def score_vectors(self, vectors: np.ndarray, exclude: Sequence[np.ndarray]) -> np.ndarray:
-        """(n, n_items) inner products of already-encoded query vectors, each row's ``exclude`` set to -inf."""
-        return mask_items(np.atleast_2d(vectors) @ self.retriever.vectors.T, exclude)
-
     def search(
-        self, queries: Sequence[str], histories: Sequence[np.ndarray], n: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        queries: Sequence[str],
+        histories: Sequence[np.ndarray],
+        n: int | None = None,
+        rows: RowMode = "topn",
+    ) -> BranchOutput:
+        """Top-n items per query text (history excluded), with full rows or their statistics by ``rows``."""
         vectors = self.encoder.encode(self.query_texts(queries, histories))
-        return self.retriever.search(vectors, n or self.config.n, exclude=histories)
+        return self.retriever.search(vectors, n or self.config.n, exclude=histories, rows=rows)

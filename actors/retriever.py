@@ -1,21 +1,34 @@
-"""FAISS retrieval over the whole item pool: inner product on unit vectors (cosine).
+"""Retrievers: nearest items to query vectors over the whole catalog, inner product on unit vectors (cosine).
 
-``FaissRetriever.search(query_vectors, k, exclude)`` returns ``(ids, scores)``, both (n, k') arrays with
-k' = min(k, pool size - largest exclude list), so every row has k' real results: FAISS's -1 padding
-never comes out, and a k larger than the pool is fine. Approximate indexes (HNSW, IVF) may return fewer
-hits than asked; those rows are completed by an exact search over the stored vectors.
+One batch-first interface, ``Retriever.search(query_vectors, k, exclude, rows) -> BranchOutput``, with
+three implementations that pass one contract test (``tests/actors/test_retriever.py``):
+
+- ``ExactRetriever``: a flat inner product with every item vector (small catalogs; exact full rows).
+- ``FaissRetriever``: a FAISS index (flat, HNSW or IVF; approximate kinds for large catalogs).
+- ``LastItemRetriever``: content retrieval with the last history item's vector as the query (the
+  query-free baseline), over any of the other two.
+
+Every row of a result has k' = min(k, pool size - largest exclude list) real results: FAISS's -1 padding
+never comes out, a k larger than the pool is fine, and excluded items are never listed. ``rows`` says what
+the fusion gets about the rest of the catalog (see ``actors.branch``): the full score rows (always exact),
+their statistics (exact mean and std from the item vectors' moments, min and max from searches), or
+nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from actors.branch import ROW_MODES, BranchOutput, RowMode, RowStats
+from actors.ranking import mask_items, top_scores
 
 IndexKind = Literal["flat", "hnsw", "ivf"]
 
@@ -53,7 +66,124 @@ def build_index(vectors: np.ndarray, config: IndexConfig):
     return index
 
 
-class FaissRetriever:
+def _exclude_sets(exclude: Sequence[np.ndarray] | None, n: int) -> list[np.ndarray]:
+    if exclude is None:
+        return [np.empty(0, dtype=np.int64)] * n
+    if len(exclude) != n:
+        raise ValueError(f"exclude has {len(exclude)} rows for {n} queries")
+    return [np.unique(np.asarray(e, dtype=np.int64)) for e in exclude]
+
+
+class Retriever(ABC):
+    """Base class of every retriever: ``vectors`` (n_items, d) are the item vectors whose inner products
+    with a query are its scores; row i is catalog item index i (``item_ids[i]``)."""
+
+    vectors: np.ndarray
+    item_ids: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+    def search(
+        self,
+        query_vectors: np.ndarray,
+        k: int,
+        exclude: Sequence[np.ndarray] | None = None,
+        rows: RowMode = "topn",
+    ) -> BranchOutput:
+        """Top-k item indices and scores per query, best first, skipping each row's ``exclude`` items; with
+        ``rows`` = full / stats, also each query's scores of every item, or their statistics."""
+        q = np.ascontiguousarray(np.atleast_2d(query_vectors), dtype=np.float32)
+        if q.shape[1] != self.dim:
+            raise ValueError(f"query_vectors have dimension {q.shape[1]}, the index has {self.dim}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if rows not in ROW_MODES:
+            raise ValueError(f"rows must be one of {ROW_MODES}, got {rows!r}")
+        excl = _exclude_sets(exclude, len(q))
+        k_out = min(k, self.size - max((len(e) for e in excl), default=0))
+        if k_out <= 0:
+            return BranchOutput.empty(len(q))
+        if rows == "full":  # the exact rows are at hand: their top-k is the answer
+            full = self.exact().score_rows(q, excl)
+            return BranchOutput.from_rows(full, k_out, "full")
+        ids, scores = self._top(q, k_out, excl)
+        ids, scores = ids.astype(np.int64), scores.astype(np.float32)
+        return BranchOutput(ids, scores, None, self._stats(q, excl, scores) if rows == "stats" else None)
+
+    @abstractmethod
+    def _top(self, q: np.ndarray, k: int, excl: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) (n, k) of valid queries; k ≤ pool size minus every exclude list."""
+
+    def exact(self) -> ExactRetriever:
+        """An exact retriever over the same item vectors (full rows, and rows an index came back short on)."""
+        cached = getattr(self, "_exact_twin", None)
+        if cached is None:
+            cached = ExactRetriever(self.vectors, self.item_ids)
+            self._exact_twin = cached
+        return cached
+
+    def _stats(self, q: np.ndarray, excl: list[np.ndarray], top: np.ndarray) -> RowStats:
+        """Statistics of each query's full score row without computing it: the mean and the second moment
+        from the item vectors' mean and Gram matrix (O(d²) per query), less the excluded items; the max is
+        the top-1 score, the min the top-1 of the negated query."""
+        mean_v, gram = self._moments()
+        n_left = np.array([self.size - len(e) for e in excl], dtype=np.float64)
+        s1 = (q.astype(np.float64) @ mean_v) * self.size
+        s2 = np.einsum("nd,de,ne->n", q, gram, q, dtype=np.float64)
+        for i, e in enumerate(excl):
+            if len(e):
+                se = self.vectors[e].astype(np.float64) @ q[i].astype(np.float64)
+                s1[i] -= se.sum()
+                s2[i] -= (se**2).sum()
+        mean = s1 / np.maximum(n_left, 1)
+        std = np.sqrt(np.maximum(s2 / np.maximum(n_left, 1) - mean**2, 0.0))
+        _, low = self._top(-q, 1, excl)
+        return RowStats(mean, std, -low[:, 0].astype(np.float64), top[:, 0].astype(np.float64))
+
+    def _moments(self) -> tuple[np.ndarray, np.ndarray]:
+        cached = getattr(self, "_moments_cache", None)
+        if cached is None:
+            v = self.vectors.astype(np.float64)
+            cached = (v.mean(axis=0), v.T @ v)
+            self._moments_cache = cached
+        return cached
+
+
+class ExactRetriever(Retriever):
+    """Exact search: one inner product with every item vector (the one place that computes it)."""
+
+    def __init__(self, vectors: np.ndarray, item_ids: Sequence[str] | None = None) -> None:
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        ids = item_ids if item_ids is not None else np.arange(len(self.vectors)).astype(str)
+        if len(ids) != len(self.vectors):
+            raise ValueError(f"{len(self.vectors)} vectors for {len(ids)} item ids")
+        self.item_ids = np.asarray(ids, dtype=str)
+
+    def exact(self) -> ExactRetriever:
+        return self
+
+    def score_rows(
+        self, query_vectors: np.ndarray, exclude: Sequence[np.ndarray] | None = None
+    ) -> np.ndarray:
+        """(n, n_items) float32 scores of every item, each row's ``exclude`` items set to -inf."""
+        q = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
+        rows = q @ self.vectors.T
+        return rows if exclude is None else mask_items(rows, exclude)
+
+    def _top(self, q, k, excl):
+        return top_scores(self.score_rows(q, excl), k)
+
+    def _stats(self, q, excl, top):
+        return RowStats.of(self.score_rows(q, excl))
+
+
+class FaissRetriever(Retriever):
     """Searches a FAISS index whose row i is item index i of the catalog."""
 
     def __init__(
@@ -71,47 +201,23 @@ class FaissRetriever:
         config = config or IndexConfig()
         return cls(build_index(vectors, config), vectors, item_ids, config)
 
-    @property
-    def size(self) -> int:
-        return len(self.item_ids)
-
-    @property
-    def dim(self) -> int:
-        return self.vectors.shape[1]
-
-    def search(
-        self, query_vectors: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices and scores per query, best first, skipping each row's ``exclude`` items."""
-        q = np.ascontiguousarray(np.atleast_2d(query_vectors), dtype=np.float32)
-        if q.shape[1] != self.dim:
-            raise ValueError(f"query_vectors have dimension {q.shape[1]}, the index has {self.dim}")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        exclude = exclude if exclude is not None else [np.empty(0, dtype=np.int64)] * len(q)
-        if len(exclude) != len(q):
-            raise ValueError(f"exclude has {len(exclude)} rows for {len(q)} queries")
-        excl_sets = [np.unique(np.asarray(e, dtype=np.int64)) for e in exclude]
-        max_excl = max((len(e) for e in excl_sets), default=0)
-        k_out = min(k, self.size - max_excl)
-        if k_out <= 0:
-            return np.zeros((len(q), 0), dtype=np.int64), np.zeros((len(q), 0), dtype=np.float32)
-        scores, ids = self.index.search(q, min(self.size, k_out + max_excl))
-        out_ids = np.empty((len(q), k_out), dtype=np.int64)
-        out_scores = np.empty((len(q), k_out), dtype=np.float32)
+    def _top(self, q, k, excl):
+        max_excl = max((len(e) for e in excl), default=0)
+        scores, ids = self.index.search(q, min(self.size, k + max_excl))
+        out_ids = np.empty((len(q), k), dtype=np.int64)
+        out_scores = np.empty((len(q), k), dtype=np.float32)
+        short = []
         for row in range(len(q)):
-            keep = (ids[row] >= 0) & ~np.isin(ids[row], excl_sets[row])
-            got_ids, got_scores = ids[row][keep][:k_out], scores[row][keep][:k_out]
-            if len(got_ids) < k_out:  # approximate index came back short: exact search for this row
-                got_ids, got_scores = self._exact(q[row], k_out, excl_sets[row])
+            keep = (ids[row] >= 0) & ~np.isin(ids[row], excl[row])
+            got_ids, got_scores = ids[row][keep][:k], scores[row][keep][:k]
+            if len(got_ids) < k:  # an approximate index came back short: exact search for this row
+                short.append(row)
+                continue
             out_ids[row], out_scores[row] = got_ids, got_scores
+        if short:
+            ids_s, scores_s = self.exact()._top(q[short], k, [excl[r] for r in short])
+            out_ids[short], out_scores[short] = ids_s, scores_s
         return out_ids, out_scores
-
-    def _exact(self, query: np.ndarray, k: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s = self.vectors @ query
-        s[exclude] = -np.inf
-        top = np.argsort(-s, kind="stable")[:k]
-        return top, s[top]
 
     def save(self, folder: str | Path, meta: dict | None = None) -> Path:
         import faiss
@@ -141,3 +247,29 @@ class FaissRetriever:
             index.nprobe = config.ivf_nprobe
         ids = json.loads((folder / "item_ids.json").read_text())
         return cls(index, np.load(folder / "vectors.npy"), ids, config)
+
+
+class LastItemRetriever(Retriever):
+    """Content retrieval whose query is the last history item's own vector (the query-free baseline):
+    ``recommend(histories, k)`` searches ``base`` (exact or FAISS) with it, the history excluded. Users
+    without history get a zero query (every score 0)."""
+
+    def __init__(self, base: Retriever) -> None:
+        self.base = base
+        self.vectors, self.item_ids = base.vectors, base.item_ids
+
+    def query_vectors(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        last = np.array([int(h[-1]) if len(h) else -1 for h in histories], dtype=np.int64)
+        return np.where(last[:, None] >= 0, self.vectors[np.maximum(last, 0)], 0.0).astype(np.float32)
+
+    def recommend(self, histories: Sequence[np.ndarray], k: int, rows: RowMode = "topn") -> BranchOutput:
+        return self.search(self.query_vectors(histories), k, exclude=histories, rows=rows)
+
+    def exact(self) -> ExactRetriever:
+        return self.base.exact()
+
+    def _top(self, q, k, excl):
+        return self.base._top(q, k, excl)
+
+    def _stats(self, q, excl, top):
+        return self.base._stats(q, excl, top)

@@ -127,6 +127,8 @@ class UserQueryWriter:
         return f"{', '.join(ordered[:5])} like {like}" if ordered else f"more like {like}"
 
     def write(self, histories: Sequence[Sequence[HistoryItem]]) -> list[UserQuery]:
+        """One validated query per history (its items oldest first), in order: the LLM's, or the metadata
+        fallback where the LLM's failed validation twice, the history is empty, or there is no engine."""
         if self.engine is None:
             return [UserQuery(self.fallback(h), "fallback", 0) for h in histories]
         s = self.settings

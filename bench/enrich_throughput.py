@@ -26,7 +26,8 @@ BATCH = {"vllm": 128, "transformers": 32}
 
 def bare(backend: str, n: int, batch: int, items_path: str) -> dict:
     from actors.enricher import CatalogEnricher
-    from actors.llm.engine import EngineConfig, make_engine
+    from actors.llm.engine import EngineConfig
+    from actors.llm.factory import make_engine
     from actors.prompts import ItemRecord
 
     items = [

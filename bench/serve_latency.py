@@ -1,12 +1,12 @@
 """HTTP latency and throughput of the Serve app against a no-op composition of the same shape.
 
-    python bench/serve_latency.py [--artifacts artifacts/ml-100k] [--requests 300] [--no-full-scores]  # after make demo
+    python bench/serve_latency.py [--artifacts artifacts/ml-100k] [--requests 300] [--rows auto|full|stats|topn]  # after make demo
 
 Everything runs on 127.0.0.1 in one Ray cluster, measured in the same run:
 - cached path: known users, whose LLM query was written by the batch job (the common case);
 - generate path: a new history per request, the request waiting for its LLM query (vLLM on CPU here);
-- the no-op composition (``serve/noop.py``): the same four deployments returning constants;
-- parallel vs serial composition of the same two branches, and each branch alone (via its handle).
+- the no-op composition (``bench/noop_app.py``): the same four deployments returning constants;
+- each branch alone, both branches in parallel (``asyncio.gather``) and one after the other, via handles.
 Load is bounded: each client sends one request at a time, over one keep-alive connection.
 Goals (cached path): p50 <= 1.3x no-op p50; throughput >= 0.8x no-op; parallel <= slower branch + 5 ms.
 """
@@ -71,11 +71,12 @@ def run_load(port: int, path: str, bodies: list[dict[str, Any]], clients: int) -
             "p99": percentile(latencies, 99), "rps": len(latencies) / wall, "timings": timings}  # fmt: skip
 
 
-def handle_p50(handle, payload: dict[str, Any], n: int) -> float:
+def handle_p50(call, n: int) -> float:
+    """Median ms of ``n`` calls of ``call()`` (one at a time)."""
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        handle.score.remote(payload).result()
+        call()
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
 
@@ -87,28 +88,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generate", type=int, default=16, help="generate-path requests per measurement")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--engine", default="auto", help="query writer backend (auto: vLLM when it imports)")
-    ap.add_argument("--no-full-scores", action="store_true",
-                    help="branches send only their top-N, not catalog-wide score rows (faster; fused scores "
-                    "then differ from the offline evaluation's)")  # fmt: skip
+    ap.add_argument("--rows", default="auto", choices=["auto", "full", "stats", "topn"],
+                    help="what branches send beside their top-N: catalog-wide score rows, their statistics, "
+                    "or nothing (auto: by catalog size; fused scores equal the offline evaluation's with full)")  # fmt: skip
     args = ap.parse_args(argv)
+    from data_prep.artifacts import ArtifactPaths
+
     root = Path(args.artifacts)
-    needed = [root / "fusion.json", root / "user_queries.parquet", root / "models" / "sasrec" / "config.json"]
+    paths = ArtifactPaths(root)
+    needed = [paths.fusion, paths.user_queries, paths.model_dir("sasrec") / "config.json"]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         print(f"error: missing {missing}; run `make demo` first", file=sys.stderr)
         return 2
 
+    from noop_app import build_noop_app  # bench/ is on the path of this script and of its Ray workers
     from ray import serve
 
-    from serve.app import build_app
-    from serve.noop import build_noop_app
     from serve.run import start_app
 
-    base = {"artifacts": str(root), "full_scores": not args.no_full_scores}
+    base = {"artifacts": str(root), "branch_rows": args.rows}
     # the generate path waits for its query (up to 60 s) so its latency includes writing it
     start_app(base | {"engine": {"backend": args.engine}, "timeouts": {"llm": 60.0}}, port=args.port)
-    serve.run(build_app(base | {"engine": {"backend": "none"}, "fan_out": "serial"}), name="serial",
-              route_prefix="/serial")  # fmt: skip
     serve.run(build_noop_app(), name="noop", route_prefix="/noop")
     rng = random.Random(0)
     users = [str(u) for u in range(1, 944)]
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(2 * args.generate)
     ]
     warm = [{"user_id": u, "k": 10} for u in users[:30]]
-    for path in ("/recommend", "/noop/recommend", "/serial/recommend"):
+    for path in ("/recommend", "/noop/recommend"):
         run_load(args.port, path, warm, 2)
 
     rows, results = [], {}
@@ -127,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
         for name, path, bodies in (
             ("no-op composition", "/noop/recommend", cached),
             ("cached path", "/recommend", cached),
-            ("serial branches, cached", "/serial/recommend", cached),
         ):
             r = run_load(args.port, path, bodies, clients)
             results[(name, clients)] = r
@@ -148,20 +148,30 @@ def main(argv: list[str] | None = None) -> int:
 
     # branch latencies: each branch alone through its handle, and the ingress's own fan-out timings
     from serve.config import ServeAppConfig
+    from serve.deployments import CFRequest, RetrievalRequest
     from serve.state import ServingState
 
     state = ServingState(ServeAppConfig(artifacts=str(root)))
     hist = state.histories["1"]
     q = state.queries.get(state.key("1", hist))[0]
-    payload = {"history": hist, "exclude": sorted(set(hist)), "n": 200}
-    cf_alone = handle_p50(serve.get_deployment_handle("CFDeployment", app_name="q2rec"), payload, 100)
-    ret_alone = handle_p50(serve.get_deployment_handle("RetrievalDeployment", app_name="q2rec"),
-                           payload | {"texts": [q], "weights": [1.0]}, 100)  # fmt: skip
-    par = statistics.median(t["branches"] for t in results[("cached path", 1)]["timings"])
-    ser = statistics.median(t["branches"] for t in results[("serial branches, cached", 1)]["timings"])
+    cf_req = CFRequest(hist, sorted(set(hist)), 200)
+    ret_req = RetrievalRequest([q], [1.0], hist, sorted(set(hist)), 200)
+    cf_h = serve.get_deployment_handle("CFDeployment", app_name="q2rec")
+    ret_h = serve.get_deployment_handle("RetrievalDeployment", app_name="q2rec")
+    cf_alone = handle_p50(lambda: cf_h.score.remote(cf_req).result(), 100)
+    ret_alone = handle_p50(lambda: ret_h.score.remote(ret_req).result(), 100)
+
+    def both():  # both sent before either is awaited: the ingress's fan-out without HTTP
+        pending = (cf_h.score.remote(cf_req), ret_h.score.remote(ret_req))
+        return [r.result() for r in pending]
+
+    par = handle_p50(both, 100)
+    ser = handle_p50(lambda: (cf_h.score.remote(cf_req).result(), ret_h.score.remote(ret_req).result()), 100)
+    ingress = statistics.median(t["branches"] for t in results[("cached path", 1)]["timings"])
     print("\n| branch phase (1 client, p50 ms) | ms |\n|---|---:|")
     for name, v in (("CF alone (handle)", cf_alone), ("retrieval alone (handle)", ret_alone),
-                    ("parallel (asyncio.gather)", par), ("serial (one after the other)", ser)):  # fmt: skip
+                    ("parallel (both sent, then awaited; handles)", par), ("serial (one after the other, handles)", ser),
+                    ("parallel inside the ingress (timings_ms.branches)", ingress)):  # fmt: skip
         print(f"| {name} | {v:.2f} |")
 
     c1, n1 = results[("cached path", 1)], results[("no-op composition", 1)]
@@ -181,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| check | value | goal | met |\n|---|---:|---|---|")
     for name, value, goal, ok in checks:
         print(f"| {name} | {value:.2f} | {goal} | {'yes' if ok else 'NO'} |")
-    print(f"\nsummary: cached p50 {c1['p50']:.1f} ms = {c1['p50'] / n1['p50']:.2f}x no-op; 8-client throughput "
-          f"{c8['rps']:.1f} req/s = {c8['rps'] / n8['rps']:.2f}x no-op; parallel branches {par:.1f} ms vs serial "
+    print(f"\nsummary ({args.rows} rows): cached p50 {c1['p50']:.1f} ms = {c1['p50'] / n1['p50']:.2f}x no-op; 8-client "
+          f"throughput {c8['rps']:.1f} req/s = {c8['rps'] / n8['rps']:.2f}x no-op; parallel branches {par:.1f} ms vs serial "
           f"{ser:.1f} ms (slower branch alone {slower:.1f} ms); generate p50 {gen[1]['p50']:.0f} ms (1 client), "
           f"{gen[8]['p50']:.0f} ms (8 clients)")  # fmt: skip
     serve.shutdown()

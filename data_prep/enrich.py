@@ -24,8 +24,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from actors.enricher import CatalogEnricher, EnrichmentSettings
-from actors.llm.engine import EngineConfig, resolve_backend
-from actors.prompts import ItemPrompt, ItemRecord
+from actors.llm.engine import EngineConfig
+from actors.llm.factory import resolve_backend
+from actors.prompts import ItemPrompt, ItemRecord, infer_domain
 from data_prep import parts
 from data_prep.artifacts import ArtifactPaths, write_json
 from data_prep.llm_jobs import engine_for_replicas, engine_identity, outcome_counts, run_batches
@@ -60,7 +61,7 @@ class EnrichBatch:
     """Ray Data actor: one engine per replica, loaded once, enriching a pandas batch per call."""
 
     def __init__(self, engine: dict[str, Any], domain: str, max_reviews: int) -> None:
-        from actors.llm.engine import make_engine
+        from actors.llm.factory import make_engine
 
         settings = EnrichmentSettings(prompt=ItemPrompt(domain=domain, max_reviews=max_reviews))
         self.enricher = CatalogEnricher(make_engine(EngineConfig(**engine)), settings)
@@ -70,14 +71,6 @@ class EnrichBatch:
 
         items = [ItemRecord.from_mapping(r) for r in batch.to_dict("records")]
         return pd.DataFrame([asdict(e) for e in self.enricher.enrich(items)], columns=OUTPUT_COLUMNS)
-
-
-def infer_domain(items: pd.DataFrame) -> str:
-    if "genres" in items.columns:
-        return "movie"
-    if "categories" in items.columns:
-        return "product"
-    return "item"
 
 
 def training_reviews(paths: ArtifactPaths, max_reviews: int) -> pd.Series | None:
@@ -92,12 +85,8 @@ def training_reviews(paths: ArtifactPaths, max_reviews: int) -> pd.Series | None
     return train_reviews.groupby("item_id", sort=False)["review"].agg(lambda s: list(s)[:max_reviews])
 
 
-def parts_dir(paths: ArtifactPaths) -> Path:
-    return paths.root / "enrich_parts"
-
-
 def read_parts(paths: ArtifactPaths) -> pd.DataFrame:
-    return parts.read_parts(parts_dir(paths), OUTPUT_COLUMNS)
+    return parts.read_parts(paths.enrich_parts, OUTPUT_COLUMNS)
 
 
 def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = True) -> dict[str, Any]:
@@ -107,13 +96,13 @@ def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = 
     items = pd.read_parquet(paths.items)
     if cfg.limit is not None:
         items = items.head(cfg.limit)
-    domain = cfg.domain or infer_domain(items)
+    domain = cfg.domain or infer_domain(items.columns)
     reviews = training_reviews(paths, cfg.max_reviews)
     if reviews is not None:
         items = items.assign(reviews=items["item_id"].map(reviews))
     settings = EnrichmentSettings(prompt=ItemPrompt(domain=domain, max_reviews=cfg.max_reviews))
     probe = ItemRecord.from_mapping(items.iloc[0].to_dict()) if len(items) else None
-    set_aside = parts.claim(parts_dir(paths), {
+    set_aside = parts.claim(paths.enrich_parts, {
         "job": "enrich", "engine": engine_identity(cfg.engine), "settings": asdict(settings),
         "probe_prompt": settings.prompt.conversation(probe) if probe else None,
     })  # fmt: skip
@@ -131,7 +120,7 @@ def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = 
         arrivals = run_batches(
             todo, EnrichBatch, {"engine": engine, "domain": domain, "max_reviews": cfg.max_reviews},
             batch_size=cfg.batch_size, replicas=cfg.replicas, cpus_per_replica=cfg.cpus_per_replica, gpus=gpus,
-            folder=parts_dir(paths), columns=OUTPUT_COLUMNS, bar=bar,
+            folder=paths.enrich_parts, columns=OUTPUT_COLUMNS, bar=bar,
         )  # fmt: skip
         bar.close()
     seconds = time.perf_counter() - t0
@@ -141,7 +130,7 @@ def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = 
         span = arrivals[-1][0] - arrivals[0][0]
         summary["steady_items_per_s"] = round(sum(a[1] for a in arrivals[1:]) / span, 2)
         summary["steady_completion_tokens_per_s"] = round(sum(a[2] for a in arrivals[1:]) / span, 1)
-        write_json(paths.root / "enrich.json", summary)
+        write_json(paths.enrich_summary, summary)
     return summary
 
 
@@ -161,7 +150,7 @@ def finalize(
     done["item_id"] = done["item_id"].astype(str)
     dup = int(done["item_id"].duplicated().sum())
     if dup:  # cannot happen with one writer; kept as a guard, and reported
-        log.error("%d duplicate item rows in %s; keeping the first of each", dup, parts_dir(paths))
+        log.error("%d duplicate item rows in %s; keeping the first of each", dup, paths.enrich_parts)
         done = done.drop_duplicates("item_id")
     order = pd.Index(items["item_id"].astype(str))
     merged = done[done["item_id"].isin(order)].set_index("item_id").reindex(order)
@@ -169,7 +158,7 @@ def finalize(
     if missing:
         raise RuntimeError(f"{missing} items have no enrichment after the run; rerun to finish them")
     merged = merged.reset_index()
-    merged.to_parquet(paths.root / "items_enriched.parquet", index=False)
+    merged.to_parquet(paths.items_enriched, index=False)
     completion = int(merged["completion_tokens"].sum())
     summary = {
         "items": len(merged),
@@ -189,7 +178,7 @@ def finalize(
             "model": cfg.engine.model or "packaged default",
         },
     }
-    write_json(paths.root / "enrich.json", summary)
+    write_json(paths.enrich_summary, summary)
     return summary
 
 

@@ -11,11 +11,11 @@ A variant whose inputs are unchanged is reused.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from actors.encoder import EncoderConfig
 from actors.prompts import enriched_text, metadata_text
 from actors.retriever import FaissRetriever, IndexConfig
-from data_prep.artifacts import ArtifactPaths
+from data_prep.artifacts import ArtifactPaths, fingerprint
 from data_prep.schema import DataError
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,13 @@ class EncodeBatch:
         return {"row": batch["row"], "vector": vecs}
 
 
-def index_dir(paths: ArtifactPaths, variant: str) -> Path:
-    return paths.root / "index" / variant
-
-
 def item_texts(paths: ArtifactPaths, variant: str) -> pd.DataFrame:
     """``item_id, text`` in catalog order for one variant."""
     items = pd.read_parquet(paths.items)
     if variant == "metadata":
         texts = [metadata_text(r) for r in items.to_dict("records")]
     elif variant == "enriched":
-        path = paths.root / "items_enriched.parquet"
+        path = paths.items_enriched
         if not path.is_file():
             raise DataError(
                 f"{path}: not found; run `python -m data_prep.enrich` first (or use --text metadata)"
@@ -108,10 +104,8 @@ def build_variant(
     paths: ArtifactPaths, variant: str, index: IndexConfig, encoder: EncoderConfig, force: bool = False
 ) -> dict[str, Any]:
     df = item_texts(paths, variant)
-    digest = hashlib.sha256(
-        json.dumps([df["item_id"].tolist(), df["text"].tolist(), index.__dict__, encoder.__dict__]).encode()
-    ).hexdigest()[:16]
-    folder = index_dir(paths, variant)
+    digest = fingerprint(df["item_id"].tolist(), df["text"].tolist(), asdict(index), asdict(encoder))
+    folder = paths.index_dir(variant)
     info_path = folder / "index.json"
     if not force and info_path.is_file() and json.loads(info_path.read_text()).get("inputs") == digest:
         log.info("%s: unchanged, reusing %s", variant, folder)
@@ -147,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 paths, v, IndexConfig(kind=args.kind), EncoderConfig(model=args.encoder), args.force
             )
             print(f"{v}: {info['size']} items x {info['dim']}-d, {info['config']['kind']} index in "
-                  f"{index_dir(paths, v)} (embed {info['embed_s']}s, build {info['build_s']}s)")  # fmt: skip
+                  f"{paths.index_dir(v)} (embed {info['embed_s']}s, build {info['build_s']}s)")  # fmt: skip
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

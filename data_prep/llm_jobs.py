@@ -11,7 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from actors.llm.engine import EngineConfig, resolve_backend
+from actors.llm.engine import EngineConfig
+from actors.llm.factory import resolve_backend
 from data_prep import parts
 
 

@@ -8,7 +8,6 @@ aside instead of reusing them, so a changed prompt or model never resumes from s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -19,13 +18,10 @@ from typing import Any
 
 import pandas as pd
 
+from data_prep.artifacts import fingerprint
+
 log = logging.getLogger(__name__)
 MARKER = "fingerprint.json"
-
-
-def fingerprint(spec: Mapping[str, Any]) -> str:
-    """A short, stable hash of a JSON-able description of how the rows are produced."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def claim(folder: Path, spec: Mapping[str, Any]) -> int:

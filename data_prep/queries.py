@@ -24,11 +24,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from actors.llm.engine import EngineConfig
+from actors.prompts import infer_domain
 from actors.user_query import QuerySettings, UserQueryWriter, history_items, history_key
 from data_prep import parts
-from data_prep.artifacts import ArtifactPaths, write_json
+from data_prep.artifacts import ArtifactPaths, fingerprint, write_json
 from data_prep.corpus import Corpus
-from data_prep.enrich import infer_domain
 from data_prep.llm_jobs import engine_for_replicas, engine_identity, outcome_counts, run_batches
 from data_prep.schema import DataError
 
@@ -57,7 +57,7 @@ class CatalogView:
         paths = ArtifactPaths(Path(root))
         items = pd.read_parquet(paths.items)
         self.rows = items.to_dict("records")
-        enriched = paths.root / "items_enriched.parquet"
+        enriched = paths.items_enriched
         self.descriptions = (
             pd.read_parquet(enriched).set_index("item_id")["description"].to_dict()
             if enriched.is_file()
@@ -72,7 +72,7 @@ class QueryBatch:
     """Ray Data actor: one engine and one catalog view per replica."""
 
     def __init__(self, root: str, engine: dict[str, Any], settings: dict[str, Any]) -> None:
-        from actors.llm.engine import make_engine
+        from actors.llm.factory import make_engine
 
         self.catalog = CatalogView(root)
         self.writer = UserQueryWriter(make_engine(EngineConfig(**engine)), QuerySettings(**settings))
@@ -96,10 +96,6 @@ class QueryJobConfig:
     limit_users: int | None = None
 
 
-def parts_dir(paths: ArtifactPaths) -> Path:
-    return paths.root / "query_parts"
-
-
 def query_job_spec(
     paths: ArtifactPaths, cfg: QueryJobConfig, settings: dict[str, Any], requests: pd.DataFrame
 ) -> dict[str, Any]:
@@ -110,7 +106,7 @@ def query_job_spec(
     probe = catalog.history(requests["history"].iloc[0]) if len(requests) else []
     return {"job": "queries", "engine": engine_identity(cfg.engine), "settings": asdict(writer.settings),
             "probe_prompt": writer.conversation(probe),
-            "descriptions": parts.fingerprint(catalog.descriptions) if catalog.descriptions else None}  # fmt: skip
+            "descriptions": fingerprint(catalog.descriptions) if catalog.descriptions else None}  # fmt: skip
 
 
 def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True) -> dict[str, Any]:
@@ -122,9 +118,9 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
     if cfg.limit_users is not None:
         keep = set(requests["user_id"].drop_duplicates().head(cfg.limit_users))
         requests = requests[requests["user_id"].isin(keep)]
-    settings = {"domain": infer_domain(pd.read_parquet(paths.items)), "recent": cfg.recent}
-    set_aside = parts.claim(parts_dir(paths), query_job_spec(paths, cfg, settings, requests))
-    done = parts.read_parts(parts_dir(paths), COLUMNS)
+    settings = {"domain": infer_domain(pd.read_parquet(paths.items).columns), "recent": cfg.recent}
+    set_aside = parts.claim(paths.query_parts, query_job_spec(paths, cfg, settings, requests))
+    done = parts.read_parts(paths.query_parts, COLUMNS)
     todo = requests[~requests["key"].isin(set(done["key"]))]
     t0 = time.perf_counter()
     arrivals: list[tuple[float, int, int]] = []
@@ -135,17 +131,17 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
         arrivals = run_batches(
             todo, QueryBatch, {"root": str(paths.root.resolve()), "engine": engine, "settings": settings},
             batch_size=cfg.batch_size, replicas=cfg.replicas, cpus_per_replica=cfg.cpus_per_replica, gpus=gpus,
-            folder=parts_dir(paths), columns=COLUMNS, bar=bar,
+            folder=paths.query_parts, columns=COLUMNS, bar=bar,
         )  # fmt: skip
         bar.close()
     new, new_tokens = sum(a[1] for a in arrivals), sum(a[2] for a in arrivals)
     secs = time.perf_counter() - t0
-    allq = parts.read_parts(parts_dir(paths), COLUMNS).drop_duplicates("key")
+    allq = parts.read_parts(paths.query_parts, COLUMNS).drop_duplicates("key")
     allq = allq[allq["key"].isin(set(requests["key"]))]
     missing = len(set(requests["key"]) - set(allq["key"]))
     if missing:
         raise RuntimeError(f"{missing} queries missing after the run; rerun to finish them")
-    allq.to_parquet(paths.root / "user_queries.parquet", index=False)
+    allq.to_parquet(paths.user_queries, index=False)
     summary = {
         "queries": len(allq),
         "written_this_run": new,
@@ -158,7 +154,7 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
         "queries_per_s": round(new / secs, 2) if new else None,
         "completion_tokens_per_s": round(new_tokens / secs, 1) if new else None,
     }
-    write_json(paths.root / "queries.json", summary)
+    write_json(paths.queries_summary, summary)
     return summary
 
 

@@ -1,9 +1,9 @@
 """The HTTP ingress: FastAPI on the rerank deployment.
 
 ``POST /recommend`` resolves the user's history and query, calls the CF branch and the query→retrieval
-branch **concurrently** (``asyncio.gather``), each under its own timeout with a retry after a failure, and
-fuses them with the tuned config (``actors.rerank.fuse``, the function the offline evaluation uses). A
-branch that fails or is late is left out and named in ``degraded``; only when both fail is the answer a 503.
+branch concurrently (``serve.fan_out``), and fuses whatever answered with the tuned config through
+``actors.rerank.fuse``, the function the offline evaluation uses. A branch that fails or is late is left
+out and named in ``degraded``; only when both fail is the answer a 503. Bodies are in ``serve.schemas``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,16 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Header, HTTPException
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from actors.branch import BranchOutput
+from actors.rerank import Fused, fuse
 from actors.user_query import QuerySettings
+from serve.body_limit import BodyLimit
 from serve.config import ServeAppConfig
+from serve.deployments import CFRequest, RetrievalRequest
+from serve.fan_out import BranchFanOut
+from serve.schemas import EventsRequest, EventsResponse, RecommendRequest, RecommendResponse
 from serve.state import ServingState, UnknownItems, load_fusion
 
 log = logging.getLogger("ray.serve")
@@ -34,120 +38,18 @@ app = FastAPI(
     description="LLM-assisted recommendation: a personalized LLM query with retrieval over the whole "
     "catalog, fused with collaborative filtering per user.",
 )
-_BODY_LIMIT = {"bytes": 64 * 1024}  # set from the config by each replica
-RECENT = QuerySettings().recent  # history items a query is written from
-
-
-class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: str | None = Field(None, min_length=1, max_length=128, description="a known user")
-    history: list[str] | None = Field(
-        None, max_length=5000, description="item ids, oldest first, for a user without a user_id (cold start)"
-    )
-    k: int = Field(10, description="items to return, 1..catalog size")
-    exclude_seen: bool = True
-    query: str | None = Field(None, max_length=500, description="free-text intent, blended into retrieval")
-
-
-class RecommendedItem(BaseModel):
-    item_id: str
-    title: str
-    score: float
-    cf_rank: int | None
-    cf_score: float | None
-    retrieval_rank: int | None
-    retrieval_score: float | None
-
-
-class QueryUsed(BaseModel):
-    text: str | None
-    source: str = Field(description="llm, fallback (built from the history's metadata) or none")
-    cached: bool = Field(
-        description="written earlier (batch job or a previous request) for this exact history"
-    )
-    intent: str | None = None
-
-
-class RecommendResponse(BaseModel):
-    user_id: str | None
-    items: list[RecommendedItem]
-    query: QueryUsed
-    alpha: float | None
-    degraded: list[str]
-    timings_ms: dict[str, float]
-
-
-class EventsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    item_ids: list[str] = Field(..., min_length=1, max_length=1000, description="interactions, oldest first")
-
-
-class EventsResponse(BaseModel):
-    user_id: str
-    appended: int
-    history_length: int
-    created: bool
-    query_invalidated: bool
-
-
-class BodyLimit:
-    """413 for a body over the limit: by its Content-Length, or, without one, by reading at most limit + 1
-    bytes. Plain ASGI (Starlette's BaseHTTPMiddleware costs a task and a stream per request)."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        limit = _BODY_LIMIT["bytes"]
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None:
-            if not length.isdigit() or int(length) > limit:
-                return await self._reject(length.decode(errors="replace"), limit, scope, receive, send)
-            return await self.app(scope, receive, send)
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
-            return await self.app(scope, receive, send)
-        messages, size = [], 0
-        while True:  # chunked upload: buffer up to the limit, then replay
-            message = await receive()
-            messages.append(message)
-            size += len(message.get("body", b""))
-            if size > limit:
-                return await self._reject(f"over {size}", limit, scope, receive, send)
-            if message["type"] != "http.request" or not message.get("more_body"):
-                break
-
-        async def replay():
-            return messages.pop(0) if messages else await receive()
-
-        return await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _reject(length: str, limit: int, scope, receive, send) -> None:
-        response = JSONResponse({"detail": f"body of {length} bytes is over the limit of {limit}"}, 413)
-        await response(scope, receive, send)
-
-
 app.add_middleware(BodyLimit)
+RECENT = QuerySettings().recent  # history items a query is written from
 
 
 def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-class BranchFailed(Exception):
-    pass
-
-
-async def _await(response):
-    return await response
-
-
-async def _none():
-    return None
+def _unknown_items(exc: UnknownItems) -> HTTPException:
+    return HTTPException(
+        422, {"field": exc.field, "unknown_item_ids": exc.ids[:100], "message": str(exc)[:2000]}
+    )
 
 
 @serve.deployment
@@ -157,13 +59,14 @@ class RerankDeployment:
         from actors.user_query import UserQueryWriter
 
         self.cfg = ServeAppConfig(**config)
-        _BODY_LIMIT["bytes"] = self.cfg.max_body_bytes
+        app.state.max_body_bytes = self.cfg.max_body_bytes
         self.state = ServingState(self.cfg)
         self.fusion = load_fusion(self.cfg)
         self.fallback_writer = UserQueryWriter(None)
-        self.query, self.retrieval, self.cf = query, retrieval, cf
+        self.query = query
         self.pending: dict[str, asyncio.Task] = {}
         self.counts: Counter = Counter()
+        self.branches = BranchFanOut(cf, retrieval, self.cfg.timeouts, self.counts)
         self.llm = self.cfg.engine.backend != "none"
 
     # ---- query -------------------------------------------------------------------------------------
@@ -189,10 +92,8 @@ class RerankDeployment:
         finally:
             self.pending.pop(key, None)
 
-    async def _user_query(
-        self, user_key: str, history: list[int], degraded: list[str]
-    ) -> tuple[str, str, bool]:
-        key = self.state.key(user_key, history)
+    async def _user_query(self, key: str, history: list[int], degraded: list[str]) -> tuple[str, str, bool]:
+        """The query for ``history`` cached under ``key``, or the metadata-built one while the LLM writes it."""
         cached = self.state.queries.get(key)
         if cached is not None:
             return cached[0], cached[1], True
@@ -208,51 +109,6 @@ class RerankDeployment:
         degraded.append("llm")
         return fallback, "fallback", False
 
-    # ---- branches ------------------------------------------------------------------------------------
-    async def _call(self, name: str, handle, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """One branch call under its timeout, retried after a failure (not after a timeout)."""
-        deadline = time.perf_counter() + timeout
-        for attempt in range(self.cfg.timeouts.retries + 1):
-            response = handle.score.remote(payload)
-            try:
-                return await asyncio.wait_for(_await(response), max(deadline - time.perf_counter(), 1e-3))
-            except TimeoutError:
-                response.cancel()
-                self.counts[f"{name}_timeout"] += 1
-                raise BranchFailed(f"{name}: no answer within {timeout}s") from None
-            except Exception as exc:
-                self.counts[f"{name}_error"] += 1
-                log.warning("%s branch failed (attempt %d): %r", name, attempt + 1, exc)
-                if attempt == self.cfg.timeouts.retries or time.perf_counter() >= deadline:
-                    raise BranchFailed(f"{name}: {exc!r}") from exc
-        raise AssertionError("unreachable")
-
-    async def _timed(self, name, handle, payload, timeout, timings) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        try:
-            return await self._call(name, handle, payload, timeout)
-        finally:
-            timings[name] = round((time.perf_counter() - t0) * 1000, 2)
-
-    async def _branches(self, cf_payload, ret_payload, timings):
-        t = self.cfg.timeouts
-        cf = self._timed("cf", self.cf, cf_payload, t.cf, timings) if cf_payload else None
-        ret = (
-            self._timed("retrieval", self.retrieval, ret_payload, t.retrieval, timings)
-            if ret_payload
-            else None
-        )
-        if self.cfg.fan_out == "serial":  # only for the composition benchmark
-            out = []
-            for c in (cf, ret):
-                try:
-                    out.append(await c if c is not None else None)
-                except BranchFailed as exc:
-                    out.append(exc)
-            return out
-        calls = [c if c is not None else _none() for c in (cf, ret)]
-        return await asyncio.gather(*calls, return_exceptions=True)
-
     # ---- endpoints -----------------------------------------------------------------------------------
     @app.post("/recommend", response_model=RecommendResponse, responses={404: {}, 422: {}, 503: {}})
     async def recommend(self, body: RecommendRequest) -> dict[str, Any]:
@@ -267,52 +123,49 @@ class RerankDeployment:
         if body.user_id is not None:
             if body.user_id not in st.histories:
                 raise HTTPException(404, f"user_id: unknown user {body.user_id!r}")
-            history = list(st.histories[body.user_id])
-            user_key = body.user_id
+            full, user_key = st.histories[body.user_id], body.user_id
         else:
             try:
-                history = st.resolve(body.history or [], "history")
+                full = st.resolve(body.history or [], "history")
             except UnknownItems as exc:
-                raise HTTPException(422, {"field": exc.field, "unknown_item_ids": exc.ids[:100],
-                                          "message": str(exc)[:2000]}) from None  # fmt: skip
+                raise _unknown_items(exc) from None
             user_key = "anonymous"
+        history = list(full[-self.cfg.max_history :])  # what the branches score
         intent = body.query.strip() if body.query and body.query.strip() else None
         if not history and intent is None:
             raise HTTPException(422, "history: empty; give at least one item id, or a query")
-        history = history[-self.cfg.max_history :]
 
         degraded: list[str] = []
         timings: dict[str, float] = {}
         text, source, cached = None, "none", False
         if history:
-            text, source, cached = await self._user_query(user_key, history, degraded)
+            text, source, cached = await self._user_query(st.key(user_key, full), history, degraded)
         texts = [x for x in (text, intent) if x]
         w = self.cfg.intent_weight
         weights = [1 - w, w] if (text and intent) else [1.0]
         exclude = sorted(set(history)) if body.exclude_seen else []
-        fusion = self.fusion.config
-        n = max(self.cfg.branch_n or fusion.n, body.k)
-        cf_payload = {"history": history, "exclude": exclude, "n": n} if history else None
-        ret_payload = {"texts": texts, "weights": weights, "history": history, "exclude": exclude, "n": n}
-        t_branch = time.perf_counter()
-        cf_res, ret_res = await self._branches(cf_payload, ret_payload, timings)
-        timings["branches"] = round((time.perf_counter() - t_branch) * 1000, 2)
+        cfg = replace(self.fusion.config, n=max(self.fusion.config.n, body.k))
+        n = max(self.cfg.branch_n or cfg.n, body.k)  # items asked of each branch
+        if intent:  # an intent asks for the retrieval branch to count, however long the history
+            cfg = replace(cfg, max_alpha=min(cfg.max_alpha, self.cfg.intent_max_alpha))
+        cf_req = CFRequest(history, exclude, n) if history else None
+        ret_req = RetrievalRequest(texts, weights, history, exclude, n)
+        cf_out, ret_out = await self.branches.both(cf_req, ret_req, timings)
         if not history:
             degraded.append("cf")  # nothing to score from; not a failure
-        for name, res in (("cf", cf_res), ("retrieval", ret_res)):
+        for name, res in (("cf", cf_out), ("retrieval", ret_out)):
             if isinstance(res, BaseException):
                 degraded.append(name)
                 self.counts[f"degraded_{name}"] += 1
-        cf_ok = isinstance(cf_res, dict) and len(cf_res["ids"]) > 0
-        ret_ok = isinstance(ret_res, dict) and len(ret_res["ids"]) > 0
-        if not cf_ok and not ret_ok and ("cf" in degraded or "retrieval" in degraded):
+        answered = [b if isinstance(b, BranchOutput) and b.n > 0 else None for b in (cf_out, ret_out)]
+        items, alpha = [], None
+        if answered != [None, None]:
+            t_fuse = time.perf_counter()
+            fused = fuse(*answered, np.array([len(history)]), cfg, body.k)
+            items, alpha = self._items(fused), float(fused.alpha[0])
+            timings["fuse"] = round((time.perf_counter() - t_fuse) * 1000, 2)
+        elif {"cf", "retrieval"} & set(degraded):
             raise HTTPException(503, f"no branch answered: degraded {degraded}")
-        t_fuse = time.perf_counter()
-        max_alpha = self.cfg.intent_max_alpha if intent else 1.0
-        items, alpha = self._fuse(
-            cf_res if cf_ok else None, ret_res if ret_ok else None, len(history), body.k, max_alpha
-        )
-        timings["fuse"] = round((time.perf_counter() - t_fuse) * 1000, 2)
         timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
         self.counts["recommend"] += 1
         return {
@@ -324,34 +177,9 @@ class RerankDeployment:
             "timings_ms": timings,
         }
 
-    def _fuse(
-        self, cf, ret, history_len: int, k: int, max_alpha: float = 1.0
-    ) -> tuple[list[dict[str, Any]], float | None]:
-        """Fuse one user's branch answers; ``max_alpha`` caps the CF weight (a free-text intent asks for
-        the retrieval branch to count, however long the history)."""
-        from actors.rerank import fuse, user_alpha
-
+    def _items(self, f: Fused) -> list[dict[str, Any]]:
+        """One user's fused list as response items, with each branch's rank and raw score (None: absent)."""
         st = self.state
-        if cf is None and ret is None:
-            return [], None
-        if cf is None or ret is None:  # one branch: its own ranking
-            one = cf if cf is not None else ret
-            ids, scores = one["ids"][:k], one["scores"][:k]
-            ranks = np.arange(1, len(ids) + 1)
-            return [
-                {"item_id": st.item_ids[i], "title": st.titles[i], "score": float(s),
-                 "cf_rank": int(r) if cf is not None else None, "cf_score": float(s) if cf is not None else None,
-                 "retrieval_rank": int(r) if ret is not None else None,
-                 "retrieval_score": float(s) if ret is not None else None}
-                for i, s, r in zip(ids, scores, ranks, strict=True)
-            ], (1.0 if cf is not None else 0.0)  # fmt: skip
-        cfg = replace(self.fusion.config, n=max(self.fusion.config.n, k))
-        alpha_u = float(user_alpha(cfg, np.array([history_len]), cf["scores"][None, : cfg.n])[0])
-        if alpha_u > max_alpha:
-            cfg = replace(cfg, method="fixed", alpha=max_alpha)
-        full = [None if r["full"] is None else r["full"][None] for r in (cf, ret)]
-        f = fuse(cf["ids"][None], cf["scores"][None], ret["ids"][None], ret["scores"][None],
-                 np.array([history_len]), cfg, k, full[0], full[1])  # fmt: skip
         out = []
         for j in range(f.ids.shape[1]):
             i = int(f.ids[0, j])
@@ -361,7 +189,7 @@ class RerankDeployment:
                 "cf_rank": cr or None, "cf_score": _finite(f.cf_score[0, j]) if cr else None,
                 "retrieval_rank": rr or None, "retrieval_score": _finite(f.retrieval_score[0, j]) if rr else None,
             })  # fmt: skip
-        return out, float(f.alpha[0])
+        return out
 
     @app.post("/users/{user_id}/events", response_model=EventsResponse, responses={401: {}, 422: {}})
     async def events(
@@ -382,15 +210,15 @@ class RerankDeployment:
         try:
             indices = self.state.resolve(body.item_ids, "item_ids")
         except UnknownItems as exc:
-            raise HTTPException(422, {"field": exc.field, "unknown_item_ids": exc.ids[:100],
-                                      "message": str(exc)[:2000]}) from None  # fmt: skip
+            raise _unknown_items(exc) from None
+        # queries are keyed by the whole history, as the batch job and recommend key them
         old = self.state.histories.get(user_id)
         old_key = self.state.key(user_id, old) if old else None
         length, created = self.state.append(user_id, indices)
         invalidated = old_key is not None and self.state.queries.pop(old_key, None) is not None
         if self.llm:  # write the new history's query now, so the next request finds it
-            self._start_generation(self.state.key(user_id, self.state.histories[user_id]),
-                                   self.state.histories[user_id][-self.cfg.max_history :])  # fmt: skip
+            history = self.state.histories[user_id]
+            self._start_generation(self.state.key(user_id, history), history[-self.cfg.max_history :])
         self.counts["events"] += len(indices)
         return {"user_id": user_id, "appended": len(indices), "history_length": length, "created": created,
                 "query_invalidated": invalidated}  # fmt: skip

@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from actors.branch import RowMode, default_row_mode
+from data_prep.artifacts import ArtifactPaths
+
 DEPLOYMENTS = ("QueryDeployment", "RetrievalDeployment", "CFDeployment", "RerankDeployment")
 TOKEN_ENV = "Q2REC_EVENTS_TOKEN"
 
@@ -79,11 +82,12 @@ class ServeAppConfig(Strict):
     fusion_path: str | None = None  # default: <artifacts>/fusion.json; built-in defaults when absent
     retrieval_with_last_item: bool | None = None  # None: as the tuned search did (fusion.json "retrieval")
     branch_n: int | None = Field(None, ge=1)  # items per branch; None: the fusion config's n
-    full_scores: bool = True  # branches send catalog-wide score rows, as in the offline evaluation
+    # what a branch sends beside its top-n: the catalog-wide score row, its statistics, or nothing;
+    # auto: by catalog size (actors.branch.default_row_mode)
+    branch_rows: Literal["auto", "full", "stats", "topn"] = "auto"
     intent_weight: float = Field(0.5, ge=0, le=1)  # weight of a free-text intent against the user query
     intent_max_alpha: float = Field(0.5, ge=0, le=1)  # with an intent, CF weighs at most this (1: no cap)
     branch_batch_size: int = Field(16, ge=1)  # CF / retrieval calls merged into one model call (1: none)
-    fan_out: Literal["parallel", "serial"] = "parallel"  # serial exists for the composition benchmark
     engine: EngineSettings = Field(default_factory=EngineSettings)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     query_cache_size: int = Field(200_000, ge=0)
@@ -107,7 +111,11 @@ class ServeAppConfig(Strict):
 
     @property
     def fusion_file(self) -> Path:
-        return Path(self.fusion_path) if self.fusion_path else self.root / "fusion.json"
+        return Path(self.fusion_path) if self.fusion_path else ArtifactPaths(self.root).fusion
+
+    def rows_for(self, n_items: int) -> RowMode:
+        """The row mode of the branches for a catalog of ``n_items``."""
+        return default_row_mode(n_items) if self.branch_rows == "auto" else self.branch_rows
 
     def token(self) -> str | None:
         return self.events_token or os.environ.get(TOKEN_ENV) or None

@@ -1,9 +1,10 @@
 """The three branch deployments. Each wraps ``actors/`` code (which knows nothing of Serve) and batches
 concurrent calls with ``@serve.batch``, so a burst of requests becomes one model call.
 
-Payloads are item indices and float arrays, never texts of the catalog. A branch answers one request as
-``{"ids": (n,), "scores": (n,), "full": (n_items,) or None}``: its top-n, history excluded, and optionally
-its score for every catalog item (the fusion normalises over that row, as the offline evaluation does).
+Requests are small dataclasses of item indices (``CFRequest``, ``RetrievalRequest``), never texts of the
+catalog. A branch answers each with a one-row ``BranchOutput``: its top-n, the request's ``exclude`` never
+listed, plus the catalog-wide score row or its statistics as ``branch_rows`` says (the fusion normalises
+over them, as the offline evaluation does).
 """
 
 from __future__ import annotations
@@ -11,28 +12,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from ray import serve
 
+from actors.branch import BranchOutput
 from serve.config import ServeAppConfig
 
 log = logging.getLogger("ray.serve")
 
 
-def branch_result(full_row: np.ndarray, n: int, send_full: bool) -> dict[str, Any]:
-    """Top-n of one masked score row; masked (-inf) items never appear in the list."""
-    from actors.ranking import top_scores
+@dataclass(frozen=True)
+class CFRequest:
+    history: list[int]  # item indices, oldest first
+    exclude: list[int]  # never listed
+    n: int  # items wanted
 
-    ids, scores = top_scores(full_row[None], n)
-    keep = np.isfinite(scores[0])
-    return {
-        "ids": ids[0][keep].astype(np.int64),
-        "scores": scores[0][keep].astype(np.float32),
-        "full": full_row.astype(np.float32) if send_full else None,
-    }
+
+@dataclass(frozen=True)
+class RetrievalRequest:
+    texts: list[str]  # the user query, and a free-text intent when there is one
+    weights: list[float]  # one per text: the query vector is their weighted, normalised sum
+    history: list[int]  # its last item may be appended to the query text
+    exclude: list[int]
+    n: int
+
+
+def split_batch(out: BranchOutput, ns: list[int]) -> list[BranchOutput]:
+    """One ``BranchOutput`` per request of a batch answered together with the largest n."""
+    return [out.take([i]).head(n) for i, n in enumerate(ns)]
 
 
 @serve.deployment
@@ -43,12 +53,12 @@ class QueryDeployment:
     def __init__(self, config: dict[str, Any]) -> None:
         import pandas as pd
 
+        from actors.prompts import infer_domain
         from actors.user_query import QuerySettings, UserQueryWriter
         from data_prep.artifacts import ArtifactPaths
-        from data_prep.enrich import infer_domain
 
         cfg = ServeAppConfig(**config)
-        domain = infer_domain(pd.read_parquet(ArtifactPaths(cfg.root).items))
+        domain = infer_domain(pd.read_parquet(ArtifactPaths(cfg.root).items).columns)
         self.writer = UserQueryWriter(self._engine(cfg), QuerySettings(domain=domain))
         self.generated = 0
         self.batches = 0
@@ -57,7 +67,8 @@ class QueryDeployment:
     def _engine(cfg: ServeAppConfig):
         if cfg.engine.backend == "none":
             return None
-        from actors.llm.engine import EngineConfig, make_engine
+        from actors.llm.engine import EngineConfig
+        from actors.llm.factory import make_engine
 
         e = cfg.engine
         return make_engine(EngineConfig(backend=e.backend, model=e.model, max_model_len=e.max_model_len,
@@ -88,7 +99,6 @@ class RetrievalDeployment:
         from actors.retrieval_branch import QueryRetrievalBranch, RetrievalBranchConfig
         from actors.retriever import FaissRetriever
         from data_prep.artifacts import ArtifactPaths
-        from data_prep.index import index_dir
         from serve.state import LRU, load_fusion
 
         cfg = ServeAppConfig(**config)
@@ -96,10 +106,10 @@ class RetrievalDeployment:
         items = pd.read_parquet(paths.items).to_dict("records")
         fusion = load_fusion(cfg)
         self.branch = QueryRetrievalBranch(
-            TextEncoder(), FaissRetriever.load(index_dir(paths, cfg.index_variant)),
+            TextEncoder(), FaissRetriever.load(paths.index_dir(cfg.index_variant)),
             [metadata_text(r) for r in items], RetrievalBranchConfig(with_last_item=fusion.with_last_item),
         )  # fmt: skip
-        self.send_full = cfg.full_scores
+        self.rows = cfg.rows_for(self.branch.retriever.size)
         self.score.set_max_batch_size(cfg.branch_batch_size)
         self.vectors = LRU(max(cfg.query_cache_size, 1))
         t0 = time.perf_counter()
@@ -113,7 +123,7 @@ class RetrievalDeployment:
 
         from data_prep.corpus import Corpus
 
-        qpath = paths.root / "user_queries.parquet"
+        qpath = paths.user_queries
         if not qpath.is_file():
             return []
         corpus = Corpus.load(paths)
@@ -132,21 +142,21 @@ class RetrievalDeployment:
                 self.vectors.put(t, v)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
-    async def score(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each request: ``texts`` + ``weights`` (the user query and an optional intent), ``history`` (its
-        last item may be appended to the query text), ``exclude`` (item indices) and ``n``."""
+    async def score(self, requests: list[RetrievalRequest]) -> list[BranchOutput]:
+        """Each request's weighted query vector searched over the whole catalog (``Retriever.search``)."""
         composed = [
-            [self.branch.query_texts([t], [np.asarray(r["history"], dtype=np.int64)])[0] for t in r["texts"]]
+            [self.branch.query_texts([t], [np.asarray(r.history, dtype=np.int64)])[0] for t in r.texts]
             for r in requests
         ]
         self._encode([t for texts in composed for t in texts])
         vecs = np.zeros((len(requests), self.branch.retriever.dim), dtype=np.float32)
         for i, (texts, r) in enumerate(zip(composed, requests, strict=True)):
-            v = sum(w * self.vectors[t] for t, w in zip(texts, r["weights"], strict=True))
+            v = sum(w * self.vectors[t] for t, w in zip(texts, r.weights, strict=True))
             vecs[i] = v / max(float(np.linalg.norm(v)), 1e-12)
-        excl = [np.asarray(r["exclude"], dtype=np.int64) for r in requests]
-        rows = self.branch.score_vectors(vecs, excl)
-        return [branch_result(row, r["n"], self.send_full) for row, r in zip(rows, requests, strict=True)]
+        excl = [np.asarray(r.exclude, dtype=np.int64) for r in requests]
+        ns = [r.n for r in requests]
+        out = self.branch.retriever.search(vecs, max(ns), exclude=excl, rows=self.rows)
+        return split_batch(out, ns)
 
 
 @serve.deployment
@@ -161,18 +171,16 @@ class CFDeployment:
         folder = ArtifactPaths(cfg.root).model_dir(cfg.cf_model)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
-                f"{folder}: no trained {cfg.cf_model}; run `python -m tune.evaluate` first"
+                f"{folder}: no trained {cfg.cf_model}; run `python -m data_prep.train --models {cfg.cf_model}` first"
             )
         self.model = model_class(cfg.cf_model).load(folder)
-        self.send_full = cfg.full_scores
+        self.rows = cfg.rows_for(self.model.n_items)
         self.score.set_max_batch_size(cfg.branch_batch_size)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
-    async def score(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Each request: ``history`` (item indices, oldest first), ``exclude`` and ``n``."""
-        from actors.ranking import mask_items
-
-        rows = self.model.score([np.asarray(r["history"], dtype=np.int64) for r in requests])
-        rows = mask_items(np.asarray(rows, dtype=np.float32), [np.asarray(r["exclude"], dtype=np.int64)
-                                                                 for r in requests])  # fmt: skip
-        return [branch_result(row, r["n"], self.send_full) for row, r in zip(rows, requests, strict=True)]
+    async def score(self, requests: list[CFRequest]) -> list[BranchOutput]:
+        """Each request's history scored against the whole catalog (``CFModel.rank``)."""
+        ns = [r.n for r in requests]
+        out = self.model.rank([np.asarray(r.history, dtype=np.int64) for r in requests], max(ns),
+                              exclude=[np.asarray(r.exclude, dtype=np.int64) for r in requests], rows=self.rows)  # fmt: skip
+        return split_batch(out, ns)

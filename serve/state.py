@@ -82,7 +82,7 @@ class ServingState:
         self.index_of = {iid: i for i, iid in enumerate(self.item_ids)}
         self.titles = self.items["title"].astype(str).tolist()
         self.rows = self.items.to_dict("records")
-        enriched = paths.root / "items_enriched.parquet"
+        enriched = paths.items_enriched
         self.descriptions: dict[str, str] = (
             pd.read_parquet(enriched).set_index("item_id")["description"].astype(str).to_dict()
             if enriched.is_file()
@@ -96,7 +96,7 @@ class ServingState:
                 seq.append(int(corpus.valid_target[u]))
             self.histories[str(uid)] = seq
         self.queries = LRU(cfg.query_cache_size)
-        qpath = paths.root / "user_queries.parquet"
+        qpath = paths.user_queries
         if qpath.is_file():
             q = pd.read_parquet(qpath, columns=["key", "query", "source"])
             for key, text, source in zip(q["key"], q["query"], q["source"], strict=True):

@@ -56,7 +56,7 @@ def ml100k_content(ml100k):
     from data_prep.index import build_variant
     from data_prep.queries import COLUMNS, CatalogView, query_requests
 
-    enriched = ml100k.root / "items_enriched.parquet"
+    enriched = ml100k.items_enriched
     if not enriched.is_file():
         items = pd.read_parquet(ml100k.items)
         desc = [fallback_description(ItemRecord.from_mapping(r)) for r in items.to_dict("records")]
@@ -66,7 +66,7 @@ def ml100k_content(ml100k):
     for variant in ("metadata", "enriched"):
         build_variant(ml100k, variant, IndexConfig(), EncoderConfig())
     # always rewritten: a query test may have left a partial file
-    qpath = ml100k.root / "user_queries.parquet"
+    qpath = ml100k.user_queries
     requests = query_requests(Corpus.load(ml100k))
     catalog = CatalogView(str(ml100k.root))
     written = UserQueryWriter(None).write([catalog.history(h) for h in requests["history"]])

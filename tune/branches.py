@@ -1,22 +1,23 @@
 """Branch scores computed once per stage, so fusion trials only fuse and evaluate.
 
-For each evaluable user: the CF branch's top-N (history masked) and the retrieval branch's top-N over the
-whole catalog (history excluded), with the target and history length. ``evaluate_fused`` ranks the fused
+For each evaluable user: the CF branch's and the retrieval branch's ``BranchOutput`` (top-N over the whole
+catalog, history excluded, with the full score rows), the target and the history length. ``evaluate_fused`` ranks the fused
 list and computes the usual metrics; ranks beyond the fused list count as misses (MRR is MRR@list).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from actors.branch import BranchOutput, RowMode
 from actors.cf import CFModel
-from actors.ranking import mask_items, top_scores
 from actors.rerank import FusionConfig, fuse
+from actors.retriever import LastItemRetriever, Retriever
 from data_prep.corpus import Corpus, Stage
 from tune.metrics import DEFAULT_KS, MetricContext, RankedBatch, compute_metrics
 
@@ -25,49 +26,46 @@ QueryMode = Literal["llm", "llm+lastitem", "lastitem"]
 
 @dataclass
 class BranchScores:
+    """Both branches' answers for every evaluable user of one stage, with their targets."""
+
     users: np.ndarray
     targets: np.ndarray
     history_len: np.ndarray
-    cf_ids: np.ndarray
-    cf_scores: np.ndarray
-    ret_ids: np.ndarray
-    ret_scores: np.ndarray
-    cf_full: np.ndarray | None = None  # (n_users, n_items) float32, -inf on the masked history
-    ret_full: np.ndarray | None = None
+    cf: BranchOutput
+    retrieval: BranchOutput
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            path, **{f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-        )
+        np.savez(path, users=self.users, targets=self.targets, history_len=self.history_len,
+                 **self.cf.arrays("cf"), **self.retrieval.arrays("retrieval"))  # fmt: skip
 
     @classmethod
     def load(cls, path: Path) -> BranchScores:
         with np.load(path) as z:
-            return cls(**{f.name: z[f.name] for f in fields(cls) if f.name in z.files})
+            return cls(z["users"], z["targets"], z["history_len"], BranchOutput.from_arrays(z, "cf"),
+                       BranchOutput.from_arrays(z, "retrieval"))  # fmt: skip
+
+    def with_rows(self, mode: RowMode) -> BranchScores:
+        """The same lists with both branches in row mode ``mode`` (full rows → their statistics → none)."""
+        return replace(self, cf=self.cf.with_rows(mode), retrieval=self.retrieval.with_rows(mode))
 
 
-def top_of(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, scores) of the top ``n`` of masked full score rows, plus the rows themselves (float32)."""
-    return *top_scores(scores, n), scores.astype(np.float32)
-
-
-def cf_topn(model: CFModel, corpus: Corpus, stage: Stage, n: int):
+def cf_topn(model: CFModel, corpus: Corpus, stage: Stage, n: int, rows: RowMode = "full") -> BranchOutput:
     users = corpus.eval_users(stage)
-    hist = corpus.histories(stage, users)
-    return top_of(mask_items(model.score(hist), hist), n)
+    return model.rank(corpus.histories(stage, users), n, rows=rows)
 
 
-def lastitem_topn(item_vectors: np.ndarray, corpus: Corpus, stage: Stage, n: int):
-    """Exact cosine search with the last history item's vector as the query (the query-free baseline)."""
-    from tune.content import LastItemScorer
-
+def lastitem_topn(
+    retriever: Retriever, corpus: Corpus, stage: Stage, n: int, rows: RowMode = "full"
+) -> BranchOutput:
+    """Cosine search with the last history item's vector as the query (the query-free baseline)."""
     users = corpus.eval_users(stage)
-    hist = corpus.histories(stage, users)
-    return top_of(mask_items(LastItemScorer(item_vectors)(users, hist), hist), n)
+    return LastItemRetriever(retriever).recommend(corpus.histories(stage, users), n, rows)
 
 
-def query_topn(branch, corpus: Corpus, stage: Stage, queries: pd.DataFrame, n: int):
+def query_topn(
+    branch, corpus: Corpus, stage: Stage, queries: pd.DataFrame, n: int, rows: RowMode = "full"
+) -> BranchOutput:
     """The LLM-query retrieval branch; ``queries`` is ``user_queries.parquet`` (one row per user and stage)."""
     users = corpus.eval_users(stage)
     hist = corpus.histories(stage, users)
@@ -78,20 +76,18 @@ def query_topn(branch, corpus: Corpus, stage: Stage, queries: pd.DataFrame, n: i
             f"{len(missing)} {stage} users have no query (e.g. {missing[:3]}); run data_prep.queries"
         )
     texts = by_user.loc[corpus.user_ids[users]].tolist()
-    return top_of(branch.score_all(texts, hist), n)
+    return branch.search(texts, hist, n, rows=rows)
 
 
-def assemble(corpus: Corpus, stage: Stage, cf, ret) -> BranchScores:
+def assemble(corpus: Corpus, stage: Stage, cf: BranchOutput, retrieval: BranchOutput) -> BranchScores:
     users = corpus.eval_users(stage)
     hist_len = np.array([len(h) for h in corpus.histories(stage, users)])
-    return BranchScores(users, corpus.target(stage)[users], hist_len, *cf[:2], *ret[:2], cf[2], ret[2])
+    return BranchScores(users, corpus.target(stage)[users], hist_len, cf, retrieval)
 
 
 def evaluate_fused(b: BranchScores, cfg: FusionConfig, ctx: MetricContext, ks=DEFAULT_KS) -> dict[str, float]:
     """Fuse every user's branches and compute metrics; a target outside the fused list is a miss."""
-    fused = fuse(
-        b.cf_ids, b.cf_scores, b.ret_ids, b.ret_scores, b.history_len, cfg, max(ks), b.cf_full, b.ret_full
-    )
+    fused = fuse(b.cf, b.retrieval, b.history_len, cfg, max(ks))
     return evaluate_lists(fused.ids, b.targets, b.history_len, ctx, ks)
 
 

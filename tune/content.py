@@ -1,8 +1,7 @@
 """Content-only scoring, and the query-free ablation of the catalog text.
 
-``LastItemScorer`` ranks the whole catalog for each user by cosine similarity between the embedded text of
-the user's last input item and every item. It is exact (a dense matrix product, the same ordering as the
-flat FAISS index) so evaluation sees the full ranking.
+Every item is ranked for each user by cosine similarity between the embedded text of the user's last input
+item and the item's (``actors.retriever.LastItemRetriever``, exact, so evaluation sees the full ranking).
 
     python -m tune.content --dataset ml-100k     # metadata-only vs enriched item text, valid and test
 """
@@ -16,32 +15,32 @@ from typing import Any
 
 import numpy as np
 
+from actors.retriever import ExactRetriever, LastItemRetriever
 from data_prep.artifacts import ArtifactPaths, write_json
 from data_prep.corpus import Corpus
-from data_prep.index import VARIANTS, index_dir
+from data_prep.index import VARIANTS
 from tune.evaluate import markdown_table
 from tune.harness import evaluate_scorer, metric_context
 
 
-class LastItemScorer:
-    """Scores = item_vectors @ vector(last history item). Users without history get zeros."""
+def lastitem_scorer(item_vectors: np.ndarray):
+    """A ``tune.harness`` scorer: every item's cosine with the last history item (``LastItemRetriever``'s
+    exact full rows; users without history get zeros)."""
+    lastitem = LastItemRetriever(ExactRetriever(item_vectors))
 
-    def __init__(self, item_vectors: np.ndarray) -> None:
-        self.vectors = np.asarray(item_vectors, dtype=np.float32)
+    def scorer(users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        return lastitem.exact().score_rows(lastitem.query_vectors(histories))
 
-    def __call__(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-        last = np.array([h[-1] if len(h) else -1 for h in histories])
-        q = np.where(last[:, None] >= 0, self.vectors[np.maximum(last, 0)], 0.0)
-        return q @ self.vectors.T
+    return scorer
 
 
 def ablation(paths: ArtifactPaths, variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
     corpus = Corpus.load(paths)
     results = {}
     for variant in variants:
-        vectors = np.load(index_dir(paths, variant) / "vectors.npy")
+        vectors = np.load(paths.item_vectors(variant))
         ctx = metric_context(corpus, vectors)
-        scorer = LastItemScorer(vectors)
+        scorer = lastitem_scorer(vectors)
         res = {s: evaluate_scorer(scorer, corpus, s, ctx) for s in ("valid", "test")}
         results[f"lastitem_{variant}"] = {s: {k: v for k, v in r.items() if k != "by_history_length"}
                                           for s, r in res.items()}  # fmt: skip
@@ -55,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     paths = ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts)
-    present = tuple(v for v in VARIANTS if (index_dir(paths, v) / "vectors.npy").is_file())
+    present = tuple(v for v in VARIANTS if paths.item_vectors(v).is_file())
     if not present:
         print(
-            f"error: no index under {paths.root / 'index'}; run `python -m data_prep.index` first",
+            f"error: no index under {paths.index_root}; run `python -m data_prep.index` first",
             file=sys.stderr,
         )
         return 2

@@ -3,14 +3,13 @@
     python -m tune.evaluate --dataset ml-100k --models pop,ease,sasrec --out artifacts/ml-100k/eval.json
 
 ``--dataset`` is a prepared dataset name, ``ml-100k`` (prepared on the fly from the packaged files), or a
-folder holding ``interactions.csv`` + ``items.csv``. Models train as Ray tasks and are reused when the data
-and config are unchanged. ``--set sasrec.epochs=20`` overrides a config field.
+folder holding ``interactions.csv`` + ``items.csv``. The models are loaded as ``python -m data_prep.train``
+saved them; ``--set sasrec.epochs=20`` names the config to load (the one it was trained with).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import logging
 import sys
 import time
@@ -24,9 +23,9 @@ from data_prep.artifacts import ArtifactPaths, read_json, write_json
 from data_prep.corpus import Corpus
 from data_prep.prepare import ensure_prepared
 from data_prep.schema import DataError
+from data_prep.train import ModelNotTrained, load_trained, parse_overrides
 from tune.harness import evaluate_scorer, metric_context
 from tune.metrics import DEFAULT_KS, HEAD_FRACTION
-from tune.training import train_or_load
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +67,6 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]], metrics=TABL
     return "\n".join(lines)
 
 
-def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["sasrec.epochs=20", "ease.lam=300"]`` -> ``{"sasrec": {"epochs": 20}, "ease": {"lam": 300}}``."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        model, dot, field = key.partition(".")
-        if not sep or not dot:
-            raise ValueError(f"--set {item!r}: expected MODEL.FIELD=VALUE, e.g. sasrec.epochs=20")
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed = value
-        out.setdefault(model, {})[field] = parsed
-    return out
-
-
 def run(
     dataset: str,
     models: list[str],
@@ -92,10 +75,8 @@ def run(
     artifacts_root: str | None = None,
     ks: tuple[int, ...] = DEFAULT_KS,
     item_embeddings: Path | None = None,
-    num_cpus: float = 1,
-    force: bool = False,
 ) -> dict[str, Any]:
-    """Prepare (if needed), train or load each model, evaluate on valid and test; returns the report dict."""
+    """Prepare (if needed), load each trained model, evaluate on valid and test; returns the report dict."""
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ValueError(f"--models: unknown model(s) {unknown}; choose from {sorted(MODELS)}")
@@ -107,7 +88,7 @@ def run(
     timings: dict[str, dict[str, float]] = {}
     for name in models:
         t0 = time.perf_counter()
-        model = train_or_load(paths, name, (overrides or {}).get(name), num_cpus=num_cpus, force=force)
+        model = load_trained(paths, name, (overrides or {}).get(name))
         t1 = time.perf_counter()
 
         def scorer(users: np.ndarray, histories: list[np.ndarray], model=model) -> np.ndarray:
@@ -121,7 +102,7 @@ def run(
             "fit_info": {k: v for k, v in model.fit_info.items() if k != "history"},
         }
         timings[name] = {
-            "train_or_load_s": round(t1 - t0, 2),
+            "load_s": round(t1 - t0, 2),
             "evaluate_s": round(time.perf_counter() - t1, 3),
         }
         log.info(
@@ -141,20 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="pop,ease,sasrec", help="comma-separated: " + ",".join(MODELS))
     ap.add_argument("--out", type=Path, help="write the JSON report here")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",
-                    help="override a model config field (repeatable)")  # fmt: skip
+                    help="the config a model was trained with, as given to data_prep.train (repeatable)")  # fmt: skip
     ap.add_argument("--ks", default="10,20", help="cut-offs, comma-separated")
     ap.add_argument("--item-embeddings", type=Path, help=".npy (n_items, d) item vectors, enables ILD@K")
-    ap.add_argument("--num-cpus", type=float, default=2, help="CPUs (and threads) for each training task")
     ap.add_argument("--artifacts", help="artifacts root (default ./artifacts or $Q2REC_ARTIFACTS)")
-    ap.add_argument("--force", action="store_true", help="retrain even if a matching model is saved")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         ks = tuple(int(k) for k in args.ks.split(","))
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         report = run(args.dataset, models, args.out, parse_overrides(args.overrides), args.artifacts, ks,
-                     args.item_embeddings, args.num_cpus, args.force)  # fmt: skip
-    except (DataError, ValueError) as exc:
+                     args.item_embeddings)  # fmt: skip
+    except (DataError, ValueError, ModelNotTrained) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     p = report["protocol"]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from actors.rerank import FusionConfig
-from data_prep.artifacts import ArtifactPaths, read_json, write_json
+from data_prep.artifacts import ArtifactPaths, fingerprint, read_json, write_json
 from tune.branches import BranchScores, evaluate_fused
 from tune.metrics import MetricContext
 
@@ -163,11 +163,14 @@ def cached_search(
 
     branches = load_or_compute(paths, corpus, "valid", cf, retrieval, variant, cf_overrides=cf_overrides)
     stem = branch_file(paths, "valid", cf, retrieval, variant).stem
-    key = f"{stem}_{'-'.join(methods)}_{trials}_{objective}_{SEARCH_VERSION}"
-    cache = paths.root / "tune" / "searches" / f"{key}.json"
+    space = fingerprint(
+        SEARCH_VERSION, asdict(FusionConfig()), length=8
+    )  # the search space and fusion fields
+    key = f"{stem}_{'-'.join(methods)}_{trials}_{objective}_{space}"
+    cache = paths.searches / f"{key}.json"
     if cache.is_file():
         return read_json(cache)
-    out = run_search(branches, metric_context(corpus), paths.root / "tune", trials, objective, methods=methods,
+    out = run_search(branches, metric_context(corpus), paths.tune, trials, objective, methods=methods,
                      name=key)  # fmt: skip
     out |= {"cf": cf, "retrieval": retrieval, "variant": variant}
     write_json(cache, out)
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    target = args.out or paths.root / "fusion.json"
+    target = args.out or paths.fusion
     write_json(target, out)
     print(f"{out['trials']} trials in {out['seconds']}s; best valid NDCG@10 {out['valid']['NDCG@10']:.4f} with "
           f"{out['config']}; wrote {target}")  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from actors.branch import BranchOutput, RowMode
 from actors.ranking import mask_items, ndcg_at_k, target_ranks, topk
 
 Histories = Sequence[np.ndarray]
@@ -43,6 +44,14 @@ class CFModel(ABC):
     name: ClassVar[str]
     Config: ClassVar[type]
     WEIGHTS: ClassVar[str] = "weights.npz"
+    # config fields that change how a fit runs, not what it learns (left out of a trained model's fingerprint)
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def for_remote_fit(cls, config: Any, num_cpus: float) -> Any:
+        """``config`` set up for a fit in another process with ``num_cpus`` CPUs (threads, no progress
+        bar); the default changes nothing."""
+        return config
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -74,6 +83,32 @@ class CFModel(ABC):
             mask_items(scores, histories)
         ids = topk(scores, k)
         return ids, np.take_along_axis(scores, ids, axis=1)
+
+    def rank(
+        self,
+        histories: Histories,
+        n: int,
+        exclude: Histories | None = None,
+        rows: RowMode = "full",
+        batch_size: int = 1024,
+    ) -> BranchOutput:
+        """The CF branch's answer: top-``n`` per history as a ``BranchOutput``, ``exclude`` (default: the
+        histories themselves) never listed, with the full score rows or their statistics by ``rows``.
+        Histories are scored ``batch_size`` at a time."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        exclude = histories if exclude is None else exclude
+        if len(exclude) != len(histories):
+            raise ValueError(f"exclude has {len(exclude)} rows for {len(histories)} histories")
+        parts = []
+        for start in range(0, len(histories), batch_size):
+            end = start + batch_size
+            scores = mask_items(self.score(histories[start:end]), exclude[start:end])
+            parts.append(BranchOutput.from_rows(scores, n, rows))
+        if not parts:
+            return BranchOutput.empty(0)
+        k = min(p.n for p in parts)  # a batch whose users have fewer unmasked items lists fewer
+        return BranchOutput.concat([p.head(k) for p in parts])
 
     def _check_histories(self, histories: Histories) -> None:
         if self.n_items == 0:

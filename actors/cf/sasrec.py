@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Self
 
@@ -143,6 +143,12 @@ class SASRec(CFModel):
     name = "sasrec"
     Config = SASRecConfig
     WEIGHTS = "weights.pt"
+    RUNTIME_FIELDS = ("progress", "threads")
+
+    @classmethod
+    def for_remote_fit(cls, config: SASRecConfig, num_cpus: float) -> SASRecConfig:
+        """Threads = the task's CPUs unless set; no bar (it cannot cross the process), each epoch is logged."""
+        return replace(config, threads=config.threads or max(int(num_cpus), 1), progress=False)
 
     def _device(self) -> torch.device:
         if self.config.device == "auto":

@@ -6,7 +6,8 @@ import argparse
 import json
 from dataclasses import asdict
 
-from actors.llm.engine import EngineConfig, SamplingConfig, make_engine
+from actors.llm.engine import EngineConfig, SamplingConfig
+from actors.llm.factory import make_engine
 
 
 def main() -> None:

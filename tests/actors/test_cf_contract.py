@@ -118,10 +118,53 @@ def test_training_windows_cover_every_transition():
     assert pairs == {(k + 1, k + 2) for k in range(6)}  # ids are shifted by one; 0 is padding
 
 
-def test_ease_selects_lambda_on_validation(sequences):
+def test_ease_selects_the_lambda_with_the_best_validation_ndcg():
+    """On noisy grouped data where λ matters (best in the middle of the grid), the λ chosen from one
+    eigendecomposition is the one whose separately fitted model scores best on validation."""
     from actors.cf import ValidationSet
 
-    valid = ValidationSet([np.array([0, 1, 2])] * 3, np.array([3, 4, 3]))
-    model = EASE(EASE.Config(lambdas=[1.0, 1e6])).fit(sequences, N_ITEMS, valid)
-    assert model.fit_info["lam"] in (1.0, 1e6)
-    assert set(model.fit_info["valid_ndcg10_by_lambda"]) == {"1.0", "1000000.0"}
+    rng = np.random.default_rng(0)
+    n_items = 30
+    pop = rng.zipf(1.5, size=n_items).astype(float)
+    pop /= pop.sum()
+    seqs, targets = [], []
+    for _ in range(150):
+        group = rng.integers(0, 3)
+        walk = [int(group * 10 + rng.integers(0, 10)) if rng.random() < 0.6 else int(rng.choice(n_items, p=pop))
+                for _ in range(8)]  # fmt: skip
+        walk = list(dict.fromkeys(walk))
+        seqs.append(np.array(walk[:-1]))
+        targets.append(walk[-1])
+    valid = ValidationSet(seqs, np.array(targets))
+    grid = [0.1, 10.0, 1000.0, 1e5]
+    alone = {lam: valid.ndcg10(EASE(EASE.Config(lam=lam, lambdas=[lam])).fit(seqs, n_items)) for lam in grid}
+    assert len(set(np.round(list(alone.values()), 6))) == len(grid)  # λ changes the answer here
+    model = EASE(EASE.Config(lambdas=grid)).fit(seqs, n_items, valid)
+    best = max(alone, key=alone.get)
+    assert model.fit_info["lam"] == best == model.config.lam
+    assert model.fit_info["valid_ndcg10_by_lambda"][str(best)] == pytest.approx(alone[best], abs=1e-6)
+    assert valid.ndcg10(model) == pytest.approx(alone[best], abs=1e-6)  # the kept weights are that λ's
+
+
+@pytest.mark.parametrize("mode", ["full", "stats", "topn"])
+def test_rank_is_the_branch_output_of_recommend(fitted, mode):
+    from actors.branch import RowStats
+    from actors.ranking import mask_items
+
+    model, _ = fitted
+    out = model.rank(QUERY, n=4, rows=mode, batch_size=1)  # one history per batch: the batches are stacked
+    ids, scores = model.recommend(QUERY, k=4)
+    np.testing.assert_array_equal(out.ids, ids)
+    np.testing.assert_allclose(
+        out.scores, scores, rtol=0.02
+    )  # SASRec's bf16 scores vary a little with the batch
+    assert out.mode == mode
+    masked = mask_items(model.score(QUERY), QUERY)
+    if mode == "full":
+        np.testing.assert_allclose(out.full, masked, rtol=0.02)
+    if mode == "stats":
+        np.testing.assert_allclose(out.stats.mean, RowStats.of(masked).mean, rtol=0.02, atol=1e-3)
+    everything = model.rank(QUERY, n=50, rows=mode)
+    assert everything.ids.shape == (2, N_ITEMS - 3)  # masked items are never listed
+    for row, hist in zip(everything.ids, QUERY, strict=True):
+        assert not set(row) & set(hist.tolist())

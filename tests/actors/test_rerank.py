@@ -3,15 +3,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from actors.branch import BranchOutput, RowStats
 from actors.rerank import FusionConfig, cf_confidence, fuse
 
 CF_IDS, CF_S = np.array([[1, 2, 3]]), np.array([[3.0, 2.0, 1.0]])
 RET_IDS, RET_S = np.array([[3, 4, 5]]), np.array([[0.9, 0.8, 0.7]])
+CF, RET = BranchOutput(CF_IDS, CF_S), BranchOutput(RET_IDS, RET_S)
 H = np.array([10])
 
 
 def run(k=5, **cfg):
-    return fuse(CF_IDS, CF_S, RET_IDS, RET_S, H, FusionConfig(**cfg), k)
+    return fuse(CF, RET, H, FusionConfig(**cfg), k)
+
+
+def two_users(b: BranchOutput) -> BranchOutput:
+    return BranchOutput(np.repeat(b.ids, 2, 0), np.repeat(b.scores, 2, 0))
 
 
 def test_alpha_one_follows_cf_and_alpha_zero_follows_retrieval():
@@ -40,8 +46,7 @@ def test_adaptive_alpha_moves_with_history_length_and_confidence():
     assert run(method="adaptive", a=10).ids[0, 0] == 1
     assert run(method="adaptive", a=-10).ids[0, 0] == 3
     hist = np.array([1, 1000])
-    two = fuse(np.repeat(CF_IDS, 2, 0), np.repeat(CF_S, 2, 0), np.repeat(RET_IDS, 2, 0), np.repeat(RET_S, 2, 0),
-               hist, FusionConfig(method="adaptive", a=0, b=2.0), k=5)  # fmt: skip
+    two = fuse(two_users(CF), two_users(RET), hist, FusionConfig(method="adaptive", a=0, b=2.0), k=5)
     assert two.alpha[1] > two.alpha[0]
     assert two.ids[1, 0] == 1 and two.ids[0, 0] == 3
 
@@ -63,11 +68,12 @@ def test_deterministic_and_vectorised_over_users(norm):
     cf_s, ret_s = -np.sort(-rng.random((n, 10)), 1), -np.sort(-rng.random((n, 10)), 1)
     cfg = FusionConfig(method="adaptive", norm=norm, a=0.3, b=0.1, c=1.0)
     hl = rng.integers(1, 100, n)
-    a = fuse(cf_ids, cf_s, ret_ids, ret_s, hl, cfg, 8)
-    b = fuse(cf_ids, cf_s, ret_ids, ret_s, hl, cfg, 8)
+    cf, ret = BranchOutput(cf_ids, cf_s), BranchOutput(ret_ids, ret_s)
+    a = fuse(cf, ret, hl, cfg, 8)
+    b = fuse(cf, ret, hl, cfg, 8)
     np.testing.assert_array_equal(a.ids, b.ids)
     for u in (0, 17, 49):  # each row equals fusing that user alone
-        one = fuse(cf_ids[[u]], cf_s[[u]], ret_ids[[u]], ret_s[[u]], hl[[u]], cfg, 8)
+        one = fuse(cf.take([u]), ret.take([u]), hl[[u]], cfg, 8)
         np.testing.assert_array_equal(one.ids[0], a.ids[u])
         assert len(set(a.ids[u])) == 8
     assert np.all(np.diff(a.scores, axis=1) <= 1e-12)
@@ -75,7 +81,9 @@ def test_deterministic_and_vectorised_over_users(norm):
 
 def test_bad_input():
     with pytest.raises(ValueError, match="one row per user"):
-        fuse(CF_IDS, CF_S, RET_IDS, RET_S, np.array([1, 2]), FusionConfig(), 5)
+        fuse(CF, RET, np.array([1, 2]), FusionConfig(), 5)
+    with pytest.raises(ValueError, match="at least one branch"):
+        fuse(None, None, H, FusionConfig(), 5)
     with pytest.raises(ValueError, match="norm must be"):
         run(method="fixed", norm="l2")
 
@@ -86,11 +94,33 @@ def test_full_rows_fill_in_true_scores_and_set_the_scale():
     ret_ids, ret_s = np.array([[9, 4, 5]]), np.array([[0.9, 0.8, 0.7]])
     ret_full = np.array([[0.0, 0.1, 0.1, 0.1, 0.8, 0.7, 0.0, 0.0, 0.0, 0.9]])
     cfg = FusionConfig(method="fixed", alpha=0.5)
-    floor = fuse(CF_IDS, CF_S, ret_ids, ret_s, H, cfg, 6)
-    full = fuse(CF_IDS, CF_S, ret_ids, ret_s, H, cfg, 6, cf_full, ret_full)
+    floor = fuse(CF, BranchOutput(ret_ids, ret_s), H, cfg, 6)
+    full = fuse(BranchOutput(CF_IDS, CF_S, cf_full), BranchOutput(ret_ids, ret_s, ret_full), H, cfg, 6)
     assert floor.ids[0, 0] != 9 and full.ids[0, 0] == 9
     z = lambda row, v: (v - row[np.isfinite(row)].mean()) / row[np.isfinite(row)].std()  # noqa: E731
     assert full.scores[0, 0] == pytest.approx(0.5 * z(cf_full[0], 0.9) + 0.5 * z(ret_full[0], 0.9), rel=1e-5)
     assert full.cf_rank[0, 0] == 0 and np.isnan(
         full.cf_score[0, 0]
     )  # provenance still says "not in CF's list"
+
+    # statistics only: the full rows' scale, and the missing item at the branch's floor again
+    stats = fuse(BranchOutput(CF_IDS, CF_S, None, RowStats.of(cf_full)),
+                 BranchOutput(ret_ids, ret_s, None, RowStats.of(ret_full)), H, cfg, 6)  # fmt: skip
+    assert stats.ids[0, 0] != 9
+    j = stats.ids[0].tolist().index(1)  # in CF only: its z-score over the full CF row
+    assert stats.scores[0, j] > 0.5 * z(cf_full[0], 3.0) + 0.5 * z(ret_full[0], 0.7) - 0.01
+
+
+def test_intent_cap_bounds_every_users_alpha():
+    capped = run(method="adaptive", a=10, max_alpha=0.2)
+    assert capped.alpha[0] == pytest.approx(0.2)
+    assert capped.ids.tolist() == run(method="fixed", alpha=0.2).ids.tolist()  # the same as an offline config
+
+
+def test_a_missing_branch_leaves_the_other_ones_ranking():
+    cf_only = fuse(CF, None, H, FusionConfig(method="adaptive", a=-10, max_alpha=0.3), 5)
+    assert cf_only.ids.tolist() == [[1, 2, 3]] and cf_only.alpha[0] == 1.0
+    assert (cf_only.retrieval_rank == 0).all() and cf_only.cf_rank.tolist() == [[1, 2, 3]]
+    ret_only = fuse(None, RET, H, FusionConfig(method="rrf"), 2)
+    assert ret_only.ids.tolist() == [[3, 4]] and ret_only.alpha[0] == 0.0
+    assert ret_only.retrieval_score[0].tolist() == pytest.approx([0.9, 0.8])

@@ -31,19 +31,20 @@ def branch(encoder):
 
 
 def test_query_finds_the_matching_items_and_skips_the_history(branch):
-    ids, scores = branch.search(["space battles and science fiction"], [np.array([], dtype=np.int64)])
-    assert ids[0, 0] == 0 and ids.shape == (1, 3)
-    ids, _ = branch.search(["space battles and science fiction"], [np.array([0])])
-    assert 0 not in ids[0] and ids[0, 0] == 3  # Alien is the next sci-fi film
-    assert np.all(np.diff(scores[0]) <= 1e-6)
+    out = branch.search(["space battles and science fiction"], [np.array([], dtype=np.int64)])
+    assert out.ids[0, 0] == 0 and out.ids.shape == (1, 3)
+    again = branch.search(["space battles and science fiction"], [np.array([0])])
+    assert 0 not in again.ids[0] and again.ids[0, 0] == 3  # Alien is the next sci-fi film
+    assert np.all(np.diff(out.scores[0]) <= 1e-6)
 
 
-def test_score_all_agrees_with_search_and_masks_history(branch):
+def test_full_rows_agree_with_search_and_mask_history(branch):
     queries, hist = ["funny animated film for kids"], [np.array([4])]
-    full = branch.score_all(queries, hist)
-    ids, scores = branch.search(queries, hist)
-    assert full.shape == (1, len(TEXTS)) and full[0, 4] == -np.inf
-    np.testing.assert_allclose(full[0, ids[0]], scores[0], rtol=1e-5)
+    out = branch.search(queries, hist, rows="full")
+    top = branch.search(queries, hist)
+    assert out.full.shape == (1, len(TEXTS)) and out.full[0, 4] == -np.inf
+    np.testing.assert_array_equal(out.ids, top.ids)
+    np.testing.assert_allclose(out.full[0, top.ids[0]], top.scores[0], rtol=1e-5)
 
 
 def test_last_item_text_is_appended_when_configured(encoder, branch):

@@ -1,78 +1,113 @@
-"""Retriever contract: every index kind, on a tiny pool whose nearest neighbours are known."""
+"""Retriever contract: every retriever (exact, each FAISS index kind, the last-item scorer) on a tiny pool
+whose nearest neighbours are known, small enough that the approximate kinds search it exhaustively."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from actors.retriever import FaissRetriever, IndexConfig
+from actors.branch import BranchOutput, RowStats
+from actors.retriever import ExactRetriever, FaissRetriever, IndexConfig, LastItemRetriever, Retriever
+
+N, D = 60, 8
 
 
-def pool(n: int = 60, d: int = 8, seed: int = 0) -> np.ndarray:
+def pool(n: int = N, d: int = D, seed: int = 0) -> np.ndarray:
     v = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-KINDS = {
-    "flat": IndexConfig(kind="flat"),
-    "hnsw": IndexConfig(kind="hnsw", hnsw_m=8, hnsw_ef_search=64),
-    "ivf": IndexConfig(kind="ivf", ivf_nlist=4, ivf_nprobe=4),
+IDS = [f"i{i}" for i in range(N)]
+RETRIEVERS = {
+    "exact": lambda v: ExactRetriever(v, IDS),
+    "faiss-flat": lambda v: FaissRetriever.build(v, IDS, IndexConfig(kind="flat")),
+    # exhaustive on 60 items: efSearch above the pool size, every IVF list probed
+    "faiss-hnsw": lambda v: FaissRetriever.build(
+        v, IDS, IndexConfig(kind="hnsw", hnsw_m=8, hnsw_ef_search=128)
+    ),
+    "faiss-ivf": lambda v: FaissRetriever.build(v, IDS, IndexConfig(kind="ivf", ivf_nlist=4, ivf_nprobe=4)),
+    "lastitem": lambda v: LastItemRetriever(ExactRetriever(v, IDS)),
 }
 
 
-@pytest.fixture(params=sorted(KINDS))
-def retriever(request):
-    vecs = pool()
-    return FaissRetriever.build(vecs, [f"i{i}" for i in range(len(vecs))], KINDS[request.param])
+@pytest.fixture(params=sorted(RETRIEVERS))
+def retriever(request) -> Retriever:
+    return RETRIEVERS[request.param](pool())
+
+
+def brute_force(q: np.ndarray, exclude=None, k: int = N) -> np.ndarray:
+    s = q @ pool().T
+    for i, e in enumerate(exclude or []):
+        s[i, list(e)] = -np.inf
+    return np.argsort(-s, axis=1, kind="stable")[:, :k]
 
 
 def test_each_item_is_its_own_nearest_neighbour(retriever):
-    ids, scores = retriever.search(retriever.vectors[:10], k=3)
-    assert ids[:, 0].tolist() == list(range(10))
-    assert np.allclose(scores[:, 0], 1.0, atol=1e-5)
-    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    out = retriever.search(retriever.vectors[:10], k=3)
+    assert isinstance(out, BranchOutput) and out.mode == "topn"
+    assert out.ids[:, 0].tolist() == list(range(10))
+    assert np.allclose(out.scores[:, 0], 1.0, atol=1e-5)
+    assert np.all(np.diff(out.scores, axis=1) <= 1e-6)
 
 
-def test_matches_exact_ranking(retriever):
+def test_equals_brute_force_on_an_exhaustively_searched_pool(retriever):
     q = pool(5, seed=1)
-    ids, _ = retriever.search(q, k=5)
-    exact = np.argsort(-(q @ retriever.vectors.T), axis=1, kind="stable")[:, :5]
-    assert (ids == exact).mean() >= 0.9  # approximate kinds may differ a little; flat is exact
-    if retriever.config.kind == "flat":
-        np.testing.assert_array_equal(ids, exact)
+    out = retriever.search(q, k=7)
+    np.testing.assert_array_equal(out.ids, brute_force(q, k=7))
+    np.testing.assert_allclose(out.scores, np.take_along_axis(q @ pool().T, out.ids, axis=1), atol=1e-5)
 
 
 def test_k_larger_than_pool_and_no_padding(retriever):
-    ids, scores = retriever.search(retriever.vectors[:2], k=1000)
-    assert ids.shape == (2, 60) and (ids >= 0).all()
-    assert sorted(ids[0].tolist()) == list(range(60))
+    out = retriever.search(retriever.vectors[:2], k=1000)
+    assert out.ids.shape == (2, N) and (out.ids >= 0).all()
+    assert sorted(out.ids[0].tolist()) == list(range(N))
 
 
 def test_excluded_items_never_come_back(retriever):
     exclude = [np.array([0, 1, 2]), np.array([], dtype=np.int64)]
-    ids, _ = retriever.search(retriever.vectors[:2], k=100, exclude=exclude)
-    assert ids.shape == (2, 57) and (ids >= 0).all()
-    assert not set(ids[0]) & {0, 1, 2}
-    assert ids[1, 0] == 1
-    everything = [np.arange(60)]
-    assert retriever.search(retriever.vectors[:1], k=5, exclude=everything)[0].shape == (1, 0)
+    out = retriever.search(retriever.vectors[:2], k=100, exclude=exclude)
+    assert out.ids.shape == (2, N - 3) and (out.ids >= 0).all()
+    assert not set(out.ids[0]) & {0, 1, 2}
+    assert out.ids[1, 0] == 1
+    assert retriever.search(retriever.vectors[:1], k=5, exclude=[np.arange(N)]).ids.shape == (1, 0)
+
+
+@pytest.mark.parametrize("mode", ["full", "stats"])
+def test_rest_of_the_catalog_full_rows_or_their_statistics(retriever, mode):
+    q, exclude = pool(3, seed=2), [np.array([4, 9]), np.array([], dtype=np.int64), np.array([0])]
+    out = retriever.search(q, k=5, exclude=exclude, rows=mode)
+    truth = q @ pool().T
+    for i, e in enumerate(exclude):
+        truth[i, e] = -np.inf
+    np.testing.assert_array_equal(out.ids, brute_force(q, exclude, k=5))
+    want = RowStats.of(truth)
+    got = out.row_stats()
+    for name in ("mean", "std", "min", "max"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), atol=1e-5, err_msg=name)
+    if mode == "full":
+        np.testing.assert_allclose(out.full, truth, atol=1e-5)
+    else:
+        assert out.full is None
 
 
 def test_bad_queries_are_clear_errors(retriever):
-    with pytest.raises(ValueError, match="dimension 4, the index has 8"):
+    with pytest.raises(ValueError, match=f"dimension 4, the index has {D}"):
         retriever.search(np.zeros((1, 4), dtype=np.float32), k=3)
     with pytest.raises(ValueError, match="k must be >= 1"):
         retriever.search(retriever.vectors[:1], k=0)
     with pytest.raises(ValueError, match="exclude has 2 rows for 1 queries"):
         retriever.search(retriever.vectors[:1], k=3, exclude=[[], []])
+    with pytest.raises(ValueError, match="rows must be one of"):
+        retriever.search(retriever.vectors[:1], k=3, rows="all")
 
 
-def test_save_and_load_round_trip(retriever, tmp_path):
+def test_faiss_save_and_load_round_trip(tmp_path):
+    retriever = RETRIEVERS["faiss-hnsw"](pool())
     retriever.save(tmp_path / "idx", {"variant": "test"})
     again = FaissRetriever.load(tmp_path / "idx")
     q = retriever.vectors[:4]
-    np.testing.assert_array_equal(retriever.search(q, 7)[0], again.search(q, 7)[0])
-    assert again.item_ids[3] == "i3" and again.config.kind == retriever.config.kind
+    np.testing.assert_array_equal(retriever.search(q, 7).ids, again.search(q, 7).ids)
+    assert again.item_ids[3] == "i3" and again.config.kind == "hnsw"
 
 
 def test_short_approximate_results_are_completed_exactly():
@@ -80,6 +115,14 @@ def test_short_approximate_results_are_completed_exactly():
     r = FaissRetriever.build(
         vecs, [str(i) for i in range(200)], IndexConfig(kind="ivf", ivf_nlist=20, ivf_nprobe=1)
     )
-    ids, _ = r.search(vecs[:3], k=150)  # one probed list holds far fewer than 150 items
-    assert ids.shape == (3, 150) and (ids >= 0).all()
-    assert all(len(set(row)) == 150 for row in ids)
+    out = r.search(vecs[:3], k=150)  # one probed list holds far fewer than 150 items
+    assert out.ids.shape == (3, 150) and (out.ids >= 0).all()
+    assert all(len(set(row)) == 150 for row in out.ids)
+
+
+def test_last_item_retriever_queries_with_the_last_item_and_skips_the_history():
+    r = LastItemRetriever(FaissRetriever.build(pool(), IDS))
+    histories = [np.array([5, 7]), np.array([], dtype=np.int64)]
+    out = r.recommend(histories, k=4)
+    np.testing.assert_array_equal(out.ids[0], brute_force(pool()[[7]], [[5, 7]], k=4)[0])
+    assert np.all(out.scores[1] == 0)  # no history: a zero query scores every item 0

@@ -14,7 +14,7 @@ import pytest
 
 from actors.llm.engine import EngineConfig
 from data_prep.artifacts import ArtifactPaths
-from data_prep.enrich import EnrichJobConfig, parts_dir, read_parts, run_enrichment, training_reviews
+from data_prep.enrich import EnrichJobConfig, read_parts, run_enrichment, training_reviews
 from data_prep.prepare import PrepareConfig, prepare
 
 pytestmark = pytest.mark.slow
@@ -34,21 +34,21 @@ def test_kill_halfway_then_resume_exactly_once(ray_cluster, tmp_path):
         cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.time() + 240
-    while time.time() < deadline and len(list(parts_dir(paths).glob("part-*.parquet"))) < 2:
+    while time.time() < deadline and len(list(paths.enrich_parts.glob("part-*.parquet"))) < 2:
         assert child.poll() is None, child.stderr.read().decode()[-2000:]
         time.sleep(0.2)
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
     before = read_parts(paths)
     assert 2 * BATCH <= len(before) < LIMIT, "the kill should land halfway"
-    assert not (paths.root / "items_enriched.parquet").exists()
+    assert not (paths.items_enriched).exists()
 
     cfg = EnrichJobConfig(engine=EngineConfig(backend="transformers"), batch_size=BATCH, limit=LIMIT)
     summary = run_enrichment(paths, cfg, progress=False)
     assert summary["skipped_already_done"] == len(before)
     assert summary["enriched_this_run"] == LIMIT - len(before)
 
-    out = pd.read_parquet(paths.root / "items_enriched.parquet")
+    out = pd.read_parquet(paths.items_enriched)
     items = pd.read_parquet(paths.items).head(LIMIT)
     assert out["item_id"].tolist() == items["item_id"].tolist()  # all of them, once, in catalog order
     assert not read_parts(paths)["item_id"].duplicated().any()

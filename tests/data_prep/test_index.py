@@ -8,7 +8,7 @@ import pytest
 
 from actors.encoder import EncoderConfig
 from actors.retriever import FaissRetriever, IndexConfig
-from data_prep.index import build_variant, index_dir, item_texts
+from data_prep.index import build_variant, item_texts
 from data_prep.schema import DataError
 
 pytestmark = pytest.mark.slow
@@ -17,10 +17,10 @@ pytestmark = pytest.mark.slow
 def test_metadata_index_over_the_whole_catalog(ray_cluster, ml100k):
     info = build_variant(ml100k, "metadata", IndexConfig(), EncoderConfig())
     assert (info["size"], info["dim"]) == (1682, 384)
-    retriever = FaissRetriever.load(index_dir(ml100k, "metadata"))
+    retriever = FaissRetriever.load(ml100k.index_dir("metadata"))
     assert retriever.item_ids.tolist() == pd.read_parquet(ml100k.items)["item_id"].tolist()
     assert np.allclose(np.linalg.norm(retriever.vectors, axis=1), 1.0, atol=1e-4)
-    ids, _ = retriever.search(retriever.vectors[[0]], k=5)
+    ids = retriever.search(retriever.vectors[[0]], k=5).ids
     assert ids[0, 0] == 0  # Toy Story finds itself first
     again = build_variant(ml100k, "metadata", IndexConfig(), EncoderConfig())
     assert again["inputs"] == info["inputs"]  # unchanged inputs: reused, not rebuilt
@@ -29,9 +29,9 @@ def test_metadata_index_over_the_whole_catalog(ray_cluster, ml100k):
 def test_encoder_query_finds_the_right_movie(ray_cluster, ml100k):
     from actors.encoder import TextEncoder
 
-    retriever = FaissRetriever.load(index_dir(ml100k, "metadata"))
+    retriever = FaissRetriever.load(ml100k.index_dir("metadata"))
     q = TextEncoder().encode(["Star Wars (1977). Genres: Action, Adventure, Romance, Sci-Fi, War."])
-    ids, _ = retriever.search(q, k=3)
+    ids = retriever.search(q, k=3).ids
     assert "Star Wars" in pd.read_parquet(ml100k.items).iloc[ids[0, 0]]["title"]
 
 

@@ -62,9 +62,9 @@ def wait_ready(prefix: str, timeout: float = 120.0) -> None:
 def serve_artifacts(ray_cluster, ml100k_content):
     from actors.rerank import FusionConfig
     from data_prep.artifacts import write_json
-    from tune.training import train_or_load
+    from data_prep.train import train
 
-    train_or_load(ml100k_content, "ease", show_progress=False)
+    train(ml100k_content, "ease", show_progress=False)
     config = asdict(FusionConfig(**FUSION))
     write_json(ml100k_content.root / "serve_fusion.json",
                {"config": config, "cf": "ease", "retrieval": "llm+lastitem", "variant": "enriched",

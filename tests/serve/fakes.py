@@ -22,7 +22,7 @@ class HangingQuery:
 class LateBranch:
     """Answers long after any sensible timeout."""
 
-    async def score(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def score(self, request: Any) -> Any:
         await asyncio.sleep(60)
         raise AssertionError("unreachable")
 
@@ -32,7 +32,7 @@ class FailingBranch:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def score(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def score(self, request: Any) -> Any:
         self.calls += 1
         raise RuntimeError("branch is down")
 

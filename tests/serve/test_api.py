@@ -22,6 +22,19 @@ def test_known_user_gets_fused_items_with_provenance(serve_url):
     assert {"cf", "retrieval", "branches", "fuse", "total"} <= set(out["timings_ms"])
 
 
+def test_ids_may_be_json_numbers(serve_url):
+    by_text = http("POST", "/recommend", {"user_id": "1", "k": 5})[1]
+    status, by_number = http("POST", "/recommend", {"user_id": 1, "k": 5})
+    assert status == 200 and by_number["user_id"] == "1"
+    assert [it["item_id"] for it in by_number["items"]] == [it["item_id"] for it in by_text["items"]]
+    status, out = http("POST", "/recommend", {"history": [50, 181], "k": 3})
+    assert status == 200 and len(out["items"]) == 3
+    status, out = http("POST", "/recommend", {"history": [50, 999999], "k": 3})
+    assert status == 422 and out["detail"]["unknown_item_ids"] == ["999999"]
+    status, out = http("POST", "/recommend", {"user_id": True, "k": 3})
+    assert status == 422  # a boolean is not an id
+
+
 def test_seen_items_are_excluded_unless_asked(serve_url, serve_artifacts):
     from serve.config import ServeAppConfig
     from serve.state import ServingState
@@ -135,8 +148,7 @@ def test_served_fusion_equals_the_offline_evaluation(serve_url, serve_artifacts)
     b = load_or_compute(serve_artifacts, corpus, "test", "ease", "llm+lastitem", "enriched")
     from actors.rerank import fuse
 
-    fused = fuse(b.cf_ids, b.cf_scores, b.ret_ids, b.ret_scores, b.history_len, FusionConfig(**FUSION), 10,
-                 b.cf_full, b.ret_full)  # fmt: skip
+    fused = fuse(b.cf, b.retrieval, b.history_len, FusionConfig(**FUSION), 10)
     rows = [r for r in range(len(b.users)) if corpus.user_ids[b.users[r]] != "2"]  # user 2 gets events
     for row in np.random.default_rng(0).choice(rows, 15, replace=False):
         user = str(corpus.user_ids[b.users[row]])

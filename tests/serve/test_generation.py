@@ -20,7 +20,10 @@ def llm_app(serve_url, serve_artifacts):
     from serve.app import build_app
 
     serve.run(
-        build_app(app_args(serve_artifacts, engine={"backend": "auto"})), name="llm", route_prefix="/llm"
+        # max_history below user 42's 182 items: events and requests must key the query on the same history
+        build_app(app_args(serve_artifacts, engine={"backend": "auto"}, max_history=50)),
+        name="llm",
+        route_prefix="/llm",
     )
     wait_ready("/llm", timeout=300)
     yield serve.get_deployment_handle("QueryDeployment", app_name="llm")

@@ -1,4 +1,5 @@
-"""The report's pieces: fused rows on known branches, the quality bars, plots and markdown."""
+"""The report's pieces: the experiment matrix, fused rows on known branches, the measured comparisons and
+the separate target check, plots and markdown."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import numpy as np
 import pytest
 
 from actors.rerank import FusionConfig
-from tune.report import bars, fused_methods, fused_metrics, markdown, plot, stage_table
+from tune.experiments import fused_methods
+from tune.render import markdown, plot, stage_table
+from tune.report import comparisons
+from tune.rows import fused_metrics
 from tune.search import search_space
+from tune.targets import check
 
 from .test_search import CTX, branches
 
@@ -55,18 +60,28 @@ def _report():
     protocol = {"dataset": "toy", "users": 9, "items": 100, "interactions": 50, "split": "loo", "ranking": "full",
                 "fused_and_query_rows": "lists", "tuning": "tune", "item_text": "enriched",
                 "query_mode": "llm+lastitem", "test_users": 9}  # fmt: skip
-    return {"protocol": protocol, "results": results, "bars": bars(results), "cost": {"x": 1}}
+    return {"protocol": protocol, "results": results, "comparisons": comparisons(results), "cost": {"x": 1}}
 
 
-def test_bars_measure_each_goal_whichever_way_it_goes():
-    b = _report()["bars"]
-    assert b["fused_adaptive_ease_vs_ease_test_ndcg10"]["gain"] == pytest.approx(0.15)
-    assert not b["fused_adaptive_ease_vs_ease_test_ndcg10"]["met"]
-    assert b["fused_adaptive_vs_sasrec_test"]["met"]
-    assert not b["retrieval_query_vs_lastitem_valid_ndcg10"]["met"]
+def test_comparisons_state_measured_numbers_only():
+    c = _report()["comparisons"]
+    ease = c["fused_adaptive_ease_vs_ease"]
+    assert ease["ndcg10_gain"] == pytest.approx(0.15)
+    assert ease["test"]["Coverage@10"] == {"fused_adaptive_ease": 0.3, "ease": 0.3}
+    assert c["retrieval_query_vs_retrieval_lastitem"]["ndcg10_gain"] == pytest.approx(-1 / 3, abs=1e-3)
+    assert not any("met" in v or "goal" in v for v in c.values())  # targets are a separate check
+    assert "fused_adaptive_ease_noenrich_noquery_vs_ease" not in c  # a pair with a missing row is left out
 
 
-def test_bars_say_whether_a_difference_is_beyond_noise():
+def test_targets_are_a_separate_check_whichever_way_they_go():
+    by_name = {r["target"].split(":")[0]: r for r in check(_report())}
+    ease = by_name["fusion on EASE gains at least 20% test NDCG@10"]
+    assert ease["gain"] == pytest.approx(0.15) and not ease["met"]
+    assert by_name["fusion on SASRec"]["met"]  # 0.091 >= 0.09, coverage and tail higher
+    assert len(by_name) == 2  # the LLM-vs-no-LLM comparison needs a row this report lacks
+
+
+def test_comparisons_say_whether_a_difference_is_beyond_noise():
     results = _report()["results"]
     n = 400
     hit1, miss = np.ones(n, dtype=np.int64), np.full(n, 101)
@@ -78,16 +93,16 @@ def test_bars_say_whether_a_difference_is_beyond_noise():
             np.arange(n) % 2 == 1, hit1, miss
         ),  # same NDCG, other users: not separable
     }
-    b = bars(results, ranks)
-    ease = b["fused_adaptive_ease_vs_ease_test_ndcg10"]
+    b = comparisons(results, ranks)
+    ease = b["fused_adaptive_ease_vs_ease"]
     assert ease["ndcg10_diff"] == pytest.approx(0.10) and ease["separable"]
     lo, hi = ease["ndcg10_diff_ci95"]
     assert 0 < lo < 0.10 < hi
     assert ease["gain_ci95"] == pytest.approx([lo / 0.07, hi / 0.07], abs=1e-3)  # relative to the test NDCG
-    sas = b["fused_adaptive_vs_sasrec_test"]
+    sas = b["fused_adaptive_vs_sasrec"]
     assert sas["ndcg10_diff"] == 0.0 and not sas["separable"]
     assert sas["ndcg10_diff_ci95"][0] < 0 < sas["ndcg10_diff_ci95"][1]
-    assert "ndcg10_diff" not in bars(results)["fused_adaptive_vs_sasrec_test"]  # no ranks, no interval
+    assert "ndcg10_diff" not in comparisons(results)["fused_adaptive_vs_sasrec"]  # no ranks, no interval
 
 
 def test_plots_and_markdown_are_written(tmp_path):
@@ -98,7 +113,7 @@ def test_plots_and_markdown_are_written(tmp_path):
     md = markdown(report, files)
     assert (
         "| fused_adaptive_ease | test |" in md
-        and "NOT met" in md
+        and "fused_adaptive_ease_vs_ease: NDCG@10 gain +15.0%" in md
         and "![metrics_test](metrics_test.png)" in md
     )
     assert "| valid |" not in stage_table(report)
@@ -108,11 +123,19 @@ def test_plots_and_markdown_are_written(tmp_path):
 @pytest.mark.slow
 def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifacts_root, tmp_path, capsys):
     """Every row on real ML-100K: CF (SASRec shortened), metadata-fallback enrichment and queries, Tune."""
+    from data_prep.train import main as train
     from tune.report import main
 
     out = tmp_path / "report"
+    sets = ["--set", "sasrec.epochs=2", "--set", "sasrec.patience=1"]
+    assert (
+        train(
+            ["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--models", "pop,ease,sasrec", *sets]
+        )
+        == 0
+    )
     code = main(["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--trials", "6", "--out", str(out),
-                 "--set", "sasrec.epochs=2", "--set", "sasrec.patience=1"])  # fmt: skip
+                 *sets])  # fmt: skip
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     expected = {"pop", "ease", "sasrec", "retrieval_lastitem", "retrieval_query", "retrieval_query_lastitem",
@@ -129,18 +152,20 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
     assert res["fused_fixed"]["fusion"]["config"]["method"] == "fixed"
     assert res["fused_adaptive_ease"]["fusion"]["cf"] == "ease"
     # the tuned config is applied unchanged: its valid score is the one Tune found
-    searches = [json.loads(p.read_text()) for p in (ml100k.root / "tune" / "searches").glob("*.json")]
+    searches = [json.loads(p.read_text()) for p in ml100k.searches.glob("*.json")]
     best = {
         (s["cf"], s["retrieval"], s["variant"], tuple(s["methods"])): s["valid"]["NDCG@10"] for s in searches
     }
     f = res["fused_adaptive"]["fusion"]
     assert res["fused_adaptive"]["valid"]["NDCG@10"] == pytest.approx(best[(f["cf"], f["retrieval"], f["variant"],
                                                                              ("adaptive",))])  # fmt: skip
-    assert set(report["bars"]) == {"fused_adaptive_ease_vs_ease_test_ndcg10", "fused_adaptive_vs_sasrec_test",
-                                   "retrieval_query_vs_lastitem_valid_ndcg10"}  # fmt: skip
-    for bar in ("fused_adaptive_ease_vs_ease_test_ndcg10", "fused_adaptive_vs_sasrec_test"):
-        lo, hi = report["bars"][bar]["ndcg10_diff_ci95"]
-        assert lo <= report["bars"][bar]["ndcg10_diff"] <= hi, bar
+    assert set(report["comparisons"]) == {
+        "fused_adaptive_ease_vs_ease", "fused_adaptive_vs_sasrec", "fused_adaptive_ease_noenrich_noquery_vs_ease",
+        "fused_adaptive_ease_vs_fused_adaptive_ease_noenrich_noquery", "retrieval_query_vs_retrieval_lastitem"}  # fmt: skip
+    for name, c in report["comparisons"].items():
+        lo, hi = c["ndcg10_diff_ci95"]
+        assert lo <= c["ndcg10_diff"] <= hi, name
+    assert res["fused_adaptive"]["fusion"]["rows"] == "full"  # ML-100K: catalog-wide rows
     assert all("test_ranks" not in row for row in res.values())
     assert {p.name for p in out.iterdir()} == {
         "report.json",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from actors.branch import BranchOutput
 from actors.rerank import FusionConfig
 from tune.branches import BranchScores, evaluate_fused
 from tune.metrics import MetricContext
@@ -20,9 +21,8 @@ def branches(n_users: int = 40, n: int = 10, seed: int = 0) -> BranchScores:
         cf_ids[u, 0 if u % 2 == 0 else 4] = t
         ret_ids[u, 0 if u % 2 else 4] = t
     scores = np.tile(np.linspace(1.0, 0.1, n), (n_users, 1))
-    return BranchScores(
-        np.arange(n_users), targets, np.full(n_users, 30), cf_ids, scores, ret_ids, scores.copy()
-    )
+    cf, retrieval = BranchOutput(cf_ids, scores), BranchOutput(ret_ids, scores.copy())
+    return BranchScores(np.arange(n_users), targets, np.full(n_users, 30), cf, retrieval)
 
 
 CTX = MetricContext(n_items=100, item_popularity=np.ones(100, dtype=int), n_train_users=40)

@@ -1,0 +1,73 @@
+"""The ingress's calls to the CF and retrieval deployments: concurrent (``asyncio.gather``), each under its
+own timeout with a retry after a failure (not after a timeout). A branch that fails or is late comes
+back as a ``BranchFailed`` in its place, so the caller fuses whatever answered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from actors.branch import BranchOutput
+from serve.config import Timeouts
+
+log = logging.getLogger("ray.serve")
+
+
+class BranchFailed(Exception):
+    pass
+
+
+async def _await(response):
+    return await response
+
+
+async def _none():
+    return None
+
+
+class BranchFanOut:
+    """Calls ``score`` on the CF and retrieval handles; ``counts`` gathers timeouts and errors by branch."""
+
+    def __init__(self, cf, retrieval, timeouts: Timeouts, counts: Counter) -> None:
+        self.handles = {"cf": cf, "retrieval": retrieval}
+        self.timeouts = timeouts
+        self.counts = counts
+
+    async def call(self, name: str, request: Any, timings: dict[str, float]) -> BranchOutput:
+        """One branch call under its timeout, retried after a failure; its wall time goes to ``timings``."""
+        timeout = getattr(self.timeouts, name)
+        t0 = time.perf_counter()
+        deadline = t0 + timeout
+        try:
+            for attempt in range(self.timeouts.retries + 1):
+                response = self.handles[name].score.remote(request)
+                try:
+                    return await asyncio.wait_for(_await(response), max(deadline - time.perf_counter(), 1e-3))
+                except TimeoutError:
+                    response.cancel()
+                    self.counts[f"{name}_timeout"] += 1
+                    raise BranchFailed(f"{name}: no answer within {timeout}s") from None
+                except Exception as exc:
+                    self.counts[f"{name}_error"] += 1
+                    log.warning("%s branch failed (attempt %d): %r", name, attempt + 1, exc)
+                    if attempt == self.timeouts.retries or time.perf_counter() >= deadline:
+                        raise BranchFailed(f"{name}: {exc!r}") from exc
+            raise AssertionError("unreachable")
+        finally:
+            timings[name] = round((time.perf_counter() - t0) * 1000, 2)
+
+    async def both(
+        self, cf_request: Any | None, retrieval_request: Any | None, timings: dict[str, float]
+    ) -> tuple[BranchOutput | BaseException | None, BranchOutput | BaseException | None]:
+        """Both branches at once; a branch without a request answers ``None``."""
+        calls = [
+            self.call(name, req, timings) if req is not None else _none()
+            for name, req in (("cf", cf_request), ("retrieval", retrieval_request))
+        ]
+        t0 = time.perf_counter()
+        cf, retrieval = await asyncio.gather(*calls, return_exceptions=True)
+        timings["branches"] = round((time.perf_counter() - t0) * 1000, 2)
+        return cf, retrieval

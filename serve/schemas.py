@@ -1,0 +1,75 @@
+"""The HTTP API's request and response bodies (pydantic), shared by the ingress and its OpenAPI page.
+
+Ids are strings as the catalog spells them; a JSON number is accepted wherever an id is (MovieLens ids
+are numbers) and read as its decimal string.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _id_text(value: object) -> object:
+    """A JSON integer id becomes its decimal string; anything else is left to the str validation."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Id = Annotated[str, BeforeValidator(_id_text)]
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id | None = Field(None, min_length=1, max_length=128, description="a known user")
+    history: list[Id] | None = Field(
+        None, max_length=5000, description="item ids, oldest first, for a user without a user_id (cold start)"
+    )
+    k: int = Field(10, description="items to return, 1..catalog size")
+    exclude_seen: bool = True
+    query: str | None = Field(None, max_length=500, description="free-text intent, blended into retrieval")
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    title: str
+    score: float
+    cf_rank: int | None
+    cf_score: float | None
+    retrieval_rank: int | None
+    retrieval_score: float | None
+
+
+class QueryUsed(BaseModel):
+    text: str | None
+    source: str = Field(description="llm, fallback (built from the history's metadata) or none")
+    cached: bool = Field(
+        description="written earlier (batch job or a previous request) for this exact history"
+    )
+    intent: str | None = None
+
+
+class RecommendResponse(BaseModel):
+    user_id: str | None
+    items: list[RecommendedItem]
+    query: QueryUsed
+    alpha: float | None
+    degraded: list[str]
+    timings_ms: dict[str, float]
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_ids: list[Id] = Field(..., min_length=1, max_length=1000, description="interactions, oldest first")
+
+
+class EventsResponse(BaseModel):
+    user_id: str
+    appended: int
+    history_length: int
+    created: bool
+    query_invalidated: bool

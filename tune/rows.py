@@ -1,0 +1,76 @@
+"""The evaluation of one report row: CF alone, last-item retrieval, a query branch, or a tuned fusion.
+
+Each row has ``valid`` and ``test`` metrics, the test ``by_history_length`` buckets, and the per-user
+test ranks (``test_ranks``, for paired comparisons; the report takes them out before writing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from actors.rerank import FusionConfig, fuse
+from data_prep.artifacts import ArtifactPaths
+from data_prep.corpus import Corpus
+from tune.branches import BranchScores, ranked_lists
+from tune.experiments import CF_MODELS
+from tune.harness import evaluate_scorer
+from tune.metrics import DEFAULT_KS, MetricContext, by_history_length, compute_metrics
+
+Overrides = dict[str, dict[str, Any]]
+
+
+def row_result(valid: dict[str, Any], test: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """Split off ``by_history_length`` and the per-user ``target_ranks`` (both kept for test only) from two
+    metric dicts. ``test_ranks`` is for paired comparisons and is taken out before the report is written."""
+    split_off = ("by_history_length", "target_ranks")
+    row = {
+        "valid": {k: v for k, v in valid.items() if k not in split_off},
+        "test": {k: v for k, v in test.items() if k not in split_off},
+        "by_history_length": test.get("by_history_length", {}),
+        "test_ranks": test.get("target_ranks"),
+    }
+    return row | extra
+
+
+def list_metrics(top: np.ndarray, b: BranchScores, ctx: MetricContext) -> dict[str, Any]:
+    ranked = ranked_lists(top, b.targets, b.history_len, ctx.n_items)
+    return compute_metrics(ranked, ctx, DEFAULT_KS) | {"by_history_length": by_history_length(ranked),
+                                                       "target_ranks": ranked.ranks}  # fmt: skip
+
+
+def fused_metrics(b: BranchScores, cfg: FusionConfig, ctx: MetricContext) -> dict[str, Any]:
+    fused = fuse(b.cf, b.retrieval, b.history_len, cfg, max(DEFAULT_KS))
+    return list_metrics(fused.ids, b, ctx) | {"mean_alpha": float(fused.alpha.mean())}
+
+
+def cf_rows(paths: ArtifactPaths, corpus: Corpus, ctx: MetricContext, overrides: Overrides) -> dict[str, Any]:
+    from data_prep.train import load_trained
+
+    rows = {}
+    for name in CF_MODELS:
+        model = load_trained(paths, name, overrides.get(name))
+
+        def scorer(users, histories, model=model):
+            return model.score(histories)
+
+        rows[name] = row_result(
+            *(evaluate_scorer(scorer, corpus, s, ctx, with_ranks=True) for s in ("valid", "test"))
+        )
+    return rows
+
+
+def lastitem_row(corpus: Corpus, ctx: MetricContext, vectors: np.ndarray) -> dict[str, Any]:
+    from tune.content import lastitem_scorer
+
+    scorer = lastitem_scorer(vectors)
+    return row_result(*(evaluate_scorer(scorer, corpus, s, ctx, with_ranks=True) for s in ("valid", "test")))
+
+
+def branch_pair(paths, corpus, cf: str, retrieval: str, variant: str, overrides: Overrides):
+    """(valid, test) BranchScores of one combination."""
+    from tune.branches_store import load_or_compute
+
+    return tuple(load_or_compute(paths, corpus, s, cf, retrieval, variant, cf_overrides=overrides.get(cf))
+                 for s in ("valid", "test"))  # fmt: skip
