@@ -29,8 +29,10 @@ FULL_ROWS_MAX_ITEMS = (
 
 
 def default_row_mode(n_items: int) -> RowMode:
-    """Full rows for catalogs up to ``FULL_ROWS_MAX_ITEMS``, their statistics above."""
-    return "full" if n_items <= FULL_ROWS_MAX_ITEMS else "stats"
+    """Full rows for catalogs up to ``FULL_ROWS_MAX_ITEMS``, top-N lists only above: measured by
+    ``bench/fusion_modes.py``, full rows are worth the most to EASE, and the statistics alone no more than
+    the lists alone."""
+    return "full" if n_items <= FULL_ROWS_MAX_ITEMS else "topn"
 
 
 @dataclass(frozen=True)
