@@ -23,9 +23,8 @@ from actors.ranking import top_scores
 
 RowMode = Literal["full", "stats", "topn"]
 ROW_MODES: tuple[RowMode, ...] = ("full", "stats", "topn")
-FULL_ROWS_MAX_ITEMS = (
-    20_000  # above this a float32 row per user, branch and request (80 KB here) is too much to ship
-)
+# above this a float32 row per user, branch and request (80 KB here) is too much to ship
+FULL_ROWS_MAX_ITEMS = 20_000
 
 
 def default_row_mode(n_items: int) -> RowMode:
@@ -183,7 +182,7 @@ class BranchOutput:
 
     @classmethod
     def from_arrays(cls, arrays, prefix: str) -> BranchOutput:
-        keys = set(arrays.keys()) if hasattr(arrays, "keys") else set(arrays.files)
+        keys = set(arrays.keys())  # a dict or an open .npz
         stats = None
         if f"{prefix}_stats_mean" in keys:
             stats = RowStats(*(np.asarray(arrays[f"{prefix}_stats_{f.name}"]) for f in fields(RowStats)))

@@ -8,7 +8,7 @@
        user_queries.parquet queries.json query_parts/                   queries
        branches/<stage>_<cf>_<retrieval>_<variant>_<fingerprint>.npz    branch caches
        tune/ (Ray Tune results), tune/searches/<key>.json, fusion.json  search
-       evaluation.json content_ablation.json report/                    evaluate, report
+       report/                                                          report
 """
 
 from __future__ import annotations
@@ -106,14 +106,6 @@ class ArtifactPaths:
     @property
     def fusion(self) -> Path:
         return self.root / "fusion.json"
-
-    @property
-    def evaluation(self) -> Path:
-        return self.root / "evaluation.json"
-
-    @property
-    def content_ablation(self) -> Path:
-        return self.root / "content_ablation.json"
 
     @property
     def report(self) -> Path:

@@ -64,7 +64,7 @@ def training_fingerprint(paths: ArtifactPaths, model: str, config: Any) -> str:
     return fingerprint([read_json(paths.prepare_manifest), model, cfg])
 
 
-def fit_and_save(root: str, model: str, config: Any, fingerprint: str) -> dict[str, Any]:
+def fit_and_save(root: str, model: str, config: Any, key: str) -> dict[str, Any]:
     """Fit ``model`` on the training split with validation-based selection, save it; returns fit info."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # epoch lines reach the driver's log
     paths = ArtifactPaths(Path(root))
@@ -72,7 +72,7 @@ def fit_and_save(root: str, model: str, config: Any, fingerprint: str) -> dict[s
     users = corpus.eval_users("valid")
     valid = ValidationSet(corpus.histories("valid", users), corpus.valid_target[users])
     cf = model_class(model)(config).fit(corpus.train_seqs, corpus.n_items, valid)
-    cf.fit_info["fingerprint"] = fingerprint
+    cf.fit_info["fingerprint"] = key
     cf.save(paths.model_dir(model))
     return cf.fit_info
 
@@ -80,7 +80,7 @@ def fit_and_save(root: str, model: str, config: Any, fingerprint: str) -> dict[s
 def _saved_fingerprint(folder: Path) -> str | None:
     if not (folder / "config.json").is_file():
         return None
-    return json.loads((folder / "config.json").read_text()).get("fit_info", {}).get("fingerprint")
+    return read_json(folder / "config.json").get("fit_info", {}).get("fingerprint")
 
 
 def load_trained(paths: ArtifactPaths, model: str, overrides: dict[str, Any] | None = None) -> CFModel:
@@ -118,9 +118,9 @@ def train(
     from data_prep.ray_cluster import cluster_gpus, init_ray
 
     config = build_config(model, overrides)
-    fingerprint = training_fingerprint(paths, model, config)
+    key = training_fingerprint(paths, model, config)
     folder = paths.model_dir(model)
-    if not force and _saved_fingerprint(folder) == fingerprint:
+    if not force and _saved_fingerprint(folder) == key:
         log.info("%s: reusing trained model in %s", model, folder)
         return model_class(model).load(folder)
     init_ray(quiet=not show_progress)
@@ -133,7 +133,7 @@ def train(
         name=f"train-{model}",
     )
     log.info("%s: training as a Ray task (num_cpus=%s, num_gpus=%s)", model, num_cpus, gpus)
-    ray.get(task.remote(str(paths.root.resolve()), model, config, fingerprint))
+    ray.get(task.remote(str(paths.root.resolve()), model, config, key))
     return model_class(model).load(folder)
 
 

@@ -141,7 +141,7 @@ def build_report(
     for mode, name in QUERY_ROWS.items():
         valid, test = branch_pair(paths, corpus, "sasrec", mode, variant, overrides)
         results[name] = row_result(list_metrics(valid.retrieval.ids, valid, ctx),
-                             list_metrics(test.retrieval.ids, test, ctx))  # fmt: skip
+                                   list_metrics(test.retrieval.ids, test, ctx))  # fmt: skip
     seconds["retrieval_branches"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -153,8 +153,8 @@ def build_report(
         cfg = FusionConfig(**search["config"])
         valid, test = branch_pair(paths, corpus, m.cf, m.retrieval, m.variant, overrides)
         results[m.name] = row_result(fused_metrics(valid, cfg, ctx), fused_metrics(test, cfg, ctx),
-                               fusion={"cf": m.cf, "retrieval": m.retrieval, "variant": m.variant,
-                                       "config": asdict(cfg), "rows": test.cf.mode})  # fmt: skip
+                                     fusion={"cf": m.cf, "retrieval": m.retrieval, "variant": m.variant,
+                                             "config": asdict(cfg), "rows": test.cf.mode})  # fmt: skip
         log.info("%s: test NDCG@10 %.4f", m.name, results[m.name]["test"]["NDCG@10"])
     seconds["fusion_search_and_evaluate"] = time.perf_counter() - t0
 
