@@ -125,55 +125,50 @@ def fuse(
         cf_val, ret_val = cf_stats.normalise(cf_scores, cfg.norm), ret_stats.normalise(ret_scores, cfg.norm)
         cf_floor, ret_floor = floor(cf_val), floor(ret_val)
 
-    # one row per user holding both lists; NaN marks "not in this branch"
+    # one row per user holding both lists; NaN marks "not in this branch", rank 0 "not listed". The six
+    # value rows (cf value, retrieval value, cf rank, retrieval rank, cf score, retrieval score) are one
+    # (n_users, 6, n_cf + n_ret) array, so each step below is one operation for all of them.
     ids = np.concatenate([cf_ids, ret_ids], axis=1)
-    nan_cf, nan_ret = np.full((n_users, n_ret), np.nan), np.full((n_users, n_cf), np.nan)
-    cfv = np.concatenate([cf_val, nan_cf], axis=1)
-    rv = np.concatenate([nan_ret, ret_val], axis=1)
-    cfr = np.concatenate(
-        [np.arange(1, n_cf + 1)[None].repeat(n_users, 0), np.zeros((n_users, n_ret))], axis=1
-    )
-    rr = np.concatenate([np.zeros((n_users, n_cf)), np.arange(1, n_ret + 1)[None].repeat(n_users, 0)], axis=1)
-    cfs = np.concatenate([cf_scores, nan_cf], axis=1)
-    rs = np.concatenate([nan_ret, ret_scores], axis=1)
+    m = n_cf + n_ret
+    vals = np.full((n_users, 6, m), np.nan)
+    vals[:, 0, :n_cf], vals[:, 1, n_cf:] = cf_val, ret_val
+    vals[:, 2], vals[:, 3] = 0.0, 0.0
+    vals[:, 2, :n_cf], vals[:, 3, n_cf:] = np.arange(1, n_cf + 1), np.arange(1, n_ret + 1)
+    vals[:, 4, :n_cf], vals[:, 5, n_cf:] = cf_scores, ret_scores
 
     order = np.argsort(ids, axis=1, kind="stable")
-    cols = [np.take_along_axis(a, order, axis=1) for a in (ids, cfv, rv, cfr, rr, cfs, rs)]
-    sid, cfv, rv, cfr, rr, cfs, rs = cols
+    sid = np.take_along_axis(ids, order, axis=1)
+    vals = np.take_along_axis(vals, order[:, None, :], axis=2)
     dup = sid[:, 1:] == sid[:, :-1]  # an item in both lists: fold the second copy into the first
-    for arr in (cfv, rv, cfs, rs):
-        arr[:, :-1] = np.where(dup, np.fmax(arr[:, :-1], arr[:, 1:]), arr[:, :-1])
-    for arr in (cfr, rr):
-        arr[:, :-1] = np.where(dup, np.maximum(arr[:, :-1], arr[:, 1:]), arr[:, :-1])
+    vals[:, :, :-1] = np.where(dup[:, None, :], np.fmax(vals[:, :, :-1], vals[:, :, 1:]), vals[:, :, :-1])
     second = np.zeros_like(sid, dtype=bool)
     second[:, 1:] = dup
+    cfv, rv = vals[:, 0], vals[:, 1]
 
     if cfg.method != "rrf":
         rows = np.arange(n_users)[:, None]
-        for branch, stats, vals, low in (
+        for branch, stats, v, low in (
             (cf, cf_stats, cfv, cf_floor),
             (retrieval, ret_stats, rv, ret_floor),
         ):
             if branch.full is not None:  # an item missing from the list gets its true score
                 true = stats.normalise(branch.full[rows, sid], cfg.norm)
-                missing = np.isnan(vals)
-                vals[missing] = np.where(np.isfinite(true), true, low)[missing]
+                missing = np.isnan(v)
+                v[missing] = np.where(np.isfinite(true), true, low)[missing]
     cfv = np.where(np.isnan(cfv), cf_floor, cfv)
     rv = np.where(np.isnan(rv), ret_floor, rv)
     fused = alpha[:, None] * cfv + (1.0 - alpha[:, None]) * rv
     fused[second] = -np.inf
     # columns are sorted by item id, so ties go to the lower id whatever the branch order
     pick = topk(fused, min(k, int((~second).sum(axis=1).min())))
-
-    def g(a):
-        return np.take_along_axis(a, pick, axis=1)
+    picked = np.take_along_axis(vals, pick[:, None, :], axis=2)
 
     return Fused(
-        ids=g(sid).astype(np.int64),
-        scores=g(fused).astype(np.float32),
-        cf_rank=g(cfr).astype(np.int64),
-        cf_score=g(cfs).astype(np.float32),
-        retrieval_rank=g(rr).astype(np.int64),
-        retrieval_score=g(rs).astype(np.float32),
+        ids=np.take_along_axis(sid, pick, axis=1).astype(np.int64),
+        scores=np.take_along_axis(fused, pick, axis=1).astype(np.float32),
+        cf_rank=picked[:, 2].astype(np.int64),
+        cf_score=picked[:, 4].astype(np.float32),
+        retrieval_rank=picked[:, 3].astype(np.int64),
+        retrieval_score=picked[:, 5].astype(np.float32),
         alpha=alpha.astype(np.float32),
     )

@@ -7,7 +7,8 @@ Everything runs on 127.0.0.1 in one Ray cluster, measured in the same run:
 - generate path: a new history per request, the request waiting for its LLM query (vLLM on CPU here);
 - the no-op composition (``bench/noop_app.py``): the same four deployments returning constants;
 - each branch alone, both branches in parallel (``asyncio.gather``) and one after the other, via handles.
-Load is bounded: each client sends one request at a time, over one keep-alive connection.
+Load is bounded: each client sends one request at a time, over one keep-alive connection. The no-op and
+cached loads alternate in slices (``--rounds``), so a noisy box weighs on both alike.
 Goals (cached path): p50 <= 1.3x no-op p50; throughput >= 0.8x no-op; parallel <= slower branch + 5 ms.
 """
 
@@ -67,8 +68,36 @@ def run_load(port: int, path: str, bodies: list[dict[str, Any]], clients: int) -
     wall = time.perf_counter() - t0
     if not latencies:
         raise RuntimeError(f"{path}: every request failed, e.g. {errors[:3]}")
-    return {"n": len(latencies), "errors": len(errors), "p50": percentile(latencies, 50),
-            "p99": percentile(latencies, 99), "rps": len(latencies) / wall, "timings": timings}  # fmt: skip
+    return summarise(latencies, timings, len(errors), wall)
+
+
+def summarise(
+    latencies: list[float], timings: list[dict[str, float]], errors: int, wall: float
+) -> dict[str, Any]:
+    return {"n": len(latencies), "errors": errors, "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99), "rps": len(latencies) / wall, "timings": timings,
+            "latencies": latencies, "wall": wall}  # fmt: skip
+
+
+def interleaved(port: int, paths: dict[str, str], bodies: list[dict[str, Any]], clients: int,
+                rounds: int) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Each path's load in ``rounds`` alternating slices of ``bodies``, so drift of a shared, noisy box
+    falls on every path alike; per path, the slices' figures pooled."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
+    size = -(-len(bodies) // rounds)
+    for r in range(rounds):
+        part = bodies[r * size : (r + 1) * size]
+        for name, path in paths.items() if r % 2 == 0 else reversed(paths.items()):
+            runs[name].append(run_load(port, path, part, clients))
+    return {
+        name: summarise(
+            [x for r in rs for x in r["latencies"]],
+            [t for r in rs for t in r["timings"]],
+            sum(r["errors"] for r in rs),
+            sum(r["wall"] for r in rs),
+        )  # fmt: skip
+        for name, rs in runs.items()
+    }
 
 
 def handle_p50(call, n: int) -> float:
@@ -84,8 +113,9 @@ def handle_p50(call, n: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifacts", default="artifacts/ml-100k")
-    ap.add_argument("--requests", type=int, default=300, help="cached-path requests per measurement")
+    ap.add_argument("--requests", type=int, default=600, help="cached-path requests per measurement")
     ap.add_argument("--generate", type=int, default=16, help="generate-path requests per measurement")
+    ap.add_argument("--rounds", type=int, default=6, help="alternating slices of the no-op and cached loads")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--engine", default="auto", help="query writer backend (auto: vLLM when it imports)")
     ap.add_argument("--rows", default="auto", choices=["auto", "full", "stats", "topn"],
@@ -124,12 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         run_load(args.port, path, warm, 2)
 
     rows, results = [], {}
+    compared = {"no-op composition": "/noop/recommend", "cached path": "/recommend"}
     for clients in (1, 8):
-        for name, path, bodies in (
-            ("no-op composition", "/noop/recommend", cached),
-            ("cached path", "/recommend", cached),
-        ):
-            r = run_load(args.port, path, bodies, clients)
+        for name, r in interleaved(args.port, compared, cached, clients, args.rounds).items():
             results[(name, clients)] = r
             rows.append((name, clients, r))
     gen = {}
@@ -165,13 +192,26 @@ def main(argv: list[str] | None = None) -> int:
         pending = (cf_h.score.remote(cf_req), ret_h.score.remote(ret_req))
         return [r.result() for r in pending]
 
+    noop_cf = serve.get_deployment_handle("NoopCF", app_name="noop")
+    noop_ret = serve.get_deployment_handle("NoopRetrieval", app_name="noop")
+    noop_alone = handle_p50(lambda: noop_cf.score.remote({}).result(), 100)
+    noop_par = handle_p50(
+        lambda: [r.result() for r in (noop_cf.score.remote({}), noop_ret.score.remote({}))], 100
+    )
     par = handle_p50(both, 100)
     ser = handle_p50(lambda: (cf_h.score.remote(cf_req).result(), ret_h.score.remote(ret_req).result()), 100)
-    ingress = statistics.median(t["branches"] for t in results[("cached path", 1)]["timings"])
+
+    def ingress_p50(key: str) -> float:
+        return statistics.median(t[key] for t in results[("cached path", 1)]["timings"])
+
+    ingress = ingress_p50("branches")
     print("\n| branch phase (1 client, p50 ms) | ms |\n|---|---:|")
-    for name, v in (("CF alone (handle)", cf_alone), ("retrieval alone (handle)", ret_alone),
+    for name, v in (("no-op branch alone (handle round trip)", noop_alone),
+                    ("no-op branches in parallel (handles)", noop_par), ("CF alone (handle)", cf_alone), ("retrieval alone (handle)", ret_alone),
                     ("parallel (both sent, then awaited; handles)", par), ("serial (one after the other, handles)", ser),
-                    ("parallel inside the ingress (timings_ms.branches)", ingress)):  # fmt: skip
+                    ("parallel inside the ingress (timings_ms.branches)", ingress),
+                    ("fusion inside the ingress (timings_ms.fuse)", ingress_p50("fuse")),
+                    ("whole request inside the ingress (timings_ms.total)", ingress_p50("total"))):  # fmt: skip
         print(f"| {name} | {v:.2f} |")
 
     c1, n1 = results[("cached path", 1)], results[("no-op composition", 1)]

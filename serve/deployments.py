@@ -1,5 +1,7 @@
 """The three branch deployments. Each wraps ``actors/`` code (which knows nothing of Serve) and batches
-concurrent calls with ``@serve.batch``, so a burst of requests becomes one model call.
+concurrent calls with ``@serve.batch``, so a burst of requests becomes one model call. The CF and retrieval
+batches wait for nothing: a batch is whatever queued while the previous one ran, so a lone request never
+waits for company.
 
 Requests are small dataclasses of item indices (``CFRequest``, ``RetrievalRequest``), never texts of the
 catalog. A branch answers each with a one-row ``BranchOutput``: its top-n, the request's ``exclude`` never
@@ -141,7 +143,7 @@ class RetrievalDeployment:
             for t, v in zip(chunk, self.branch.encoder.encode(chunk), strict=True):
                 self.vectors.put(t, v)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def score(self, requests: list[RetrievalRequest]) -> list[BranchOutput]:
         """Each request's weighted query vector searched over the whole catalog (``Retriever.search``)."""
         composed = [
@@ -177,7 +179,7 @@ class CFDeployment:
         self.rows = cfg.rows_for(self.model.n_items)
         self.score.set_max_batch_size(cfg.branch_batch_size)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.001)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def score(self, requests: list[CFRequest]) -> list[BranchOutput]:
         """Each request's history scored against the whole catalog (``CFModel.rank``)."""
         ns = [r.n for r in requests]
