@@ -14,9 +14,19 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AIR_NEW_OUTPUT := 0
 export Q2REC_ARTIFACTS := $(ARTIFACTS)
 
-.PHONY: setup demo test lint bench serve clean
+.PHONY: setup browser demo test lint bench serve clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# headless Chromium (Debian's package) for the explorer page's browser test and the demo's screenshot;
+# Q2REC_CHROMIUM names another binary instead
+browser:
+	@if [ -n "$$Q2REC_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	echo "==> installing chromium (apt)"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; \
+	else echo "error: installing chromium needs root: apt-get install -y chromium" >&2; exit 1; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
+	&& chromium --version
 
 $(STAMP): pyproject.toml Makefile
 	@echo "==> setting up $(VENV) (first run takes a few minutes)"
@@ -44,7 +54,7 @@ demo: setup
 	$(PY) -m tune.search --dataset ml-100k --trials 200 --cf sasrec --retrieval llm+lastitem --methods adaptive
 	$(PY) -m tune.report --dataset ml-100k --trials 200 --out $(ARTIFACTS)/ml-100k/report
 	$(PY) -m tune.targets $(ARTIFACTS)/ml-100k/report/report.json
-	$(PY) -m serve.smoke --artifacts $(ARTIFACTS)/ml-100k
+	$(PY) -m serve.smoke --artifacts $(ARTIFACTS)/ml-100k --screenshot $(ARTIFACTS)/ml-100k/report/explorer.png
 
 # the Serve app on the demo's artifacts, on 127.0.0.1:8000 (API docs at /docs); Ctrl-C stops it
 serve: setup

@@ -14,10 +14,12 @@ import logging
 import time
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Header, HTTPException
+from fastapi import FastAPI, Header, HTTPException, Query
+from fastapi.responses import HTMLResponse
 from ray import serve
 
 from actors.branch import BranchOutput
@@ -27,7 +29,14 @@ from serve.body_limit import BodyLimit
 from serve.config import ServeAppConfig
 from serve.deployments import CFRequest, RetrievalRequest
 from serve.fan_out import BranchFanOut
-from serve.schemas import EventsRequest, EventsResponse, RecommendRequest, RecommendResponse
+from serve.schemas import (
+    EventsRequest,
+    EventsResponse,
+    ItemsResponse,
+    RecommendRequest,
+    RecommendResponse,
+    UserResponse,
+)
 from serve.state import ServingState, UnknownItems, load_fusion
 
 log = logging.getLogger("ray.serve")
@@ -40,6 +49,10 @@ app = FastAPI(
 )
 app.add_middleware(BodyLimit)
 RECENT = QuerySettings().recent  # history items a query is written from
+EXPLORER = Path(__file__).with_name(
+    "explorer.html"
+)  # the page at GET /: one file, nothing fetched from outside
+MAX_LOOKUP_IDS = 100  # ids per GET /items?ids=
 
 
 def _finite(x: float) -> float | None:
@@ -68,6 +81,7 @@ class RerankDeployment:
         self.counts: Counter = Counter()
         self.branches = BranchFanOut(cf, retrieval, self.cfg.timeouts, self.counts)
         self.llm = self.cfg.engine.backend != "none"
+        self.explorer_page = EXPLORER.read_text()
 
     # ---- query -------------------------------------------------------------------------------------
     def _start_generation(self, key: str, history: list[int]) -> asyncio.Task:
@@ -171,7 +185,13 @@ class RerankDeployment:
         return {
             "user_id": body.user_id,
             "items": items,
-            "query": {"text": text, "source": source, "cached": cached, "intent": intent},
+            "query": {
+                "text": text,
+                "source": source,
+                "cached": cached,
+                "intent": intent,
+                "items": [st.item_ids[i] for i in history[-RECENT:]] if text else [],
+            },  # fmt: skip
             "alpha": alpha,
             "degraded": degraded,
             "timings_ms": timings,
@@ -222,6 +242,47 @@ class RerankDeployment:
         self.counts["events"] += len(indices)
         return {"user_id": user_id, "appended": len(indices), "history_length": length, "created": created,
                 "query_invalidated": invalidated}  # fmt: skip
+
+    @app.get("/", include_in_schema=False)
+    async def explorer(self) -> HTMLResponse:
+        """The explorer page: a user's history, the query and each recommendation's branches."""
+        return HTMLResponse(self.explorer_page)
+
+    @app.get("/items", response_model=ItemsResponse, responses={422: {}})
+    async def items(
+        self,
+        q: str | None = Query(None, max_length=100, description="search titles (and ids) for this text"),
+        ids: str | None = Query(None, max_length=10_000, description="comma-separated item ids to look up"),
+        limit: int = Query(10, ge=1, le=50, description="search results to return"),
+    ) -> dict[str, Any]:
+        """Item summaries: a title search (``q``) or a lookup of ``ids`` in their order; exactly one of them."""
+        st = self.state
+        if (q is None) == (ids is None):
+            raise HTTPException(422, "give exactly one of q (a search) or ids (comma-separated item ids)")
+        if q is not None:
+            if not q.strip():
+                raise HTTPException(422, "q: empty; give at least one character to search for")
+            return {"items": [st.summary(i) for i in st.search(q, limit)]}
+        wanted = [x.strip() for x in (ids or "").split(",") if x.strip()]
+        if not 1 <= len(wanted) <= MAX_LOOKUP_IDS:
+            raise HTTPException(
+                422, f"ids: give 1..{MAX_LOOKUP_IDS} comma-separated item ids, got {len(wanted)}"
+            )
+        try:
+            return {"items": [st.summary(i) for i in st.resolve(wanted, "ids")]}
+        except UnknownItems as exc:
+            raise _unknown_items(exc) from None
+
+    @app.get("/users/{user_id}", response_model=UserResponse, responses={404: {}})
+    async def user(
+        self, user_id: str, limit: int = Query(20, ge=1, le=200, description="recent items to return")
+    ) -> dict[str, Any]:
+        """A user's history length and most recent items, as recommend sees them."""
+        history = self.state.histories.get(user_id)
+        if history is None:
+            raise HTTPException(404, f"user_id: unknown user {user_id!r}")
+        return {"user_id": user_id, "history_length": len(history),
+                "recent": [self.state.summary(i) for i in history[-limit:]]}  # fmt: skip
 
     @app.get("/items/{item_id}", responses={404: {}})
     async def item(self, item_id: str) -> dict[str, Any]:

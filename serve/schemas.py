@@ -50,6 +50,7 @@ class QueryUsed(BaseModel):
         description="written earlier (batch job or a previous request) for this exact history"
     )
     intent: str | None = None
+    items: list[str] = Field(default_factory=list, description="the history items the query was written from")
 
 
 class RecommendResponse(BaseModel):
@@ -73,3 +74,21 @@ class EventsResponse(BaseModel):
     history_length: int
     created: bool
     query_invalidated: bool
+
+
+class ItemSummary(BaseModel):
+    item_id: str
+    title: str
+    meta: dict[str, str | int | float | bool | None] = Field(
+        description="the item's other catalog fields (year, genres, …), long texts cut short"
+    )
+
+
+class ItemsResponse(BaseModel):
+    items: list[ItemSummary]
+
+
+class UserResponse(BaseModel):
+    user_id: str
+    history_length: int
+    recent: list[ItemSummary] = Field(description="the most recent items, oldest first")

@@ -1,6 +1,9 @@
 """Start the app on the artifacts, send real HTTP requests and print the answers; ``make demo`` ends here.
 
-python -m serve.smoke [--artifacts DIR] [--engine auto|none] [--user USER_ID]
+python -m serve.smoke [--artifacts DIR] [--engine auto|none] [--user USER_ID] [--screenshot PNG]
+
+With ``--screenshot``, the explorer page (``GET /?user_id=USER_ID``) is opened in headless Chromium and
+saved as a PNG, with the page's own load and request times.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import argparse
 import json
 import sys
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from serve.run import DEFAULT_CONFIG, read_config, start_app
@@ -41,12 +45,30 @@ def show(title: str, body: dict[str, Any], status: int, answer: dict[str, Any]) 
               f"{it['retrieval_rank'] or '-':>8}  {it['title']}")  # fmt: skip
 
 
+def screenshot(url: str, user: str, path: Path) -> None:
+    """The explorer page for ``user`` as a PNG, and what the page measured."""
+    from serve.browser import Browser
+
+    settled = "['ready', 'error'].includes(document.body.dataset.state) && document.body.dataset.state"
+    with Browser() as b:
+        for _ in range(2):  # the first load also starts the browser's own machinery: the second is measured
+            b.goto(f"{url}/?user_id={user}")
+            state = b.wait_for(settled, 60)
+        b.screenshot(path)
+        print(f"\n== the explorer page: {url}/?user_id={user} ({state}); screenshot {path}")
+        print(
+            b.eval("document.getElementById('perf').textContent")
+            or b.eval("document.body.innerText.slice(0, 300)")
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m serve.smoke", description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifacts")
     ap.add_argument("--engine", choices=["auto", "vllm", "transformers", "none"])
     ap.add_argument("--user", default="1")
     ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--screenshot", type=Path, help="save the explorer page for --user as this PNG")
     a = ap.parse_args(argv)
     args, _ = read_config(DEFAULT_CONFIG)
     if a.artifacts:
@@ -70,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             status, answer = post(f"{url}/recommend", body)
             show(title, body, status, answer)
             worst = max(worst, status)
+        if a.screenshot:
+            screenshot(url, a.user, a.screenshot)
         return 0 if worst == 200 else 1
     finally:
         serve.shutdown()

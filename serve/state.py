@@ -25,6 +25,15 @@ from serve.config import ServeAppConfig
 log = logging.getLogger(__name__)
 
 
+SUMMARY_CHARS = 200  # a text field of an item summary is cut to this
+
+
+def _plain(value: Any) -> Any:
+    """A catalog value as JSON takes it: NaN is None, numpy scalars are Python ones."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return None if isinstance(value, float) and np.isnan(value) else value
+
+
 class UnknownItems(ValueError):
     def __init__(self, field: str, ids: list[str]) -> None:
         super().__init__(f"{field}: unknown item id(s) {ids}")
@@ -82,6 +91,7 @@ class ServingState:
         self.index_of = {iid: i for i, iid in enumerate(self.item_ids)}
         self.titles = self.items["title"].astype(str).tolist()
         self.rows = self.items.to_dict("records")
+        self._folded: list[str] | None = None  # titles case-folded, on the first search
         enriched = paths.items_enriched
         self.descriptions: dict[str, str] = (
             pd.read_parquet(enriched).set_index("item_id")["description"].astype(str).to_dict()
@@ -130,6 +140,26 @@ class ServingState:
 
     def item(self, item_id: str) -> dict[str, Any]:
         row = self.rows[self.index_of[item_id]]
-        out = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-        out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in out.items()}
-        return out | {"description": self.descriptions.get(item_id, "")}
+        return {k: _plain(v) for k, v in row.items()} | {"description": self.descriptions.get(item_id, "")}
+
+    def summary(self, index: int) -> dict[str, Any]:
+        """An item as lists show it: id, title and its other catalog fields (long texts cut short)."""
+        row = self.rows[index]
+        meta = {k: _plain(v) for k, v in row.items() if k not in ("item_id", "title")}
+        meta = {k: (v[:SUMMARY_CHARS] if isinstance(v, str) else v) for k, v in meta.items()}
+        return {"item_id": self.item_ids[index], "title": self.titles[index], "meta": meta}
+
+    def search(self, text: str, limit: int) -> list[int]:
+        """Item indices for a search box: the item whose id is ``text``, then titles starting with it, then
+        titles containing it (case-insensitive), each group in catalog order. A scan of every title."""
+        q = text.strip().casefold()
+        if self._folded is None:
+            self._folded = [t.casefold() for t in self.titles]
+        exact = [self.index_of[text.strip()]] if text.strip() in self.index_of else []
+        starts, contains = [], []
+        for i, t in enumerate(self._folded):
+            if q in t and (not exact or i != exact[0]):
+                (starts if t.startswith(q) else contains).append(i)
+                if len(starts) >= limit:
+                    break
+        return (exact + starts + contains)[:limit]

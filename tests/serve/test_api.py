@@ -167,3 +167,57 @@ def test_oversized_chunked_body_is_413(serve_url):
     conn.request("POST", "/recommend", body=iter([chunk[:50000], chunk[50000:]]),
                  headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}, encode_chunked=True)  # fmt: skip
     assert conn.getresponse().status == 413
+
+
+def test_item_search_finds_titles_and_ids(serve_url):
+    status, out = http("GET", "/items?q=star%20wars&limit=5")
+    assert status == 200 and out["items"][0]["item_id"] == "50"
+    assert out["items"][0]["meta"]["year"] == 1977 and "Sci-Fi" in out["items"][0]["meta"]["genres"]
+    status, out = http("GET", "/items?q=STAR&limit=50")
+    titles = [it["title"] for it in out["items"]]
+    assert status == 200 and 1 < len(titles) <= 50 and all("star" in t.lower() for t in titles)
+    starts = [t.lower().startswith("star") for t in titles]
+    assert starts == sorted(starts, reverse=True)  # titles starting with the text come first
+    assert http("GET", "/items?q=181")[1]["items"][0]["item_id"] == "181"  # an id matches itself first
+    assert http("GET", "/items?q=zzzqqq")[1] == {"items": []}
+
+
+def test_item_lookup_keeps_the_order_and_lists_unknown_ids(serve_url):
+    status, out = http("GET", "/items?ids=181,50,1")
+    assert status == 200 and [it["item_id"] for it in out["items"]] == ["181", "50", "1"]
+    status, out = http("GET", "/items?ids=50,nope,also-nope")
+    assert status == 422 and out["detail"]["unknown_item_ids"] == ["nope", "also-nope"]
+
+
+@pytest.mark.parametrize(
+    "query, needle",
+    [
+        ("", "exactly one of q"),
+        ("?q=star&ids=50", "exactly one of q"),
+        ("?q=%20%20", "q: empty"),
+        ("?q=" + "x" * 101, "q"),
+        ("?q=star&limit=0", "limit"),
+        ("?q=star&limit=51", "limit"),
+        ("?ids=,,", "ids: give 1..100"),
+        ("?ids=" + ",".join(["50"] * 101), "ids: give 1..100"),
+    ],
+)
+def test_bad_item_queries_are_422_naming_the_field(serve_url, query, needle):
+    status, out = http("GET", "/items" + query)
+    assert status == 422 and needle in str(out), out
+
+
+def test_user_endpoint_shows_the_history_recommend_uses(serve_url):
+    status, user = http("GET", "/users/1?limit=5")
+    assert status == 200 and user["user_id"] == "1" and len(user["recent"]) == 5
+    recent = [it["item_id"] for it in user["recent"]]
+    status, out = http("POST", "/recommend", {"user_id": "1", "k": 3, "exclude_seen": False})
+    assert (
+        status == 200
+        and out["query"]["items"]
+        and out["query"]["items"] == recent[-len(out["query"]["items"]) :]
+    )
+    assert http("GET", "/users/nobody")[0] == 404
+    assert http("GET", "/users/1?limit=0")[0] == 422
+    status, out = http("POST", "/recommend", {"history": [], "query": "a space adventure", "k": 3})
+    assert status == 200 and out["query"]["items"] == []  # an intent alone is written from no items
