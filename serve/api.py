@@ -68,7 +68,9 @@ def _unknown_items(exc: UnknownItems) -> HTTPException:
 @serve.deployment
 @serve.ingress(app)
 class RerankDeployment:
-    def __init__(self, config: dict[str, Any], query, retrieval, cf) -> None:
+    async def __init__(self, config: dict[str, Any], query, retrieval, cf) -> None:
+        """Loads the serving state, then waits (up to ``timeouts.warmup``) until both branches answer within
+        their budgets: Serve routes traffic to this replica only after that, so ready means warm."""
         from actors.user_query import UserQueryWriter
 
         self.cfg = ServeAppConfig(**config)
@@ -82,6 +84,17 @@ class RerankDeployment:
         self.branches = BranchFanOut(cf, retrieval, self.cfg.timeouts, self.counts)
         self.llm = self.cfg.engine.backend != "none"
         self.explorer_page = EXPLORER.read_text()
+        if self.cfg.timeouts.warmup > 0:
+            t0 = time.perf_counter()
+            probe = CFRequest([0], [], 10), RetrievalRequest(["warm-up"], [1.0], [0], [], 10)
+            silent = await self.branches.warm(dict(zip(("cf", "retrieval"), probe, strict=True)),
+                                              self.cfg.timeouts.warmup)  # fmt: skip
+            if silent:
+                log.warning(
+                    "taking traffic although %s did not answer within %.0fs", silent, self.cfg.timeouts.warmup
+                )
+            else:
+                log.info("both branches answer, %.1fs after the ingress was loaded", time.perf_counter() - t0)
 
     # ---- query -------------------------------------------------------------------------------------
     def _start_generation(self, key: str, history: list[int]) -> asyncio.Task:
@@ -292,9 +305,12 @@ class RerankDeployment:
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
+        """Liveness and what is served; ``status`` is ``degraded`` while a branch's latest call failed."""
         f = self.fusion
+        branches = self.branches.health()
         return {
-            "status": "ok",
+            "status": "ok" if all(b["answering"] for b in branches.values()) else "degraded",
+            "branches": branches,
             "users": len(self.state.histories),
             "items": self.state.n_items,
             "cached_queries": len(self.state.queries),

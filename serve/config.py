@@ -73,6 +73,9 @@ class Timeouts(Strict):
     cf: float = Field(1.0, gt=0)
     retrieval: float = Field(1.0, gt=0)
     retries: int = Field(1, ge=0, le=3)  # per branch, after a failure (e.g. a replica died)
+    # an ingress replica takes traffic only once both branches answer within their budgets, or after this
+    # long (then /healthz names the branch that does not answer); 0 does not wait
+    warmup: float = Field(300.0, ge=0)
 
 
 class ServeAppConfig(Strict):

@@ -117,6 +117,8 @@ class RetrievalDeployment:
         t0 = time.perf_counter()
         warm = self._precomputed_texts(paths)
         self._encode(warm)
+        vec = self.branch.encoder.encode(["warm-up"])  # the first encode and search pay for setting up
+        self.branch.retriever.search(np.asarray(vec, dtype=np.float32), 10, rows=self.rows)
         log.info("retrieval: %d query vectors encoded at start in %.1fs", len(warm), time.perf_counter() - t0)
 
     def _precomputed_texts(self, paths) -> list[str]:
@@ -178,6 +180,7 @@ class CFDeployment:
         self.model = model_class(cfg.cf_model).load(folder)
         self.rows = cfg.rows_for(self.model.n_items)
         self.score.set_max_batch_size(cfg.branch_batch_size)
+        self.model.rank([np.array([0])], 10, rows=self.rows)  # the first call pays for setting up
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def score(self, requests: list[CFRequest]) -> list[BranchOutput]:

@@ -1,6 +1,7 @@
 """The ingress's calls to the CF and retrieval deployments: concurrent (``asyncio.gather``), each under its
 own timeout with a retry after a failure (not after a timeout). A branch that fails or is late comes
-back as a ``BranchFailed`` in its place, so the caller fuses whatever answered."""
+back as a ``BranchFailed`` in its place, so the caller fuses whatever answered. The outcome of each
+branch's latest call is kept (``health``), and ``warm`` waits until both branches answer in time."""
 
 from __future__ import annotations
 
@@ -35,6 +36,34 @@ class BranchFanOut:
         self.handles = {"cf": cf, "retrieval": retrieval}
         self.timeouts = timeouts
         self.counts = counts
+        # the latest call of each branch: answered in time or not, when, and why not
+        self.latest: dict[str, dict[str, Any]] = {name: {"answering": False, "error": "not called yet"}
+                                                  for name in self.handles}  # fmt: skip
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Per branch: whether its latest call answered within its budget (and if not, why), and how long
+        ago that call ended."""
+        now = time.monotonic()
+        return {name: {k: (round(now - v, 1) if k == "at" else v) for k, v in state.items()}
+                for name, state in self.latest.items()}  # fmt: skip
+
+    async def warm(self, requests: dict[str, Any], deadline_s: float) -> list[str]:
+        """Call each branch with its request until it answers within its budget, for up to ``deadline_s``;
+        returns the branches that never did."""
+        stop = time.monotonic() + deadline_s
+
+        async def until_answered(name: str) -> bool:
+            while True:
+                try:
+                    await self.call(name, requests[name], {})
+                    return True
+                except BranchFailed:
+                    if time.monotonic() >= stop:
+                        return False
+                    await asyncio.sleep(0.5)
+
+        done = await asyncio.gather(*(until_answered(name) for name in self.handles))
+        return [name for name, ok in zip(self.handles, done, strict=True) if not ok]
 
     async def call(self, name: str, request: Any, timings: dict[str, float]) -> BranchOutput:
         """One branch call under its timeout, retried after a failure; its wall time goes to ``timings``."""
@@ -45,7 +74,9 @@ class BranchFanOut:
             for attempt in range(self.timeouts.retries + 1):
                 response = self.handles[name].score.remote(request)
                 try:
-                    return await asyncio.wait_for(_await(response), max(deadline - time.perf_counter(), 1e-3))
+                    out = await asyncio.wait_for(_await(response), max(deadline - time.perf_counter(), 1e-3))
+                    self.latest[name] = {"answering": True, "at": time.monotonic()}
+                    return out
                 except TimeoutError:
                     response.cancel()
                     self.counts[f"{name}_timeout"] += 1
@@ -56,6 +87,9 @@ class BranchFanOut:
                     if attempt == self.timeouts.retries or time.perf_counter() >= deadline:
                         raise BranchFailed(f"{name}: {exc!r}") from exc
             raise AssertionError("unreachable")
+        except BranchFailed as exc:
+            self.latest[name] = {"answering": False, "at": time.monotonic(), "error": str(exc)[:300]}
+            raise
         finally:
             timings[name] = round((time.perf_counter() - t0) * 1000, 2)
 

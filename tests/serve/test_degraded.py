@@ -10,7 +10,7 @@ import pytest
 from .conftest import app_args, http, wait_ready
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-TIMEOUTS = {"llm": 1.0, "cf": 0.5, "retrieval": 1.0, "retries": 1}
+TIMEOUTS = {"llm": 1.0, "cf": 0.5, "retrieval": 1.0, "retries": 1, "warmup": 0}  # broken branches never warm
 BUDGET = TIMEOUTS["llm"] + max(TIMEOUTS["cf"], TIMEOUTS["retrieval"])
 
 
@@ -74,6 +74,13 @@ def test_failing_retrieval_leaves_cf_alone(fault_apps):
     assert [it["cf_rank"] for it in out["items"]] == [1, 2, 3, 4, 5] and out["alpha"] == 1.0
     calls = serve.get_deployment_handle("FailingBranch", app_name="noret").calls_seen.remote().result()
     assert calls == 2  # the first call and one retry
+    status, health = http("GET", "/noret/healthz")
+    assert status == 200 and health["status"] == "degraded"
+    assert health["branches"]["cf"]["answering"]
+    assert (
+        not health["branches"]["retrieval"]["answering"]
+        and "branch is down" in health["branches"]["retrieval"]["error"]
+    )
 
 
 def test_both_branches_down_is_a_503(fault_apps):
