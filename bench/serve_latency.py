@@ -95,7 +95,7 @@ def interleaved(port: int, paths: dict[str, str], bodies: list[dict[str, Any]], 
             [t for r in rs for t in r["timings"]],
             sum(r["errors"] for r in rs),
             sum(r["wall"] for r in rs),
-        )  # fmt: skip
+        )
         for name, rs in runs.items()
     }
 
@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ingress = ingress_p50("branches")
     print("\n| branch phase (1 client, p50 ms) | ms |\n|---|---:|")
     for name, v in (("no-op branch alone (handle round trip)", noop_alone),
-                    ("no-op branches in parallel (handles)", noop_par), ("CF alone (handle)", cf_alone), ("retrieval alone (handle)", ret_alone),
+                    ("no-op branches in parallel (handles)", noop_par),
+                    ("CF alone (handle)", cf_alone), ("retrieval alone (handle)", ret_alone),
                     ("parallel (both sent, then awaited; handles)", par), ("serial (one after the other, handles)", ser),
                     ("parallel inside the ingress (timings_ms.branches)", ingress),
                     ("fusion inside the ingress (timings_ms.fuse)", ingress_p50("fuse")),

@@ -49,9 +49,8 @@ app = FastAPI(
 )
 app.add_middleware(BodyLimit)
 RECENT = QuerySettings().recent  # history items a query is written from
-EXPLORER = Path(__file__).with_name(
-    "explorer.html"
-)  # the page at GET /: one file, nothing fetched from outside
+# the page at GET /: one file, nothing fetched from outside
+EXPLORER = Path(__file__).with_name("explorer.html")
 MAX_LOOKUP_IDS = 100  # ids per GET /items?ids=
 
 
@@ -204,7 +203,7 @@ class RerankDeployment:
                 "cached": cached,
                 "intent": intent,
                 "items": [st.item_ids[i] for i in history[-RECENT:]] if text else [],
-            },  # fmt: skip
+            },
             "alpha": alpha,
             "degraded": degraded,
             "timings_ms": timings,
