@@ -29,12 +29,15 @@ class DeploymentOptions(Strict):
     num_replicas: int | Literal["auto"] = 1
     num_cpus: float = Field(0.0, ge=0)  # 0: Serve's default of 1 CPU per replica hangs a 2-core box
     num_gpus: float = Field(0.0, ge=0)
+    memory: int | None = Field(None, gt=0)  # bytes Ray reserves for each replica (cluster profiles)
     max_ongoing_requests: int = Field(100, ge=1)
     autoscaling_config: dict[str, Any] | None = None
     env_vars: dict[str, str] = Field(default_factory=dict)
 
     def options(self) -> dict[str, Any]:
-        actor = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        actor: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory is not None:
+            actor["memory"] = self.memory
         if self.env_vars:
             actor["runtime_env"] = {"env_vars": self.env_vars}
         out: dict[str, Any] = {"max_ongoing_requests": self.max_ongoing_requests, "ray_actor_options": actor}

@@ -34,14 +34,59 @@ def test_serve_config_passes_serves_schema_and_ours():
     assert all(d.num_cpus == 0 for d in cfg.deployments.values())  # a 2-core box must fit all four
 
 
-def test_rayservice_holds_the_same_serve_config():
+def graph(args: dict) -> dict[str, tuple]:
+    """The application graph ``build_app`` makes from Serve config args: each deployment's class and what
+    it is bound to (the ingress's branches by name)."""
+    from serve.app import build_app
+
+    ingress = build_app(args)._bound_deployment  # Ray keeps the bound graph private
+    out = {
+        ingress.name: (
+            ingress.func_or_class.__name__,
+            tuple(a._bound_deployment.name for a in ingress.init_args[1:]),
+        )
+    }
+    for a in ingress.init_args[1:]:
+        out[a._bound_deployment.name] = (a._bound_deployment.func_or_class.__name__, ())
+    return out
+
+
+def test_both_profiles_build_the_same_graph_and_pass_serves_schema():
     from ray.serve.schema import ServeDeploySchema
 
+    laptop, cluster = (
+        ServeDeploySchema.model_validate(load(f)) for f in ("serve_config.yaml", "serve_config.cluster.yaml")
+    )
+    (lapp,), (capp,) = laptop.applications, cluster.applications
+    assert lapp.import_path == capp.import_path == "serve.app:build_app"
+    assert graph(lapp.args) == graph(capp.args)
+    assert set(graph(capp.args)) == {
+        "RerankDeployment",
+        "QueryDeployment",
+        "RetrievalDeployment",
+        "CFDeployment",
+    }
+
+
+def test_the_cluster_profile_asks_for_real_resources():
+    cfg = ServeAppConfig(**load("serve_config.cluster.yaml")["applications"][0]["args"])
+    d = cfg.deployments
+    assert cfg.engine.backend == "vllm"
+    assert (
+        d["QueryDeployment"].num_gpus >= 1 and d["QueryDeployment"].num_cpus >= 1
+    )  # the LLM on a GPU worker
+    for name in ("RetrievalDeployment", "CFDeployment"):
+        assert d[name].num_cpus >= 1 and d[name].memory and d[name].num_replicas >= 2, name
+    auto = d["RerankDeployment"].autoscaling_config
+    assert auto and 2 <= auto["min_replicas"] < auto["max_replicas"]
+    opts = d["CFDeployment"].options()["ray_actor_options"]
+    assert opts["memory"] == d["CFDeployment"].memory and opts["num_cpus"] == 2
+
+
+def test_rayservice_holds_the_cluster_profile():
     doc = load("rayservice.yaml")
     assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayService"
-    serve_cfg = yaml.safe_load(doc["spec"]["serveConfigV2"])
-    ServeDeploySchema.model_validate(serve_cfg)
-    assert serve_cfg["applications"] == load("serve_config.yaml")["applications"]
+    assert yaml.safe_load(doc["spec"]["serveConfigV2"]) == load("serve_config.cluster.yaml")
     groups = {g["groupName"]: g for g in doc["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
     gpu = groups["gpu-workers"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert gpu["nvidia.com/gpu"] == "1" and "cpu-workers" in groups
