@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AIR_NEW_OUTPUT := 0
 export Q2REC_ARTIFACTS := $(ARTIFACTS)
 
-.PHONY: setup browser demo test lint bench serve clean
+.PHONY: setup browser demo test lint bench serve cluster-demo cluster-down clean
 
 setup: $(STAMP) browser
 
@@ -59,6 +59,14 @@ demo: setup
 # the Serve app on the demo's artifacts, on 127.0.0.1:8000 (API docs at /docs); Ctrl-C stops it
 serve: setup
 	$(PY) -m serve.run --artifacts $(ARTIFACTS)/ml-100k
+
+# a 2-node Ray cluster on this machine: an enrichment job, the app deployed across both nodes, one request,
+# where each replica runs; then it all stops (needs `make demo` first). cluster-down: what a failed run left
+cluster-demo: setup
+	$(PY) scripts/cluster_demo.py --artifacts $(ARTIFACTS)
+
+cluster-down:
+	$(PY) scripts/cluster_demo.py --down
 
 test: setup
 	$(VENV)/bin/ruff check .

@@ -210,11 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    speed = (f"{summary['items_per_s']} items/s, {summary['completion_tokens_per_s']} tokens/s this run"
+             if summary["enriched_this_run"] else "nothing left to enrich this run")  # fmt: skip
     print(
         f"enriched {summary['items']} items ({summary['enriched_this_run']} this run, "
         f"{summary['skipped_already_done']} reused): {summary['llm']} llm, {summary['fallback']} fallback, "
-        f"{summary['retried']} retried; {summary['completion_tokens']} tokens; "
-        f"{summary['items_per_s']} items/s, {summary['completion_tokens_per_s']} tokens/s this run"
+        f"{summary['retried']} retried; {summary['completion_tokens']} tokens; {speed}"
     )
     if summary["stale_parts_set_aside"]:
         print(f"note: {summary['stale_parts_set_aside']} parts written with another prompt, settings or model "

@@ -31,6 +31,7 @@ class DeploymentOptions(Strict):
     num_gpus: float = Field(0.0, ge=0)
     memory: int | None = Field(None, gt=0)  # bytes Ray reserves for each replica (cluster profiles)
     max_ongoing_requests: int = Field(100, ge=1)
+    max_replicas_per_node: int | None = Field(None, ge=1)  # 1 spreads the replicas over the nodes
     autoscaling_config: dict[str, Any] | None = None
     env_vars: dict[str, str] = Field(default_factory=dict)
 
@@ -41,6 +42,8 @@ class DeploymentOptions(Strict):
         if self.env_vars:
             actor["runtime_env"] = {"env_vars": self.env_vars}
         out: dict[str, Any] = {"max_ongoing_requests": self.max_ongoing_requests, "ray_actor_options": actor}
+        if self.max_replicas_per_node is not None:
+            out["max_replicas_per_node"] = self.max_replicas_per_node
         if self.autoscaling_config is not None:
             out["autoscaling_config"] = self.autoscaling_config
         else:

@@ -116,6 +116,8 @@ def test_deployment_options_reach_serve():
         "num_replicas": 2,
         "ray_actor_options": {"num_cpus": 0.0, "num_gpus": 1.0},
     }
+    spread = DeploymentOptions(num_replicas=2, max_replicas_per_node=1, memory=2**30).options()
+    assert spread["max_replicas_per_node"] == 1 and spread["ray_actor_options"]["memory"] == 2**30
     auto = DeploymentOptions(autoscaling_config={"min_replicas": 1, "max_replicas": 4}).options()
     assert "num_replicas" not in auto and auto["autoscaling_config"]["max_replicas"] == 4
 
