@@ -85,9 +85,11 @@ class RerankDeployment:
         self.explorer_page = EXPLORER.read_text()
         if self.cfg.timeouts.warmup > 0:
             t0 = time.perf_counter()
-            probe = CFRequest([0], [], 10), RetrievalRequest(["warm-up"], [1.0], [0], [], 10)
-            silent = await self.branches.warm(dict(zip(("cf", "retrieval"), probe, strict=True)),
-                                              self.cfg.timeouts.warmup)  # fmt: skip
+            probe = {
+                "cf": CFRequest([0], [], 10),
+                "retrieval": RetrievalRequest(["warm-up"], [1.0], [0], [], 10),
+            }
+            silent = await self.branches.warm(probe, self.cfg.timeouts.warmup)
             if silent:
                 log.warning(
                     "taking traffic although %s did not answer within %.0fs", silent, self.cfg.timeouts.warmup
@@ -275,7 +277,7 @@ class RerankDeployment:
             if not q.strip():
                 raise HTTPException(422, "q: empty; give at least one character to search for")
             return {"items": [st.summary(i) for i in st.search(q, limit)]}
-        wanted = [x.strip() for x in (ids or "").split(",") if x.strip()]
+        wanted = [x.strip() for x in ids.split(",") if x.strip()]
         if not 1 <= len(wanted) <= MAX_LOOKUP_IDS:
             raise HTTPException(
                 422, f"ids: give 1..{MAX_LOOKUP_IDS} comma-separated item ids, got {len(wanted)}"

@@ -45,15 +45,18 @@ def show(title: str, body: dict[str, Any], status: int, answer: dict[str, Any]) 
               f"{it['retrieval_rank'] or '-':>8}  {it['title']}")  # fmt: skip
 
 
+# the explorer page's state once it has answered ('ready' or 'error'), falsy while it is still asking
+PAGE_SETTLED = "['ready', 'error'].includes(document.body.dataset.state) && document.body.dataset.state"
+
+
 def screenshot(url: str, user: str, path: Path) -> None:
     """The explorer page for ``user`` as a PNG, and what the page measured."""
     from serve.browser import Browser
 
-    settled = "['ready', 'error'].includes(document.body.dataset.state) && document.body.dataset.state"
     with Browser() as b:
         for _ in range(2):  # the first load also starts the browser's own machinery: the second is measured
             b.goto(f"{url}/?user_id={user}")
-            state = b.wait_for(settled, 60)
+            state = b.wait_for(PAGE_SETTLED, 60)
         b.screenshot(path)
         print(f"\n== the explorer page: {url}/?user_id={user} ({state}); screenshot {path}")
         print(

@@ -91,7 +91,7 @@ class ServingState:
         self.index_of = {iid: i for i, iid in enumerate(self.item_ids)}
         self.titles = self.items["title"].astype(str).tolist()
         self.rows = self.items.to_dict("records")
-        self._folded: list[str] | None = None  # titles case-folded, on the first search
+        self.folded_titles = [t.casefold() for t in self.titles]  # what search() matches against
         enriched = paths.items_enriched
         self.descriptions: dict[str, str] = (
             pd.read_parquet(enriched).set_index("item_id")["description"].astype(str).to_dict()
@@ -152,13 +152,12 @@ class ServingState:
     def search(self, text: str, limit: int) -> list[int]:
         """Item indices for a search box: the item whose id is ``text``, then titles starting with it, then
         titles containing it (case-insensitive), each group in catalog order. A scan of every title."""
-        q = text.strip().casefold()
-        if self._folded is None:
-            self._folded = [t.casefold() for t in self.titles]
-        exact = [self.index_of[text.strip()]] if text.strip() in self.index_of else []
+        text = text.strip()
+        q = text.casefold()
+        exact = [self.index_of[text]] if text in self.index_of else []
         starts, contains = [], []
-        for i, t in enumerate(self._folded):
-            if q in t and (not exact or i != exact[0]):
+        for i, t in enumerate(self.folded_titles):
+            if q in t and i not in exact:
                 (starts if t.startswith(q) else contains).append(i)
                 if len(starts) >= limit:
                     break

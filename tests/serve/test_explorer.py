@@ -9,11 +9,12 @@ import json
 
 import pytest
 
+from serve.smoke import PAGE_SETTLED
+
 from .conftest import BASE, http
 
 pytestmark = [pytest.mark.ray]
 
-SETTLED = "['ready', 'error'].includes(document.body.dataset.state) && document.body.dataset.state"
 ROWS = """[...document.querySelectorAll('#recs tbody tr')].map(tr => ({
     id: tr.dataset.id, from: tr.dataset.from, title: tr.querySelector('.title').textContent,
     cf: tr.querySelector('.cf-rank').textContent, retrieval: tr.querySelector('.retrieval-rank').textContent}))"""
@@ -29,7 +30,7 @@ def browser():
 
 def settle(browser) -> str:
     """The page's state once it has answered: 'ready' or 'error' (one reading decides)."""
-    return browser.wait_for(SETTLED, timeout=60)
+    return browser.wait_for(PAGE_SETTLED, timeout=60)
 
 
 def test_known_user_shows_ten_items_with_titles_and_branch_ranks(serve_url, browser, tmp_path):
