@@ -14,19 +14,23 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AIR_NEW_OUTPUT := 0
 export Q2REC_ARTIFACTS := $(ARTIFACTS)
 
-.PHONY: setup browser demo test lint bench serve cluster-demo cluster-down clean
+.PHONY: setup system demo test lint bench serve cluster-demo cluster-down clean
 
-setup: $(STAMP) browser
+setup: $(STAMP) system
 
-# headless Chromium (Debian's package) for the explorer page's browser test and the demo's screenshot;
-# Q2REC_CHROMIUM names another binary instead
-browser:
-	@if [ -n "$$Q2REC_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then exit 0; fi; \
-	echo "==> installing chromium (apt)"; \
+# Debian packages the tests and the demo run for real: headless Chromium (the explorer page's browser test
+# and the demo's screenshot) and redis-server (the cluster's online store). Installed only when missing;
+# $Q2REC_CHROMIUM / $Q2REC_REDIS_SERVER name other binaries instead
+system:
+	@need=; \
+	if [ -z "$$Q2REC_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1; then need="$$need chromium"; fi; \
+	if [ -z "$$Q2REC_REDIS_SERVER" ] && ! command -v redis-server >/dev/null 2>&1; then need="$$need redis-server"; fi; \
+	if [ -z "$$need" ]; then exit 0; fi; \
+	echo "==> installing$$need (apt)"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; \
-	else echo "error: installing chromium needs root: apt-get install -y chromium" >&2; exit 1; fi; \
-	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null \
-	&& chromium --version
+	else echo "error: installing$$need needs root: apt-get install -y$$need" >&2; exit 1; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need >/dev/null \
+	&& for p in $$need; do command -v $$p >/dev/null || { echo "error: $$p did not install" >&2; exit 1; }; done
 
 $(STAMP): pyproject.toml Makefile
 	@echo "==> setting up $(VENV) (first run takes a few minutes)"

@@ -10,6 +10,13 @@ Everything runs on 127.0.0.1 in one Ray cluster, measured in the same run:
 Load is bounded: each client sends one request at a time, over one keep-alive connection. The no-op and
 cached loads alternate in slices (``--rounds``), so a noisy box weighs on both alike.
 Goals (cached path): p50 <= 1.3x no-op p50; throughput >= 0.8x no-op; parallel <= slower branch + 5 ms.
+
+    python bench/serve_latency.py --stores [--artifacts ...]
+
+measures instead what the shared online store (``serve.store``) costs a request: the same app (engine
+``none``) three times, its ingress reading histories from memory (per replica, not shared), from the
+embedded SQLite file and from a real redis-server started here, the loads alternating; the ratio is
+against the in-memory store, and ``timings_ms.store`` is the history read inside the ingress.
 """
 
 from __future__ import annotations
@@ -110,6 +117,45 @@ def handle_p50(call, n: int) -> float:
     return statistics.median(times)
 
 
+def compare_stores(root: Path, port: int, requests: int, rounds: int, workdir: Path) -> None:
+    from ray import serve
+
+    from data_prep.ray_cluster import init_ray
+    from serve.app import build_app
+    from serve.redis_server import RedisServer
+
+    redis = RedisServer(workdir / "redis").start()
+    stores = {
+        "memory": {"backend": "memory"},
+        "sqlite": {"backend": "sqlite", "path": str(workdir / "state.sqlite3")},
+        "redis": {"backend": "redis", "url": redis.url},
+    }
+    try:
+        base = {"artifacts": str(root), "engine": {"backend": "none"}}
+        init_ray(quiet=True)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        for name, store in stores.items():
+            serve.run(build_app(base | {"store": store}), name=f"store-{name}", route_prefix=f"/{name}")
+        rng = random.Random(0)
+        users = [str(u) for u in range(1, 944)]
+        bodies = [{"user_id": rng.choice(users), "k": 10} for _ in range(requests)]
+        paths = {name: f"/{name}/recommend" for name in stores}
+        for path in paths.values():
+            run_load(port, path, bodies[:30], 2)
+        print("| store | clients | requests | errors | p50 ms | p99 ms | req/s | p50 / memory | "
+              "store read p50 ms (in the ingress) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+        for clients in (1, 8):
+            res = interleaved(port, paths, bodies, clients, rounds)
+            mem = res["memory"]
+            for name, r in res.items():
+                read = statistics.median(t["store"] for t in r["timings"])
+                print(f"| {name} | {clients} | {r['n']} | {r['errors']} | {r['p50']:.1f} | {r['p99']:.1f} | "
+                      f"{r['rps']:.1f} | {r['p50'] / mem['p50']:.2f} | {read:.2f} |")  # fmt: skip
+    finally:
+        serve.shutdown()
+        redis.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifacts", default="artifacts/ml-100k")
@@ -121,10 +167,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", default="auto", choices=["auto", "full", "stats", "topn"],
                     help="what branches send beside their top-N: catalog-wide score rows, their statistics, "
                     "or nothing (auto: by catalog size; fused scores equal the offline evaluation's with full)")  # fmt: skip
+    ap.add_argument("--stores", action="store_true",
+                    help="measure only the online store's cost: in-memory vs SQLite vs Redis")  # fmt: skip
     args = ap.parse_args(argv)
     from data_prep.artifacts import ArtifactPaths
 
     root = Path(args.artifacts)
+    if args.stores:
+        import tempfile
+
+        if not ArtifactPaths(root).is_prepared():
+            print(f"error: {root} is not prepared; run `make demo` first", file=sys.stderr)
+            return 2
+        with tempfile.TemporaryDirectory(prefix="q2rec-stores-") as tmp:
+            compare_stores(root, args.port, args.requests, args.rounds, Path(tmp))
+        return 0
     paths = ArtifactPaths(root)
     needed = [paths.fusion, paths.user_queries, paths.model_dir("sasrec") / "config.json"]
     missing = [str(p) for p in needed if not p.exists()]

@@ -21,14 +21,15 @@ import numpy as np
 from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import HTMLResponse
 from ray import serve
+from ray.serve.exceptions import RayServeException
 
 from actors.branch import BranchOutput
 from actors.rerank import Fused, fuse
 from actors.user_query import QuerySettings
-from serve.body_limit import BodyLimit
 from serve.config import ServeAppConfig
 from serve.deployments import CFRequest, RetrievalRequest
 from serve.fan_out import BranchFanOut
+from serve.middleware import BodyLimit, ReplicaHeader, configure
 from serve.schemas import (
     EventsRequest,
     EventsResponse,
@@ -37,7 +38,8 @@ from serve.schemas import (
     RecommendResponse,
     UserResponse,
 )
-from serve.state import ServingState, UnknownItems, load_fusion
+from serve.state import LRU, ServingState, UnknownItems, load_fusion
+from serve.store import StoreUnavailable, open_store
 
 log = logging.getLogger("ray.serve")
 
@@ -47,7 +49,10 @@ app = FastAPI(
     description="LLM-assisted recommendation: a personalized LLM query with retrieval over the whole "
     "catalog, fused with collaborative filtering per user.",
 )
+
+
 app.add_middleware(BodyLimit)
+app.add_middleware(ReplicaHeader)
 RECENT = QuerySettings().recent  # history items a query is written from
 # the page at GET /: one file, nothing fetched from outside
 EXPLORER = Path(__file__).with_name("explorer.html")
@@ -56,6 +61,10 @@ MAX_LOOKUP_IDS = 100  # ids per GET /items?ids=
 
 def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
+
+
+def _store_down(exc: StoreUnavailable) -> HTTPException:
+    return HTTPException(503, {"store": exc.store, "message": str(exc)[:2000]})
 
 
 def _unknown_items(exc: UnknownItems) -> HTTPException:
@@ -73,8 +82,15 @@ class RerankDeployment:
         from actors.user_query import UserQueryWriter
 
         self.cfg = ServeAppConfig(**config)
-        app.state.max_body_bytes = self.cfg.max_body_bytes
+        try:
+            replica = serve.get_replica_context().replica_id.unique_id
+        except RayServeException:  # the plain class, outside Serve
+            replica = ""
+        configure(self.cfg.max_body_bytes, replica)
         self.state = ServingState(self.cfg)
+        self.store = open_store(self.cfg.store, self.cfg.root, self.cfg.query_cache_size)
+        # each user's appended items as last read: served (marked degraded) while the store is down
+        self.last_appended = LRU(100_000)
         self.fusion = load_fusion(self.cfg)
         self.fallback_writer = UserQueryWriter(None)
         self.query = query
@@ -111,8 +127,14 @@ class RerankDeployment:
         try:
             out = await self.query.write.remote(view)
             self.counts["generated"] += 1
-            self.state.queries.put(key, (out["text"], out["source"]))
-            return out["text"], out["source"]
+            query = (out["text"], out["source"])
+            self.state.queries.put(key, query)
+            try:  # shared, so every replica finds it
+                await self.store.put_query(key, query)
+            except StoreUnavailable as exc:
+                self.counts["store_failed"] += 1
+                log.warning("query for %s kept in this replica only: %s", key, exc)
+            return query
         except Exception as exc:  # the LLM replica failed: the next request tries again
             self.counts["generation_failed"] += 1
             log.warning("query generation failed for %s: %r", key, exc)
@@ -126,8 +148,15 @@ class RerankDeployment:
         if cached is not None:
             return cached[0], cached[1], True
         fallback = self.fallback_writer.fallback(self.state.history_view(history[-RECENT:]))
-        if not self.llm:
+        if not self.llm:  # without an LLM nothing is written online: the store holds no queries
             return fallback, "fallback", False
+        try:
+            cached = await self.store.get_query(key)
+        except StoreUnavailable:
+            self._store_failed(degraded)
+        if cached is not None:
+            self.state.queries.put(key, cached)
+            return cached[0], cached[1], True
         task = self._start_generation(key, history)
         if self.cfg.timeouts.llm > 0:
             try:
@@ -136,6 +165,26 @@ class RerankDeployment:
                 pass
         degraded.append("llm")
         return fallback, "fallback", False
+
+    def _store_failed(self, degraded: list[str]) -> None:
+        self.counts["store_failed"] += 1
+        if "store" not in degraded:
+            degraded.append("store")
+
+    async def _history(self, user_id: str, degraded: list[str]) -> list[int] | None:
+        """The user's history (None: unknown user), read from the store at every request so that every
+        replica sees every event at once; while the store is down, as last read, and ``store`` is degraded."""
+        try:
+            appended = await self.store.appended(user_id)
+        except StoreUnavailable as exc:
+            self._store_failed(degraded)
+            if user_id not in self.state.histories and user_id not in self.last_appended:
+                raise _store_down(exc) from None  # it may be a user that only the store knows
+            appended = self.last_appended.get(user_id, [])
+        else:
+            if appended:
+                self.last_appended.put(user_id, appended)
+        return self.state.history(user_id, appended)
 
     # ---- endpoints -----------------------------------------------------------------------------------
     @app.post("/recommend", response_model=RecommendResponse, responses={404: {}, 422: {}, 503: {}})
@@ -148,10 +197,15 @@ class RerankDeployment:
             raise HTTPException(
                 422, f"k: must be between 1 and {st.n_items} (the catalog size), got {body.k}"
             )
+        degraded: list[str] = []
+        timings: dict[str, float] = {}
         if body.user_id is not None:
-            if body.user_id not in st.histories:
+            t_store = time.perf_counter()
+            full = await self._history(body.user_id, degraded)
+            timings["store"] = round((time.perf_counter() - t_store) * 1000, 2)
+            if full is None:
                 raise HTTPException(404, f"user_id: unknown user {body.user_id!r}")
-            full, user_key = st.histories[body.user_id], body.user_id
+            user_key = body.user_id
         else:
             try:
                 full = st.resolve(body.history or [], "history")
@@ -163,8 +217,6 @@ class RerankDeployment:
         if not history and intent is None:
             raise HTTPException(422, "history: empty; give at least one item id, or a query")
 
-        degraded: list[str] = []
-        timings: dict[str, float] = {}
         text, source, cached = None, "none", False
         if history:
             text, source, cached = await self._user_query(st.key(user_key, full), history, degraded)
@@ -225,7 +277,7 @@ class RerankDeployment:
             })  # fmt: skip
         return out
 
-    @app.post("/users/{user_id}/events", response_model=EventsResponse, responses={401: {}, 422: {}})
+    @app.post("/users/{user_id}/events", response_model=EventsResponse, responses={401: {}, 422: {}, 503: {}})
     async def events(
         self, user_id: str, body: EventsRequest, authorization: str | None = Header(None)
     ) -> dict[str, Any]:
@@ -245,17 +297,31 @@ class RerankDeployment:
             indices = self.state.resolve(body.item_ids, "item_ids")
         except UnknownItems as exc:
             raise _unknown_items(exc) from None
+        st = self.state
+        try:
+            appended = await self.store.append(user_id, list(body.item_ids))
+        except StoreUnavailable as exc:
+            self.counts["store_failed"] += 1
+            raise _store_down(exc) from None
+        self.last_appended.put(user_id, appended)
+        # the store returns everything up to this event, so the history before and after it is exact even
+        # while other clients post for the same user
+        before, history = st.history(user_id, appended[: -len(indices)]), st.history(user_id, appended)
         # queries are keyed by the whole history, as the batch job and recommend key them
-        old = self.state.histories.get(user_id)
-        old_key = self.state.key(user_id, old) if old else None
-        length, created = self.state.append(user_id, indices)
-        invalidated = old_key is not None and self.state.queries.pop(old_key, None) is not None
+        invalidated = False
+        if before:
+            old_key = st.key(user_id, before)
+            invalidated = st.queries.pop(old_key, None) is not None
+            if self.llm:
+                try:
+                    invalidated = await self.store.pop_query(old_key) or invalidated
+                except StoreUnavailable:
+                    self.counts["store_failed"] += 1
         if self.llm:  # write the new history's query now, so the next request finds it
-            history = self.state.histories[user_id]
-            self._start_generation(self.state.key(user_id, history), history[-self.cfg.max_history :])
+            self._start_generation(st.key(user_id, history), history[-self.cfg.max_history :])
         self.counts["events"] += len(indices)
-        return {"user_id": user_id, "appended": len(indices), "history_length": length, "created": created,
-                "query_invalidated": invalidated}  # fmt: skip
+        return {"user_id": user_id, "appended": len(indices), "history_length": len(history),
+                "created": before is None, "query_invalidated": invalidated}  # fmt: skip
 
     @app.get("/", include_in_schema=False)
     async def explorer(self) -> HTMLResponse:
@@ -287,12 +353,17 @@ class RerankDeployment:
         except UnknownItems as exc:
             raise _unknown_items(exc) from None
 
-    @app.get("/users/{user_id}", response_model=UserResponse, responses={404: {}})
+    @app.get("/users/{user_id}", response_model=UserResponse, responses={404: {}, 503: {}})
     async def user(
         self, user_id: str, limit: int = Query(20, ge=1, le=200, description="recent items to return")
     ) -> dict[str, Any]:
-        """A user's history length and most recent items, as recommend sees them."""
-        history = self.state.histories.get(user_id)
+        """A user's history length and most recent items, as recommend sees them (503 while the store is down:
+        this answer never comes from a stale copy)."""
+        try:
+            appended = await self.store.appended(user_id)
+        except StoreUnavailable as exc:
+            raise _store_down(exc) from None
+        history = self.state.history(user_id, appended)
         if history is None:
             raise HTTPException(404, f"user_id: unknown user {user_id!r}")
         return {"user_id": user_id, "history_length": len(history),
@@ -309,9 +380,16 @@ class RerankDeployment:
         """Liveness and what is served; ``status`` is ``degraded`` while a branch's latest call failed."""
         f = self.fusion
         branches = self.branches.health()
+        store = {"name": self.store.name, "answering": True}
+        try:
+            await self.store.ping()
+        except StoreUnavailable as exc:
+            store |= {"answering": False, "error": str(exc)[:500]}
+        ok = store["answering"] and all(b["answering"] for b in branches.values())
         return {
-            "status": "ok" if all(b["answering"] for b in branches.values()) else "degraded",
+            "status": "ok" if ok else "degraded",
             "branches": branches,
+            "store": store,
             "users": len(self.state.histories),
             "items": self.state.n_items,
             "cached_queries": len(self.state.queries),

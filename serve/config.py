@@ -84,6 +84,17 @@ class Timeouts(Strict):
     warmup: float = Field(300.0, ge=0)
 
 
+class StoreSettings(Strict):
+    """Where the online state lives (``serve.store``): events appended to histories, queries written online."""
+
+    backend: Literal["sqlite", "redis", "memory"] = "sqlite"  # memory: per replica, lost on restart
+    path: str | None = None  # sqlite; default <artifacts>/online/state.sqlite3
+    url: str | None = None  # redis://host:port/db; default $Q2REC_REDIS_URL
+    namespace: str | None = None  # redis key prefix; default the artifacts directory's name
+    timeout_s: float = Field(0.5, gt=0)  # a store slower than this counts as down
+    query_ttl_s: int = Field(30 * 86400, ge=1)  # redis: how long an online-written query is kept
+
+
 class ServeAppConfig(Strict):
     artifacts: str = "artifacts/ml-100k"  # one dataset's artifacts directory
     cf_model: str = "sasrec"
@@ -99,6 +110,7 @@ class ServeAppConfig(Strict):
     branch_batch_size: int = Field(16, ge=1)  # CF / retrieval calls merged into one model call (1: none)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     query_cache_size: int = Field(200_000, ge=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     max_history: int = Field(5_000, ge=1)

@@ -1,7 +1,9 @@
-"""What the ingress holds in memory: the catalog, each user's history, the query cache and the fusion config.
+"""What each ingress replica holds in memory: the catalog, each user's base history, the batch job's queries and
+the fusion config.
 
 Users are served with their history up to the held-out test item (train + validation), so an answer for a
-known user equals the offline test evaluation of the same fusion. Events append to that history.
+known user equals the offline test evaluation of the same fusion. Events append to that history in the
+shared online store (``serve.store``), which every replica reads.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class LRU(OrderedDict):
 
 
 class ServingState:
-    """Catalog lookups, per-user histories and the (user, history hash) → (query, source) cache."""
+    """Catalog lookups, base histories and the (user, history hash) → (query, source) cache."""
 
     def __init__(self, cfg: ServeAppConfig) -> None:
         paths = ArtifactPaths(cfg.root)
@@ -132,11 +134,17 @@ class ServingState:
     def history_view(self, history: Sequence[int]) -> list[HistoryItem]:
         return history_items([self.rows[i] for i in history], self.descriptions)
 
-    def append(self, user_id: str, indices: Sequence[int]) -> tuple[int, bool]:
-        """Append interactions; returns (new history length, whether the user is new)."""
-        created = user_id not in self.histories
-        self.histories.setdefault(user_id, []).extend(int(i) for i in indices)
-        return len(self.histories[user_id]), created
+    def history(self, user_id: str, appended: Sequence[str]) -> list[int] | None:
+        """A user's history as item indices: the base one (train + validation) and then the items appended
+        online (``serve.store``); None for a user neither knows."""
+        base = self.histories.get(user_id)
+        if base is None and not appended:
+            return None
+        extra = [self.index_of[i] for i in appended if i in self.index_of]
+        if len(extra) < len(appended):  # the catalog changed under the store
+            log.warning("user %s: %d appended item(s) not in the catalog are left out", user_id,
+                        len(appended) - len(extra))  # fmt: skip
+        return [*(base or ()), *extra]
 
     def item(self, item_id: str) -> dict[str, Any]:
         row = self.rows[self.index_of[item_id]]

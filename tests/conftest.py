@@ -75,3 +75,13 @@ def ml100k_content(ml100k):
         completion_tokens=0, rejected="")  # fmt: skip
     queries[COLUMNS].to_parquet(qpath, index=False)
     return ml100k
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on a free port of 127.0.0.1 (installed by ``make setup``), stopped at the end."""
+    from serve.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

@@ -7,9 +7,12 @@ fusion.json written here; tests that need the LLM, faults or two replicas deploy
 from __future__ import annotations
 
 import json
+import random
+import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import asdict
 from typing import Any
 
@@ -22,9 +25,9 @@ FUSION = {"method": "adaptive", "norm": "zscore", "n": 100, "a": 0.4, "b": 0.5, 
 
 
 def http(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None,
-         timeout: float = 30.0) -> tuple[int, Any]:  # fmt: skip
+         timeout: float = 30.0, base: str = BASE) -> tuple[int, Any]:  # fmt: skip
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(BASE + path, data=data, method=method,
+    req = urllib.request.Request(base + path, data=data, method=method,
                                  headers={"Content-Type": "application/json", **(headers or {})})  # fmt: skip
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -37,20 +40,60 @@ def http(method: str, path: str, body: Any = None, headers: dict[str, str] | Non
             return e.code, payload.decode(errors="replace")
 
 
+def http_replica(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+                 timeout: float = 30.0) -> tuple[int, Any, str]:  # fmt: skip
+    """``http`` plus the ``x-q2rec-replica`` header: which ingress replica answered."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(BASE + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null"), r.headers.get("x-q2rec-replica", "")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null"), e.headers.get("x-q2rec-replica", "")
+
+
+def running_replicas(app: str, deployment: str) -> dict[str, str]:
+    """One reading of Serve's state: replica id → actor name of the deployment's RUNNING replicas."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ReplicaState, ServeInstanceDetails
+
+    details = ServeInstanceDetails(**_get_global_client().get_serve_details())
+    replicas = details.applications[app].deployments[deployment].replicas
+    return {r.replica_id: r.actor_name for r in replicas if r.state == ReplicaState.RUNNING}
+
+
+def wait_for_replacement(
+    app: str, deployment: str, killed: str, n: int = 2, timeout: float = 300.0
+) -> dict[str, str]:
+    """Poll until one reading has ``n`` RUNNING replicas, none of them the killed one (a replica id);
+    return that reading (or the last one at the deadline), so the caller asserts on exactly what the loop
+    saw. The deadline is generous: on a 2-core box under load a new retrieval replica (encoder load, stored
+    queries encoded) was measured to take 171 s to start."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reading = running_replicas(app, deployment)
+        if (len(reading) == n and killed not in reading) or time.monotonic() > deadline:
+            return reading
+        time.sleep(0.5)
+
+
 def app_args(paths, **overrides) -> dict[str, Any]:
     return {
         "artifacts": str(paths.root),
         "cf_model": "ease",
         "fusion_path": str(paths.root / "serve_fusion.json"),
         "engine": {"backend": "none"},
+        # a store of each app's own: events one test posts never reach another app's answers
+        "store": {"backend": "sqlite", "path": str(paths.root / "online" / f"{uuid.uuid4().hex}.sqlite3")},
     } | overrides
 
 
-def wait_ready(prefix: str, timeout: float = 120.0) -> None:
+def wait_ready(prefix: str, timeout: float = 120.0, base: str = BASE) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if http("GET", f"{prefix}/healthz", timeout=5)[0] == 200:
+            if http("GET", f"{prefix}/healthz", timeout=5, base=base)[0] == 200:
                 return
         except OSError:
             pass
@@ -84,3 +127,62 @@ def serve_url(serve_artifacts):
     wait_ready("")
     yield BASE
     serve.shutdown()
+
+
+class Load:
+    """``clients`` threads, each sending one request at a time with a pause: a bounded, steady load.
+    A request that fails is retried once by the client (as an HTTP client of a replicated service does)."""
+
+    def __init__(self, prefix: str, clients: int = 3, pause: float = 0.02, base: str = BASE) -> None:
+        self.prefix, self.base = prefix, base
+        self.stop = threading.Event()
+        self.ok = self.failed = self.retried = 0
+        self.errors: list[str] = []
+        self.retried_errors: list[str] = []  # what the first try of each retried request got
+        self.samples: list[tuple[float, float]] = []  # (monotonic end time, ms) of each answered request
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(pause, i)) for i in range(clients)]
+
+    def run(self, pause: float, seed: int) -> None:
+        rng = random.Random(seed)
+        while not self.stop.is_set():
+            body = {"user_id": str(rng.randint(3, 943)), "k": 10}
+            result = self.once(body)
+            if result is None:
+                with self.lock:
+                    self.retried += 1
+                    self.retried_errors.append(self.errors[-1] if self.errors else "?")
+                result = self.once(body)
+            with self.lock:
+                if result is None:
+                    self.failed += 1
+                elif result["degraded"]:
+                    self.failed += 1
+                    self.errors.append(f"degraded {result['degraded']}")
+                else:
+                    self.ok += 1
+            time.sleep(pause)
+
+    def once(self, body):
+        t0 = time.monotonic()
+        try:
+            status, out = http("POST", f"{self.prefix}/recommend", body, timeout=10, base=self.base)
+        except OSError as exc:
+            self.errors.append(repr(exc))
+            return None
+        with self.lock:
+            self.samples.append((time.monotonic(), (time.monotonic() - t0) * 1000))
+        if status != 200:
+            self.errors.append(f"{status} {out}")
+            return None
+        return out
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join()

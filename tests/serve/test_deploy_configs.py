@@ -81,6 +81,10 @@ def test_the_cluster_profile_asks_for_real_resources():
     assert auto and 2 <= auto["min_replicas"] < auto["max_replicas"]
     opts = d["CFDeployment"].options()["ray_actor_options"]
     assert opts["memory"] == d["CFDeployment"].memory and opts["num_cpus"] == 2
+    # replicas on many nodes share one online store: Redis, not a file of one node
+    assert cfg.store.backend == "redis" and cfg.store.url.startswith("redis://")
+    laptop = ServeAppConfig(**load("serve_config.yaml")["applications"][0]["args"])
+    assert laptop.store.backend == "sqlite"
 
 
 def test_rayservice_holds_the_cluster_profile():

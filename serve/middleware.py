@@ -1,12 +1,25 @@
-"""413 for a request body over the app's limit (``app.state.max_body_bytes``, set by the ingress from
-its config): by its Content-Length, or, without one (chunked), by reading at most limit + 1 bytes. Plain
-ASGI: Starlette's BaseHTTPMiddleware costs a task and a stream per request."""
+"""The ingress's ASGI middleware, plain ASGI (Starlette's BaseHTTPMiddleware costs a task and a stream per
+request):
+
+- ``BodyLimit``: 413 for a request body over the limit, by its Content-Length or, without one (chunked),
+  by reading at most limit + 1 bytes;
+- ``ReplicaHeader``: ``x-q2rec-replica`` names the ingress replica that answered.
+
+Their settings are this module's, set by the ingress constructor through ``configure``: Serve runs a frozen
+copy of the FastAPI app, so ``app.state`` written in the constructor never reaches the app that serves. Each
+replica is its own process, so module state is per replica.
+"""
 
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
 DEFAULT_LIMIT = 64 * 1024
+_settings = {"max_body_bytes": DEFAULT_LIMIT, "replica": b""}
+
+
+def configure(max_body_bytes: int, replica: str) -> None:
+    _settings.update(max_body_bytes=max_body_bytes, replica=replica.encode())
 
 
 class BodyLimit:
@@ -16,9 +29,7 @@ class BodyLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = (
-            getattr(scope["app"].state, "max_body_bytes", DEFAULT_LIMIT) if "app" in scope else DEFAULT_LIMIT
-        )
+        limit = _settings["max_body_bytes"]
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > limit:
@@ -45,3 +56,19 @@ class BodyLimit:
     async def _reject(length: str, limit: int, scope, receive, send) -> None:
         response = JSONResponse({"detail": f"body of {length} bytes is over the limit of {limit}"}, 413)
         await response(scope, receive, send)
+
+
+class ReplicaHeader:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def tagged(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-q2rec-replica", _settings["replica"])]
+            await send(message)
+
+        await self.app(scope, receive, tagged)
