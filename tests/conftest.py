@@ -12,6 +12,12 @@ apply_safe_env()
 os.environ["RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S"] = "180"  # a hang fails; a slow engine start does not
 
 
+def pytest_collection_modifyitems(config, items):
+    """The multi-node tests (``tests/cluster``) run first: their cluster starts and stops before the
+    session's one-node Ray does, since a process joins one Ray cluster at a time."""
+    items.sort(key=lambda item: 0 if item.path.parent.name == "cluster" else 1)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real local Ray cluster shared by every test that needs one."""

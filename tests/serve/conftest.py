@@ -53,6 +53,11 @@ def http_replica(method: str, path: str, body: Any = None, headers: dict[str, st
         return e.code, json.loads(e.read() or b"null"), e.headers.get("x-q2rec-replica", "")
 
 
+def percentile_ms(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
 def running_replicas(app: str, deployment: str) -> dict[str, str]:
     """One reading of Serve's state: replica id → actor name of the deployment's RUNNING replicas."""
     from ray.serve.context import _get_global_client
@@ -101,18 +106,23 @@ def wait_ready(prefix: str, timeout: float = 120.0, base: str = BASE) -> None:
     raise TimeoutError(f"{prefix}/healthz not ready after {timeout}s")
 
 
-@pytest.fixture(scope="session")
-def serve_artifacts(ray_cluster, ml100k_content):
+def prepare_serve_artifacts(paths):
+    """EASE trained (or reused) and a fusion.json for the test apps, on the Ray cluster that is up."""
     from actors.rerank import FusionConfig
     from data_prep.artifacts import write_json
     from data_prep.train import train
 
-    train(ml100k_content, "ease", show_progress=False)
+    train(paths, "ease", show_progress=False)
     config = asdict(FusionConfig(**FUSION))
-    write_json(ml100k_content.root / "serve_fusion.json",
+    write_json(paths.root / "serve_fusion.json",
                {"config": config, "cf": "ease", "retrieval": "llm+lastitem", "variant": "enriched",
                 "valid": {"NDCG@10": 0.0}})  # fmt: skip
-    return ml100k_content
+    return paths
+
+
+@pytest.fixture(scope="session")
+def serve_artifacts(ray_cluster, ml100k_content):
+    return prepare_serve_artifacts(ml100k_content)
 
 
 @pytest.fixture(scope="session")
