@@ -79,10 +79,7 @@ def run_batches(
         num_cpus=cpus_per_replica if not gpus else 1,
         num_gpus=gpus,
         runtime_env={"env_vars": {"OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}},
-        # one engine per node before two on one: Ray's default packs fractional-CPU actors onto the
-        # driver's node, leaving the other nodes of a cluster idle
-        scheduling_strategy="SPREAD",
-    )
+    )  # Ray Data creates pool actors with its default SPREAD strategy: one engine per node before two on one
     arrivals: list[tuple[float, int, int]] = []
     for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
         if len(batch):

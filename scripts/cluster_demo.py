@@ -7,9 +7,10 @@
    object store, with a ``head`` / ``worker`` resource);
 2. catalog enrichment submitted as a Ray job (``ray job submit --working-dir .``) on the first ``--items``
    items, written under ``<artifacts>/cluster-demo`` (the demo's own artifacts stay as they are);
-3. ``serve deploy`` of the one-machine profile on the demo's artifacts (``make demo`` first), with CF and
-   retrieval at 2 replicas and at most one per node (the config it deploys is written beside the job's
-   output), then one request over HTTP;
+3. ``serve deploy`` of the one-machine profile on the demo's artifacts (``make demo`` first), with CF,
+   retrieval and the ingress at 2 replicas and at most one per node, and the online state in a Redis
+   started here (the config it deploys is written beside the job's output); then one request, one event
+   and the answers of both ingress replicas after it, over HTTP;
 4. where each replica runs (the state API), then everything is stopped (``--keep`` leaves it running).
 """
 
@@ -28,7 +29,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-GCS_PORT, DASHBOARD_PORT, HTTP_PORT = 6390, 8275, 8010
+GCS_PORT, DASHBOARD_PORT, HTTP_PORT, REDIS_PORT = 6390, 8275, 8010, 6391
 DASHBOARD = f"http://127.0.0.1:{DASHBOARD_PORT}"
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
        "RAY_AIR_NEW_OUTPUT": "0", "RAY_AUTH_MODE": "disabled"}  # fmt: skip
@@ -86,13 +87,21 @@ def enrich_job(artifacts: Path, items: int, engine: str) -> None:
     print(f"enrichment job: {len(df)} rows, {df['item_id'].nunique()} unique, written to {out}")
 
 
-def deploy(artifacts: Path, engine: str) -> None:
+def post(path: str, body: dict) -> tuple[dict, str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{HTTP_PORT}{path}", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read()), r.headers.get("x-q2rec-replica", "")
+
+
+def deploy(artifacts: Path, engine: str, redis_url: str) -> None:
     doc = yaml.safe_load((ROOT / "serve" / "serve_config.yaml").read_text())
     doc["http_options"] = {"host": "127.0.0.1", "port": HTTP_PORT}
     args = doc["applications"][0]["args"]
     args["artifacts"] = str((artifacts / "ml-100k").resolve())
     args["engine"] = {"backend": engine}
-    for name in ("CFDeployment", "RetrievalDeployment"):
+    args["store"] = {"backend": "redis", "url": redis_url}
+    for name in ("CFDeployment", "RetrievalDeployment", "RerankDeployment"):
         args["deployments"][name] |= {"num_replicas": 2, "max_replicas_per_node": 1}
     config = (artifacts / "cluster-demo" / "serve_config.yaml").resolve()
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -107,13 +116,25 @@ def deploy(artifacts: Path, engine: str) -> None:
         if status == "DEPLOY_FAILED" or time.monotonic() > deadline:
             raise SystemExit(f"error: the app did not start ({status}):\n{out.stdout[-3000:]}")
         time.sleep(2)
-    req = urllib.request.Request(f"http://127.0.0.1:{HTTP_PORT}/recommend", json.dumps({"user_id": "1", "k": 5}).encode(),
-                                 {"Content-Type": "application/json"})  # fmt: skip
-    with urllib.request.urlopen(req, timeout=60) as r:
-        answer = json.loads(r.read())
+    answer, _ = post("/recommend", {"user_id": "1", "k": 5})
     print(
         f"POST /recommend user 1 -> degraded {answer['degraded']}, top 5: {[it['title'] for it in answer['items']]}"
     )
+    top = answer["items"][0]
+    event, took = post("/users/1/events", {"item_ids": [top["item_id"]]})
+    print(
+        f"POST /users/1/events [{top['title']}] -> replica {took}, history length {event['history_length']}"
+    )
+    seen: dict[str, bool] = {}
+    for _ in range(20):  # until both ingress replicas have answered
+        after, replica = post("/recommend", {"user_id": "1", "k": 5})
+        seen[replica] = top["item_id"] in [it["item_id"] for it in after["items"]]
+        if len(seen) == 2:
+            break
+    for replica, still in seen.items():
+        print(
+            f"  replica {replica}: {'STILL recommends it' if still else 'no longer recommends it'} (shared store)"
+        )
 
 
 def placement() -> None:
@@ -141,6 +162,8 @@ def down() -> None:
     if shutil.which(bin_("serve")):
         run(bin_("serve"), "shutdown", "-y", f"--address={DASHBOARD}", check=False, capture_output=True)
     run(bin_("ray"), "stop", "--force", check=False)
+    if shutil.which("redis-cli"):  # a redis-server a --keep or failed run left
+        run("redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave", check=False, capture_output=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,15 +182,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {a.artifacts / 'ml-100k'} has no fusion.json; run `make demo` first", file=sys.stderr)
         return 2
     t0 = time.monotonic()
+    sys.path.insert(0, str(ROOT))
+    from serve.redis_server import RedisServer
+
+    redis_dir = a.artifacts / "cluster-demo" / "redis"
+    shutil.rmtree(redis_dir, ignore_errors=True)  # each demo starts with no events
+    redis = RedisServer(redis_dir, REDIS_PORT)
     try:
         start_cluster()
+        redis.start()
+        print(f"online store: redis-server at {redis.url}")
         enrich_job(a.artifacts, a.items, a.engine)
-        deploy(a.artifacts, a.engine)
+        deploy(a.artifacts, a.engine, redis.url)
         placement()
         print(f"\ncluster demo done in {time.monotonic() - t0:.0f}s; dashboard {DASHBOARD}")
     finally:
         if not a.keep:
             down()
+            redis.stop()
     return 0
 
 
