@@ -49,8 +49,6 @@ app = FastAPI(
     description="LLM-assisted recommendation: a personalized LLM query with retrieval over the whole "
     "catalog, fused with collaborative filtering per user.",
 )
-
-
 app.add_middleware(BodyLimit)
 app.add_middleware(ReplicaHeader)
 RECENT = QuerySettings().recent  # history items a query is written from
@@ -377,7 +375,8 @@ class RerankDeployment:
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        """Liveness and what is served; ``status`` is ``degraded`` while a branch's latest call failed."""
+        """Liveness and what is served; ``status`` is ``degraded`` while a branch's latest call failed or the
+        online store does not answer."""
         f = self.fusion
         branches = self.branches.health()
         store = {"name": self.store.name, "answering": True}
