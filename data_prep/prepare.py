@@ -58,25 +58,23 @@ def load_dataset(cfg: PrepareConfig) -> RawDataset:
     )
 
 
-def prepare(
-    cfg: PrepareConfig, artifacts_root: str | Path | None = None, force: bool = False
-) -> ArtifactPaths:
-    """Load, validate, write and split one dataset. Returns its artifact paths."""
-    paths = ArtifactPaths.for_dataset(cfg.name, artifacts_root)
-    if not force and paths.is_prepared() and read_json(paths.prepare_manifest).get("config") == asdict(cfg):
-        log.info("%s: already prepared, reusing", paths.root)
-        return paths
-    ds = load_dataset(cfg)
+def already_prepared(paths: ArtifactPaths, config: dict) -> bool:
+    """Whether ``paths`` holds a dataset prepared with exactly ``config``."""
+    return paths.is_prepared() and read_json(paths.prepare_manifest).get("config") == config
+
+
+def write_prepared(ds: RawDataset, paths: ArtifactPaths, config: dict, kcore: int = 0) -> ArtifactPaths:
+    """Write a validated dataset in the canonical layout, split it, and record ``config`` in prepare.json."""
     paths.root.mkdir(parents=True, exist_ok=True)
     ds.interactions.to_parquet(paths.interactions, index=False)
     ds.items.to_parquet(paths.items, index=False)
     if ds.reviews is not None:
         ds.reviews.to_parquet(paths.reviews, index=False)
-    split = leave_one_out(ds.interactions, kcore_k=cfg.kcore)
+    split = leave_one_out(ds.interactions, kcore_k=kcore)
     for name in ("train", "valid", "test"):
         getattr(split, name).to_parquet(paths.split(name), index=False)
     manifest = {
-        "config": asdict(cfg),
+        "config": config,
         "users": int(ds.interactions["user_id"].nunique()),
         "items": len(ds.items),
         "interactions": len(ds.interactions),
@@ -87,6 +85,17 @@ def prepare(
     write_json(paths.prepare_manifest, manifest)
     log.info("prepared %s: %s", paths.root, manifest)
     return paths
+
+
+def prepare(
+    cfg: PrepareConfig, artifacts_root: str | Path | None = None, force: bool = False
+) -> ArtifactPaths:
+    """Load, validate, write and split one dataset. Returns its artifact paths."""
+    paths = ArtifactPaths.for_dataset(cfg.name, artifacts_root)
+    if not force and already_prepared(paths, asdict(cfg)):
+        log.info("%s: already prepared, reusing", paths.root)
+        return paths
+    return write_prepared(load_dataset(cfg), paths, asdict(cfg), cfg.kcore)
 
 
 def ensure_prepared(dataset: str, artifacts_root: str | Path | None = None) -> ArtifactPaths:

@@ -52,7 +52,7 @@ def test_replicas_spread_over_both_nodes_and_survive_losing_one(two_nodes, clust
         timeouts={"cf": 10.0, "retrieval": 10.0, "retries": 1},
         deployments={"QueryDeployment": two} | {d: spread for d in SPREAD},
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": PORT, "location": "HeadOnly"})
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app(args), name=APP, route_prefix="/")
     try:
         wait_ready("", base=BASE)
