@@ -123,6 +123,8 @@ def train(
     if not force and _saved_fingerprint(folder) == key:
         log.info("%s: reusing trained model in %s", model, folder)
         return model_class(model).load(folder)
+    manifest = read_json(paths.prepare_manifest)
+    model_class(model)(config).check_fits(int(manifest["users"]), int(manifest["items"]))  # before any work
     init_ray(quiet=not show_progress)
     gpus = (1.0 if cluster_gpus() >= 1 else 0.0) if num_gpus is None else num_gpus
     config = model_class(model).for_remote_fit(config, num_cpus)

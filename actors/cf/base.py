@@ -8,6 +8,7 @@ both back. Every model passes the shared contract test in ``tests/actors/test_cf
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -20,6 +21,16 @@ from actors.branch import BranchOutput, RowMode
 from actors.ranking import mask_items, ndcg_at_k, target_ranks, topk
 
 Histories = Sequence[np.ndarray]
+GIB = 1024**3
+
+
+class ModelTooLarge(ValueError):
+    """A model that cannot be fitted at this size within its memory limit; said before the fit starts."""
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 @dataclass
@@ -57,6 +68,28 @@ class CFModel(ABC):
         self.config = config if config is not None else self.Config()
         self.n_items = 0
         self.fit_info: dict[str, Any] = {}
+
+    def memory_needed(self, n_users: int, n_items: int) -> int | None:
+        """Peak bytes a fit on this many users and items needs, for models whose memory grows faster than
+        the data (None: no estimate, it grows with the data)."""
+        return None
+
+    def check_fits(self, n_users: int, n_items: int, limit_bytes: int | None = None) -> None:
+        """Raise ``ModelTooLarge`` (naming the size, the memory needed and a model that fits) when a fit
+        would need more than ``limit_bytes`` (default: the config's ``max_memory_gb``, else 80% of RAM)."""
+        need = self.memory_needed(n_users, n_items)
+        if need is None:
+            return
+        if limit_bytes is None:
+            gb = getattr(self.config, "max_memory_gb", None)
+            limit_bytes = int(gb * GIB) if gb is not None else int(0.8 * physical_memory())
+        if need > limit_bytes:
+            raise ModelTooLarge(
+                f"{self.name} on {n_users:,} users x {n_items:,} items needs about {need / GIB:,.1f} GiB, over "
+                f"the limit of {limit_bytes / GIB:,.1f} GiB ({self.name}.max_memory_gb); {self.too_large_hint}"
+            )
+
+    too_large_hint: ClassVar[str] = ""
 
     @abstractmethod
     def fit(self, sequences: Histories, n_items: int, valid: ValidationSet | None = None) -> Self:

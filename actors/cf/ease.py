@@ -21,13 +21,27 @@ class EASEConfig:
     lambdas: list[float] = field(
         default_factory=lambda: [50.0, 100.0, 200.0, 300.0, 500.0, 800.0, 1200.0, 2000.0]
     )
+    max_memory_gb: float | None = None  # refuse a fit that needs more (None: 80% of this machine's RAM)
 
 
 class EASE(CFModel):
     name = "ease"
     Config = EASEConfig
+    RUNTIME_FIELDS = ("max_memory_gb",)
+    too_large_hint = (
+        "use sasrec, whose memory grows with the catalog rather than with its square "
+        "(EASE fits up to some tens of thousands of items)"
+    )
+
+    def memory_needed(self, n_users: int, n_items: int) -> int:
+        """The dense user x item matrix (float32, and float64 for the product), five item x item float64
+        matrices at the peak (the Gram matrix, its eigenvectors or inverse, P, B and a temporary), and the
+        float32 weights. tests/actors/test_model_size.py checks it against a measured peak."""
+        square = n_items * n_items
+        return n_users * n_items * 12 + square * 8 * 5 + square * 4
 
     def fit(self, sequences: Histories, n_items: int, valid: ValidationSet | None = None) -> Self:
+        self.check_fits(len(sequences), n_items)
         self.n_items = n_items
         x = interaction_matrix(sequences, n_items).astype(np.float64)
         gram = x.T @ x

@@ -40,6 +40,7 @@ class SASRecConfig:
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     bf16: bool = True  # bfloat16 autocast while training (AMX on recent x86 CPUs, tensor cores on GPUs)
     progress: bool = True  # a tqdm bar; every epoch is also logged at INFO level
+    max_memory_gb: float | None = None  # refuse a fit that needs more (None: 80% of this machine's RAM)
 
 
 class CausalBlock(nn.Module):
@@ -143,7 +144,19 @@ class SASRec(CFModel):
     name = "sasrec"
     Config = SASRecConfig
     WEIGHTS = "weights.pt"
-    RUNTIME_FIELDS = ("progress", "threads")
+    RUNTIME_FIELDS = ("progress", "threads", "max_memory_gb")
+    too_large_hint = (
+        "lower sasrec.batch_size or sasrec.max_len (the full softmax holds batch_size x max_len x items "
+        "scores at once); a sampled softmax for catalogs this size is not built yet"
+    )
+
+    def memory_needed(self, n_users: int, n_items: int) -> int:
+        """The full softmax of one training batch (bf16 logits, their float32 copy and both gradients: 12
+        bytes per position and item), validation scoring (1,024 users x items, scores and a masked copy),
+        the item embeddings with their gradient and Adam state, and the training windows."""
+        cfg = self.config
+        softmax = 12 * cfg.batch_size * cfg.max_len * n_items
+        return softmax + 1024 * n_items * 8 + 16 * (n_items + 1) * cfg.hidden + 16 * n_users * cfg.max_len
 
     @classmethod
     def for_remote_fit(cls, config: SASRecConfig, num_cpus: float) -> SASRecConfig:
@@ -160,6 +173,7 @@ class SASRec(CFModel):
         self.net = SASRecNetwork(n_items, self.config).to(self._device())
 
     def fit(self, sequences: Histories, n_items: int, valid: ValidationSet | None = None) -> Self:
+        self.check_fits(len(sequences), n_items)
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)

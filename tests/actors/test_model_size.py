@@ -1,0 +1,51 @@
+"""A model that cannot fit at a size says so before it starts, with the memory it would need."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from actors.cf.base import GIB, ModelTooLarge, ValidationSet
+from actors.cf.ease import EASE, EASEConfig
+
+
+def test_ease_refuses_a_million_items_naming_the_memory_and_a_model_that_fits():
+    with pytest.raises(ModelTooLarge) as err:
+        EASE(EASEConfig(max_memory_gb=16)).check_fits(100_000, 1_000_000)
+    msg = str(err.value)
+    assert "ease on 100,000 users x 1,000,000 items needs about" in msg
+    assert "over the limit of 16.0 GiB (ease.max_memory_gb); use sasrec" in msg
+    EASE(EASEConfig(max_memory_gb=16)).check_fits(943, 1_682)  # ML-100K fits
+
+
+def test_ease_fit_refuses_before_allocating():
+    seqs = [np.array([0, 1]), np.array([2, 3])]
+    with pytest.raises(ModelTooLarge):
+        EASE(EASEConfig(max_memory_gb=1e-9)).fit(seqs, 4)
+
+
+def test_the_estimate_bounds_the_measured_peak():
+    """Measured with tracemalloc (numpy reports its buffers to it): the estimate is above the real peak
+    and within 3x of it, so a refusal means something."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 600, 900
+    seqs = [rng.choice(n_items, 30, replace=False) for _ in range(n_users)]
+    valid = ValidationSet(seqs[:100], rng.integers(0, n_items, 100))
+    model = EASE(EASEConfig(lambdas=[100.0, 500.0]))
+    tracemalloc.start()
+    model.fit(seqs, n_items, valid)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    need = model.memory_needed(n_users, n_items)
+    assert peak <= need <= 3 * peak, (peak / GIB, need / GIB)
+
+
+def test_sasrec_refuses_a_full_softmax_that_does_not_fit():
+    from actors.cf.sasrec import SASRec, SASRecConfig
+
+    with pytest.raises(ModelTooLarge, match=r"sasrec on 100,000 users x 1,000,000 items needs about .* GiB, "
+                       r"over the limit of 16.0 GiB \(sasrec.max_memory_gb\); lower sasrec.batch_size"):  # fmt: skip
+        SASRec(SASRecConfig(max_memory_gb=16)).check_fits(100_000, 1_000_000)
+    SASRec(SASRecConfig(max_memory_gb=16)).check_fits(943, 1_682)
