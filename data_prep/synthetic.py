@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +112,13 @@ class SyntheticConfig:
 
     @property
     def name(self) -> str:
-        return f"synthetic-{self.users}x{self.items}-s{self.seed}"
+        """The artifacts folder: sizes and seed, and every setting that is not the default."""
+        extra = "".join(
+            f"-{f.name}{getattr(self, f.name)}"
+            for f in fields(self)
+            if f.name not in ("users", "items", "seed") and getattr(self, f.name) != f.default
+        )
+        return f"synthetic-{self.users}x{self.items}-s{self.seed}{extra}"
 
 
 def _catalog(

@@ -110,6 +110,7 @@ class SQLiteStore(OnlineStore):
     CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
     CREATE TABLE IF NOT EXISTS queries (key TEXT PRIMARY KEY, text TEXT NOT NULL, source TEXT NOT NULL,
                                         at REAL NOT NULL);
+    CREATE INDEX IF NOT EXISTS queries_at ON queries (at);
     """
 
     def __init__(self, path: str | Path, timeout_s: float = 2.0, query_capacity: int = 200_000) -> None:
@@ -125,9 +126,17 @@ class SQLiteStore(OnlineStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None,
                                  check_same_thread=False)  # fmt: skip
-            db.execute("PRAGMA journal_mode=WAL")
+            for attempt in range(20):  # processes opening a new file at once race for the WAL switch
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(self.SCHEMA)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == 19:
+                        db.close()
+                        raise
+                    time.sleep(0.05)
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process crash
-            db.executescript(self.SCHEMA)
             self._db = db
         return self._db
 
@@ -171,9 +180,11 @@ class SQLiteStore(OnlineStore):
 
         def tx(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO queries VALUES (?, ?, ?, ?)", (key, *query, time.time()))
-            if trim:  # now and then, keep the newest ``capacity`` queries
-                db.execute("DELETE FROM queries WHERE key NOT IN "
-                           "(SELECT key FROM queries ORDER BY at DESC LIMIT ?)", (self.capacity,))  # fmt: skip
+            if trim:  # now and then, keep the newest ``capacity`` queries (by the index on ``at``)
+                row = db.execute("SELECT at FROM queries ORDER BY at DESC LIMIT 1 OFFSET ?", (self.capacity,))
+                cut = row.fetchone()
+                if cut is not None:
+                    db.execute("DELETE FROM queries WHERE at <= ?", cut)
 
         self._run(tx)
 
@@ -181,7 +192,7 @@ class SQLiteStore(OnlineStore):
         return self._run(lambda db: db.execute("DELETE FROM queries WHERE key = ?", (key,)).rowcount > 0)
 
     async def ping(self) -> None:
-        self._run(lambda db: db.execute("SELECT 1").fetchone())
+        self._run(lambda db: db.execute("SELECT 1 FROM events LIMIT 1").fetchall())  # reads the file
 
     def close(self) -> None:
         if self._db is not None:

@@ -29,8 +29,13 @@ class ModelTooLarge(ValueError):
 
 
 def physical_memory() -> int:
-    """Bytes of RAM on this machine."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    """Bytes of RAM this process may use: the machine's, or its cgroup's limit when lower (containers)."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return ram
+    return min(ram, int(limit)) if limit.isdigit() else ram
 
 
 @dataclass

@@ -43,6 +43,7 @@ def test_engines_spread_and_a_lost_node_loses_no_item(two_nodes, tmp_path):
     log = tmp_path / "enrich.log"
     head, worker = two_nodes.head.node_id, two_nodes.worker.node_id
     t0 = time.monotonic()
+    removed = False
     with open(log, "w") as out:
         job = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         try:
@@ -59,12 +60,14 @@ def test_engines_spread_and_a_lost_node_loses_no_item(two_nodes, tmp_path):
             assert written and job.poll() is None, "the job ended before the node could be removed"
             t_lost = time.monotonic()
             two_nodes.cluster.remove_node(two_nodes.worker, allow_graceful=False)
+            removed = True
             rc = job.wait(timeout=600)
             t_end = time.monotonic()
         finally:
             if job.poll() is None:
                 job.kill()
-            two_nodes.add_worker()  # the next test gets its two nodes back
+            if removed:
+                two_nodes.add_worker()  # the next test gets its two nodes back
     text = log.read_text()
     if rc != 0:  # the documented alternative: a clear error, then a rerun resumes
         assert "rerun" in text.lower(), text[-3000:]

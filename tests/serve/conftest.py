@@ -143,8 +143,9 @@ class Load:
     """``clients`` threads, each sending one request at a time with a pause: a bounded, steady load.
     A request that fails is retried once by the client (as an HTTP client of a replicated service does)."""
 
-    def __init__(self, prefix: str, clients: int = 3, pause: float = 0.02, base: str = BASE) -> None:
-        self.prefix, self.base = prefix, base
+    def __init__(self, prefix: str, clients: int = 3, pause: float = 0.02, base: str = BASE,
+                 timeout: float = 30.0) -> None:  # fmt: skip
+        self.prefix, self.base, self.timeout = prefix, base, timeout  # timeout: above the branch budgets
         self.stop = threading.Event()
         self.ok = self.failed = self.retried = 0
         self.errors: list[str] = []
@@ -157,12 +158,12 @@ class Load:
         rng = random.Random(seed)
         while not self.stop.is_set():
             body = {"user_id": str(rng.randint(3, 943)), "k": 10}
-            result = self.once(body)
+            result, error = self.once(body)
             if result is None:
                 with self.lock:
                     self.retried += 1
-                    self.retried_errors.append(self.errors[-1] if self.errors else "?")
-                result = self.once(body)
+                    self.retried_errors.append(error)
+                result, _ = self.once(body)
             with self.lock:
                 if result is None:
                     self.failed += 1
@@ -173,19 +174,20 @@ class Load:
                     self.ok += 1
             time.sleep(pause)
 
-    def once(self, body):
+    def once(self, body) -> tuple[dict | None, str | None]:
+        """One request: (the answer, None) or (None, what went wrong)."""
         t0 = time.monotonic()
         try:
-            status, out = http("POST", f"{self.prefix}/recommend", body, timeout=10, base=self.base)
+            status, out = http("POST", f"{self.prefix}/recommend", body, timeout=self.timeout, base=self.base)
         except OSError as exc:
             self.errors.append(repr(exc))
-            return None
+            return None, repr(exc)
         with self.lock:
             self.samples.append((time.monotonic(), (time.monotonic() - t0) * 1000))
         if status != 200:
             self.errors.append(f"{status} {out}")
-            return None
-        return out
+            return None, f"{status} {out}"
+        return out, None
 
     def __enter__(self):
         for t in self.threads:
