@@ -138,8 +138,8 @@ class ServingState:
         """A user's history as item indices: the base one (train + validation) and then the items appended
         online (``serve.store``); None for a user neither knows."""
         base = self.histories.get(user_id)
-        if base is None and not appended:
-            return None
+        if not appended:  # the common case, per request: no copy
+            return base
         extra = [self.index_of[i] for i in appended if i in self.index_of]
         if len(extra) < len(appended):  # the catalog changed under the store
             log.warning("user %s: %d appended item(s) not in the catalog are left out", user_id,

@@ -22,8 +22,11 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from serve.config import StoreSettings
 
 REDIS_URL_ENV = "Q2REC_REDIS_URL"
 Query = tuple[str, str]  # (text, source)
@@ -268,8 +271,8 @@ class RedisStore(OnlineStore):
         await self._run(lambda r: r.ping())
 
 
-def open_store(settings: Any, artifacts: Path, query_capacity: int) -> OnlineStore:
-    """The store ``settings`` (a ``serve.config.StoreSettings``) names, for the artifacts at ``artifacts``."""
+def open_store(settings: StoreSettings, artifacts: Path, query_capacity: int) -> OnlineStore:
+    """The store ``settings`` names, for the artifacts at ``artifacts``."""
     if settings.backend == "memory":
         return MemoryStore(query_capacity)
     if settings.backend == "sqlite":

@@ -6,38 +6,25 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
-from tests.serve.conftest import Load, app_args, percentile_ms, wait_ready
+from tests.serve.conftest import Load, app_args, poll, running, wait_ready
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 PORT = 8128
 BASE = f"http://127.0.0.1:{PORT}"
 APP = "spread"
 SPREAD = ("CFDeployment", "RetrievalDeployment", "RerankDeployment")
-DEPLOYMENTS = (*SPREAD, "QueryDeployment")
 
 
 def placement() -> dict[str, list[str]]:
     """One reading of Serve's state: the node ids of each deployment's RUNNING replicas."""
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ReplicaState, ServeInstanceDetails
-
-    details = ServeInstanceDetails(**_get_global_client().get_serve_details())
-    deps = details.applications[APP].deployments
-    return {
-        d: sorted(r.node_id for r in deps[d].replicas if r.state == ReplicaState.RUNNING) for d in DEPLOYMENTS
-    }
+    return {d: sorted(r.node_id for r in replicas) for d, replicas in running(APP).items()}
 
 
-def wait_placement(done, timeout: float) -> tuple[dict[str, list[str]], float]:
-    """Poll until ``done(reading)``; (the reading it stopped on, seconds waited)."""
-    t0 = time.monotonic()
-    while True:
-        reading = placement()
-        if done(reading) or time.monotonic() - t0 > timeout:
-            return reading, time.monotonic() - t0
-        time.sleep(0.5)
+def pct(ms: list[float], q: float) -> float:
+    return float(np.percentile(ms, q)) if ms else float("nan")
 
 
 def test_replicas_spread_over_both_nodes_and_survive_losing_one(two_nodes, cluster_artifacts):
@@ -66,20 +53,20 @@ def test_replicas_spread_over_both_nodes_and_survive_losing_one(two_nodes, clust
             time.sleep(8)
             t_lost = time.monotonic()
             two_nodes.cluster.remove_node(two_nodes.worker, allow_graceful=False)
-            on_head, lost_s = wait_placement(lambda r: all(r[d] == [head] for d in SPREAD), 120)
+            on_head, lost_s = poll(placement, lambda r: all(r[d] == [head] for d in SPREAD), 120)
             time.sleep(max(0.0, 20 - (time.monotonic() - t_lost)))  # the loss window: 20 s after the removal
             t_added = time.monotonic()
             new = two_nodes.add_worker().node_id
-            full, back_s = wait_placement(lambda r: all(r[d] == sorted([head, new]) for d in SPREAD)
+            full, back_s = poll(placement, lambda r: all(r[d] == sorted([head, new]) for d in SPREAD)
                                           and len(r["QueryDeployment"]) == 2, 300)  # fmt: skip
             time.sleep(3)
         before_ms = [ms for t, ms in load.samples if t < t_lost]
         during_ms = [ms for t, ms in load.samples if t_lost <= t < t_added]
         print(
             f"\nnode loss under load: {load.ok + load.failed} requests, {load.failed} failed, {load.retried} retried "
-            f"by the client (first tries: {load.retried_errors[:5]}); p50/p99 before {percentile_ms(before_ms, 50):.0f}/"
-            f"{percentile_ms(before_ms, 99):.0f} ms, during {percentile_ms(during_ms, 50):.0f}/"
-            f"{percentile_ms(during_ms, 99):.0f} ms; all on the head {lost_s:.1f} s after the removal; full replica "
+            f"by the client (first tries: {load.retried_errors[:5]}); p50/p99 before {pct(before_ms, 50):.0f}/"
+            f"{pct(before_ms, 99):.0f} ms, during {pct(during_ms, 50):.0f}/"
+            f"{pct(during_ms, 99):.0f} ms; all on the head {lost_s:.1f} s after the removal; full replica "
             f"count {back_s:.1f} s after a new node joined; errors {load.errors[:5]}"
         )  # fmt: skip
         assert all(on_head[d] == [head] for d in SPREAD), f"replicas left on a lost node: {on_head}"

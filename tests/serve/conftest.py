@@ -53,34 +53,44 @@ def http_replica(method: str, path: str, body: Any = None, headers: dict[str, st
         return e.code, json.loads(e.read() or b"null"), e.headers.get("x-q2rec-replica", "")
 
 
-def percentile_ms(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
-
-
-def running_replicas(app: str, deployment: str) -> dict[str, str]:
-    """One reading of Serve's state: replica id → actor name of the deployment's RUNNING replicas."""
+def running(app: str) -> dict[str, list]:
+    """One reading of Serve's state: each deployment of ``app`` → its RUNNING replicas' details."""
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ReplicaState, ServeInstanceDetails
 
     details = ServeInstanceDetails(**_get_global_client().get_serve_details())
-    replicas = details.applications[app].deployments[deployment].replicas
-    return {r.replica_id: r.actor_name for r in replicas if r.state == ReplicaState.RUNNING}
+    return {
+        name: [r for r in d.replicas if r.state == ReplicaState.RUNNING]
+        for name, d in details.applications[app].deployments.items()
+    }
+
+
+def running_replicas(app: str, deployment: str) -> dict[str, str]:
+    """One reading: replica id → actor name of the deployment's RUNNING replicas."""
+    return {r.replica_id: r.actor_name for r in running(app)[deployment]}
+
+
+def poll(read, done, timeout: float) -> tuple[Any, float]:
+    """Take readings every 0.5 s until ``done(reading)`` or the deadline; (the reading it stopped on,
+    seconds waited), so the caller asserts on exactly what the loop saw."""
+    t0 = time.monotonic()
+    while True:
+        reading = read()
+        if done(reading) or time.monotonic() - t0 > timeout:
+            return reading, time.monotonic() - t0
+        time.sleep(0.5)
 
 
 def wait_for_replacement(
     app: str, deployment: str, killed: str, n: int = 2, timeout: float = 300.0
 ) -> dict[str, str]:
-    """Poll until one reading has ``n`` RUNNING replicas, none of them the killed one (a replica id);
-    return that reading (or the last one at the deadline), so the caller asserts on exactly what the loop
-    saw. The deadline is generous: on a 2-core box under load a new retrieval replica (encoder load, stored
-    queries encoded) was measured to take 171 s to start."""
-    deadline = time.monotonic() + timeout
-    while True:
-        reading = running_replicas(app, deployment)
-        if (len(reading) == n and killed not in reading) or time.monotonic() > deadline:
-            return reading
-        time.sleep(0.5)
+    """The first reading with ``n`` RUNNING replicas, none of them the killed one (a replica id), or the last
+    one at the deadline. The deadline is generous: on a 2-core box under load a new retrieval replica
+    (encoder load, stored queries encoded) was measured to take 171 s to start."""
+    reading, _ = poll(
+        lambda: running_replicas(app, deployment), lambda r: len(r) == n and killed not in r, timeout
+    )
+    return reading
 
 
 def app_args(paths, **overrides) -> dict[str, Any]:
