@@ -4,7 +4,9 @@ One batch-first interface, ``Retriever.search(query_vectors, k, exclude, rows) -
 three implementations that pass one contract test (``tests/actors/test_retriever.py``):
 
 - ``ExactRetriever``: a flat inner product with every item vector (small catalogs; exact full rows).
-- ``FaissRetriever``: a FAISS index (flat, HNSW or IVF; approximate kinds for large catalogs).
+- ``FaissRetriever``: a FAISS index: flat (exact) by default up to 100,000 items, IVF above (trained on a
+  sample, nprobe tuned to a target recall), or HNSW; an approximate build measures its recall@10 against
+  exact search and ``save`` writes it into ``index.json``.
 - ``LastItemRetriever``: content retrieval with the last history item's vector as the query (the
   query-free baseline), over any of the other two.
 
@@ -19,9 +21,10 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -30,40 +33,87 @@ import numpy as np
 from actors.branch import ROW_MODES, BranchOutput, RowMode, RowStats
 from actors.ranking import mask_items, top_scores
 
-IndexKind = Literal["flat", "hnsw", "ivf"]
+IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+RECALL_K = 10
 
 
 @dataclass
 class IndexConfig:
-    kind: IndexKind = "flat"
+    """How the FAISS index is built. ``auto``: exact (flat) up to ``exact_max_items`` items, IVF above it.
+
+    IVF trains its coarse quantizer on a sample of ``ivf_train_per_list`` vectors per list, and with
+    ``ivf_nprobe`` = 0 probes the fewest lists (1, 2, 4, ...) that reach ``target_recall`` at 10 on the
+    recall sample; every approximate build measures its recall@10 against exact search on
+    ``recall_queries`` catalog items (each item's own vector as the query, itself left out)."""
+
+    kind: IndexKind = "auto"
+    exact_max_items: int = 100_000
     hnsw_m: int = 32
     hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 128
     ivf_nlist: int = 0  # 0: about 4 * sqrt(n)
-    ivf_nprobe: int = 16
+    ivf_nprobe: int = 0  # 0: tuned at build time to target_recall
+    ivf_train_per_list: int = 64
+    target_recall: float = 0.95
+    recall_queries: int = 1000
+    seed: int = 0
+
+    def resolved(self, n: int) -> IndexConfig:
+        """This config for a catalog of ``n`` items: ``auto`` made concrete, IVF's list count fixed."""
+        if self.kind not in ("auto", "flat", "hnsw", "ivf"):
+            raise ValueError(f"index kind must be auto, flat, hnsw or ivf; got {self.kind!r}")
+        kind = self.kind if self.kind != "auto" else "flat" if n <= self.exact_max_items else "ivf"
+        nlist = self.ivf_nlist
+        if kind == "ivf" and not nlist:
+            nlist = max(1, min(n // 39, int(4 * math.sqrt(n))))
+        return replace(self, kind=kind, ivf_nlist=nlist)
 
 
 def build_index(vectors: np.ndarray, config: IndexConfig):
-    """A FAISS inner-product index over ``vectors`` (n, d), which should be unit length."""
+    """A FAISS inner-product index over ``vectors`` (n, d), which should be unit length. ``config`` should
+    be resolved (``IndexConfig.resolved``); an IVF index left at nprobe 0 probes one list until tuned."""
     import faiss
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = vectors.shape
+    config = config.resolved(n)
     if config.kind == "flat":
         index = faiss.IndexFlatIP(d)
     elif config.kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = config.hnsw_ef_construction
         index.hnsw.efSearch = config.hnsw_ef_search
-    elif config.kind == "ivf":
-        nlist = config.ivf_nlist or max(1, min(n // 39, int(4 * math.sqrt(n))))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.nprobe = min(config.ivf_nprobe, nlist)
     else:
-        raise ValueError(f"index kind must be flat, hnsw or ivf; got {config.kind!r}")
+        nlist = config.ivf_nlist
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = min(n, max(nlist * config.ivf_train_per_list, 39 * nlist))
+        rows = np.random.default_rng(config.seed).choice(n, sample, replace=False) if sample < n else None
+        index.train(vectors if rows is None else vectors[np.sort(rows)])
+        index.nprobe = min(config.ivf_nprobe or 1, nlist)
     index.add(vectors)
     return index
+
+
+def recall_sample(vectors: np.ndarray, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The recall sample: up to ``n_queries`` random catalog rows, and each one's exact top 10 among the
+    other items (inner product; itself left out)."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(vectors), min(n_queries, len(vectors)), replace=False))
+    q = vectors[rows]
+    truth = np.empty((len(rows), RECALL_K), dtype=np.int64)
+    for start in range(0, len(rows), 256):
+        scores = q[start : start + 256] @ vectors.T
+        scores[np.arange(len(scores)), rows[start : start + 256]] = -np.inf
+        truth[start : start + 256] = top_scores(scores, RECALL_K)[0]
+    return rows, truth
+
+
+def index_recall(index, vectors: np.ndarray, rows: np.ndarray, truth: np.ndarray) -> float:
+    """Mean recall@10 of ``index`` on the recall sample (``recall_sample``)."""
+    _, ids = index.search(np.ascontiguousarray(vectors[rows]), RECALL_K + 1)
+    hits = [len(set(got[got != r][:RECALL_K].tolist()) & set(want.tolist()))
+            for r, got, want in zip(rows, ids, truth, strict=True)]  # fmt: skip
+    return float(np.mean(hits)) / RECALL_K
 
 
 def _exclude_sets(exclude: Sequence[np.ndarray] | None, n: int) -> list[np.ndarray]:
@@ -198,8 +248,29 @@ class FaissRetriever(Retriever):
 
     @classmethod
     def build(cls, vectors: np.ndarray, item_ids: Sequence[str], config: IndexConfig | None = None):
-        config = config or IndexConfig()
-        return cls(build_index(vectors, config), vectors, item_ids, config)
+        """Build the index ``config`` says for this many items; an approximate one has its recall@10 against
+        exact search measured (and IVF its nprobe tuned to ``target_recall``), kept in ``build_info``."""
+        config = (config or IndexConfig()).resolved(len(vectors))
+        index = build_index(vectors, config)
+        retriever = cls(index, vectors, item_ids, config)
+        retriever.build_info = {"recall_at_10": 1.0} if config.kind == "flat" else retriever._measure_recall()
+        return retriever
+
+    def _measure_recall(self) -> dict:
+        t0 = time.perf_counter()
+        rows, truth = recall_sample(self.vectors, self.config.recall_queries, self.config.seed)
+        if self.config.kind == "ivf" and not self.config.ivf_nprobe:
+            nprobe = 1
+            while True:
+                self.index.nprobe = nprobe
+                recall = index_recall(self.index, self.vectors, rows, truth)
+                if recall >= self.config.target_recall or nprobe >= self.config.ivf_nlist:
+                    break
+                nprobe = min(2 * nprobe, self.config.ivf_nlist)
+            self.config = replace(self.config, ivf_nprobe=nprobe)
+        recall = index_recall(self.index, self.vectors, rows, truth)
+        return {"recall_at_10": round(recall, 4), "recall_queries": len(rows),
+                "recall_s": round(time.perf_counter() - t0, 2)}  # fmt: skip
 
     def _top(self, q, k, excl):
         max_excl = max((len(e) for e in excl), default=0)
@@ -227,7 +298,8 @@ class FaissRetriever(Retriever):
         np.save(folder / "vectors.npy", self.vectors)
         faiss.write_index(self.index, str(folder / "faiss.index"))
         (folder / "item_ids.json").write_text(json.dumps(self.item_ids.tolist()))
-        info = {"config": asdict(self.config), "size": self.size, "dim": self.dim} | (meta or {})
+        info = {"config": asdict(self.config), "size": self.size, "dim": self.dim}
+        info |= getattr(self, "build_info", {}) | (meta or {})
         (folder / "index.json").write_text(json.dumps(info, indent=2) + "\n")
         return folder
 
@@ -244,7 +316,7 @@ class FaissRetriever(Retriever):
         if config.kind == "hnsw":
             index.hnsw.efSearch = config.hnsw_ef_search
         elif config.kind == "ivf":
-            index.nprobe = config.ivf_nprobe
+            index.nprobe = config.ivf_nprobe or 1
         ids = json.loads((folder / "item_ids.json").read_text())
         return cls(index, np.load(folder / "vectors.npy"), ids, config)
 

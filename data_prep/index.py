@@ -1,11 +1,13 @@
 """Embed item texts on Ray Data and build the FAISS index over the whole pool.
 
-    python -m data_prep.index --dataset ml-100k [--text enriched|metadata|both] [--kind flat|hnsw|ivf]
+    python -m data_prep.index --dataset ml-100k [--text enriched|metadata|both] [--kind auto|flat|hnsw|ivf]
 
 ``enriched`` embeds the metadata followed by the LLM description (needs ``items_enriched.parquet``);
 ``metadata`` embeds the metadata alone (the ablation baseline). Each variant goes to
-``index/<variant>/``: ``vectors.npy`` (catalog order), ``faiss.index``, ``item_ids.json``, ``index.json``.
-A variant whose inputs are unchanged is reused.
+``index/<variant>/``: ``vectors.npy`` (catalog order), ``faiss.index``, ``item_ids.json``, ``index.json``
+(the resolved index config and, for an approximate index, its measured recall@10 against exact search).
+The default kind ``auto`` is exact up to 100,000 items and IVF above. A variant whose inputs are unchanged
+is reused.
 """
 
 from __future__ import annotations
@@ -125,9 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m data_prep.index", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--text", default="both", choices=[*VARIANTS, "both"])
-    ap.add_argument(
-        "--kind", default="flat", choices=["flat", "hnsw", "ivf"], help="exact (flat) or approximate"
-    )
+    ap.add_argument("--kind", default="auto", choices=["auto", "flat", "hnsw", "ivf"],
+                    help="exact (flat), approximate (hnsw, ivf), or auto: flat up to --exact-max-items, "
+                    "IVF above (default)")  # fmt: skip
+    ap.add_argument("--exact-max-items", type=int, default=IndexConfig.exact_max_items)
+    ap.add_argument("--target-recall", type=float, default=IndexConfig.target_recall,
+                    help="IVF: probe the fewest lists that reach this recall@10 (default %(default)s)")  # fmt: skip
+    ap.add_argument("--bf16", action="store_true", help="encode in bfloat16 (faster on CPUs with AVX512-BF16)")
     ap.add_argument("--encoder", help="sentence-transformers folder or hub id (default: packaged MiniLM)")
     ap.add_argument("--artifacts", help="artifacts root (default ./artifacts or $Q2REC_ARTIFACTS)")
     ap.add_argument("--force", action="store_true")
@@ -137,11 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     variants = VARIANTS if args.text == "both" else (args.text,)
     try:
         for v in variants:
-            info = build_variant(
-                paths, v, IndexConfig(kind=args.kind), EncoderConfig(model=args.encoder), args.force
-            )
+            index = IndexConfig(kind=args.kind, exact_max_items=args.exact_max_items,
+                                target_recall=args.target_recall)  # fmt: skip
+            info = build_variant(paths, v, index, EncoderConfig(model=args.encoder, bf16=args.bf16), args.force)
             print(f"{v}: {info['size']} items x {info['dim']}-d, {info['config']['kind']} index in "
-                  f"{paths.index_dir(v)} (embed {info['embed_s']}s, build {info['build_s']}s)")  # fmt: skip
+                  f"{paths.index_dir(v)} (embed {info['embed_s']}s, build {info['build_s']}s, "
+                  f"recall@10 {info.get('recall_at_10', '?')})")  # fmt: skip
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

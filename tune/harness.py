@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.cf.base import score_batch_size
 from data_prep.corpus import Corpus, Stage
 from tune.metrics import DEFAULT_KS, MetricContext, by_history_length, compute_metrics, concat, rank_batch
 
@@ -29,12 +30,13 @@ def evaluate_scorer(
     stage: Stage,
     ctx: MetricContext | None = None,
     ks: Sequence[int] = DEFAULT_KS,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     with_ranks: bool = False,
 ) -> dict[str, Any]:
     """Metrics of ``scorer`` on ``stage`` plus ``by_history_length`` (a nested dict); with ``with_ranks``,
     also ``target_ranks``: each user's 1-based target rank (for paired comparisons)."""
     ctx = ctx or metric_context(corpus)
+    batch_size = batch_size or score_batch_size(corpus.n_items)
     users = corpus.eval_users(stage)
     targets = corpus.target(stage)
     batches = []

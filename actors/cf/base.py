@@ -24,6 +24,16 @@ Histories = Sequence[np.ndarray]
 GIB = 1024**3
 
 
+# the most bytes one batch of catalog-wide score rows may take (scores and their masked copy)
+SCORE_BATCH_BYTES = 256 * 1024**2
+
+
+def score_batch_size(n_items: int, most: int = 1024) -> int:
+    """Users per batch of catalog-wide scoring, so a batch's rows stay within ``SCORE_BATCH_BYTES``
+    (1,024 users up to 32,768 items; 32 users at a million)."""
+    return max(1, min(most, SCORE_BATCH_BYTES // (8 * max(n_items, 1))))
+
+
 class ModelTooLarge(ValueError):
     """A model that cannot be fitted at this size within its memory limit; said before the fit starts."""
 
@@ -45,7 +55,15 @@ class ValidationSet:
     histories: Histories
     targets: np.ndarray
 
-    def ndcg10(self, model: CFModel, batch_size: int = 1024) -> float:
+    def sample(self, n: int, seed: int = 0) -> ValidationSet:
+        """At most ``n`` of these users (a fixed random sample, in their order); all of them when n <= 0."""
+        if n <= 0 or len(self.targets) <= n:
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(len(self.targets), n, replace=False))
+        return ValidationSet([self.histories[i] for i in rows], self.targets[rows])
+
+    def ndcg10(self, model: CFModel, batch_size: int | None = None) -> float:
+        batch_size = batch_size or score_batch_size(model.n_items)
         ranks = []
         for start in range(0, len(self.targets), batch_size):
             h = self.histories[start : start + batch_size]
@@ -128,11 +146,12 @@ class CFModel(ABC):
         n: int,
         exclude: Histories | None = None,
         rows: RowMode = "full",
-        batch_size: int = 1024,
+        batch_size: int | None = None,
     ) -> BranchOutput:
         """The CF branch's answer: top-``n`` per history as a ``BranchOutput``, ``exclude`` (default: the
         histories themselves) never listed, with the full score rows or their statistics by ``rows``.
-        Histories are scored ``batch_size`` at a time."""
+        Histories are scored ``batch_size`` at a time (default: ``score_batch_size`` of the catalog)."""
+        batch_size = batch_size or score_batch_size(self.n_items)
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         exclude = histories if exclude is None else exclude

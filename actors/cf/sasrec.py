@@ -1,7 +1,10 @@
 """SASRec: a causal self-attention sequence model (Kang & McAuley, ICDM 2018), in PyTorch.
 
-Training uses full-softmax cross-entropy over all items at every position of every sequence, and stops
-early on validation NDCG@10 (the best epoch's weights are kept). Item embeddings are tied between input
+Training uses cross-entropy at every position of every sequence: over all items (full softmax) for
+catalogs up to ``full_softmax_max_items``, and above that over the target and ``negatives`` items drawn by
+popularity per batch and shared by its positions (sampled softmax with the log-q correction; a negative
+equal to a position's target is masked). It stops early on validation NDCG@10 (on at most ``valid_sample`` users; the best epoch's
+weights are kept). Item embeddings are tied between input
 and output. Runs are seeded and use deterministic kernels, so a fixed seed gives the same model.
 """
 
@@ -18,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from actors.cf.base import CFModel, Histories, ValidationSet
+from actors.cf.base import CFModel, Histories, ValidationSet, score_batch_size
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,10 @@ class SASRecConfig:
     bf16: bool = True  # bfloat16 autocast while training (AMX on recent x86 CPUs, tensor cores on GPUs)
     progress: bool = True  # a tqdm bar; every epoch is also logged at INFO level
     max_memory_gb: float | None = None  # refuse a fit that needs more (None: 80% of this machine's RAM)
+    loss: str = "auto"  # "full" softmax, "sampled" softmax, or "auto": full up to full_softmax_max_items
+    full_softmax_max_items: int = 50_000
+    negatives: int = 1024  # sampled softmax: negatives per batch, drawn by training popularity
+    valid_sample: int = 10_000  # early stopping scores at most this many validation users (0: all)
 
 
 class CausalBlock(nn.Module):
@@ -146,17 +153,26 @@ class SASRec(CFModel):
     WEIGHTS = "weights.pt"
     RUNTIME_FIELDS = ("progress", "threads", "max_memory_gb")
     too_large_hint = (
-        "lower sasrec.batch_size or sasrec.max_len (the full softmax holds batch_size x max_len x items "
-        "scores at once); a sampled softmax for catalogs this size is not built yet"
+        "lower sasrec.batch_size or sasrec.max_len (the softmax holds batch_size x max_len x its width of "
+        "scores at once), or set sasrec.loss = 'sampled' (sasrec.negatives wide)"
     )
 
-    def memory_needed(self, n_users: int, n_items: int) -> int:
-        """The full softmax of one training batch (bf16 logits, their float32 copy and both gradients: 12
-        bytes per position and item), validation scoring (1,024 users x items, scores and a masked copy),
-        the item embeddings with their gradient and Adam state, and the training windows."""
+    def softmax_width(self, n_items: int) -> int:
+        """Scores per training position: the catalog (full softmax) or target + negatives (sampled)."""
         cfg = self.config
-        softmax = 12 * cfg.batch_size * cfg.max_len * n_items
-        return softmax + 1024 * n_items * 8 + 16 * (n_items + 1) * cfg.hidden + 16 * n_users * cfg.max_len
+        if cfg.loss not in ("auto", "full", "sampled"):
+            raise ValueError(f"sasrec.loss must be 'auto', 'full' or 'sampled', got {cfg.loss!r}")
+        sampled = cfg.loss == "sampled" or (cfg.loss == "auto" and n_items > cfg.full_softmax_max_items)
+        return cfg.negatives + 1 if sampled else n_items
+
+    def memory_needed(self, n_users: int, n_items: int) -> int:
+        """The softmax of one training batch (bf16 logits, their float32 copy and both gradients: 12 bytes
+        per position and score), validation scoring (a ``score_batch_size`` batch of rows and a masked
+        copy), the item embeddings with their gradient and Adam state, and the training windows."""
+        cfg = self.config
+        softmax = 12 * cfg.batch_size * cfg.max_len * self.softmax_width(n_items)
+        scoring = score_batch_size(n_items) * n_items * 8
+        return softmax + scoring + 16 * (n_items + 1) * cfg.hidden + 16 * n_users * cfg.max_len
 
     @classmethod
     def for_remote_fit(cls, config: SASRecConfig, num_cpus: float) -> SASRecConfig:
@@ -187,6 +203,14 @@ class SASRec(CFModel):
         if len(inputs) == 0:
             raise ValueError("SASRec.fit: no sequence has two or more items")
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        width = self.softmax_width(n_items)
+        sampled = width != n_items
+        if sampled:  # negatives drawn by training popularity (add-one), logits corrected by log(negatives * q)
+            counts = np.bincount(np.concatenate(list(sequences)), minlength=n_items).astype(np.float64) + 1
+            self._neg_q = torch.tensor(counts / counts.sum(), dtype=torch.float32, device=device)
+            self._neg_logq = torch.log(self._neg_q * cfg.negatives)
+        if valid is not None:
+            valid = valid.sample(cfg.valid_sample, cfg.seed)
         best_ndcg, best_state, best_epoch, history = -1.0, None, 0, []
         bar = tqdm(range(1, cfg.epochs + 1), desc="SASRec", unit="epoch", disable=not cfg.progress)
         for epoch in bar:
@@ -198,8 +222,12 @@ class SASRec(CFModel):
                 tgt = torch.from_numpy(targets[idx, -width:]).to(device)
                 keep = tgt > 0
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                    logits = self.net.logits(self.net(seq)[keep])
-                loss = nn.functional.cross_entropy(logits.float(), tgt[keep] - 1)
+                    states = self.net(seq)[keep]
+                    if sampled:
+                        logits, labels = self._sampled_logits(states, tgt[keep] - 1, cfg.negatives)
+                    else:
+                        logits, labels = self.net.logits(states), tgt[keep] - 1
+                loss = nn.functional.cross_entropy(logits.float(), labels)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -225,9 +253,24 @@ class SASRec(CFModel):
         if best_state is not None:
             self.net.load_state_dict(best_state)
         self.fit_info = {"best_epoch": best_epoch, "best_valid_ndcg10": best_ndcg, "epochs_run": len(history),
-                         "history": history}  # fmt: skip
+                         "softmax": "sampled" if sampled else "full", "history": history}  # fmt: skip
         log.info("SASRec: best epoch %d, valid NDCG@10 %.4f", best_epoch, best_ndcg)
         return self
+
+    def _sampled_logits(
+        self, states: torch.Tensor, targets: torch.Tensor, negatives: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, 1 + negatives) logits, column 0 each position's target, and labels (all 0). The negatives
+        are drawn by training popularity, shared by the batch, and every logit is corrected by
+        log(negatives * q) (sampled softmax, so it estimates the full one); a negative equal to a
+        position's target is masked."""
+        weight = self.net.item_emb.weight
+        neg = torch.multinomial(self._neg_q, negatives, replacement=True)
+        pos = (states * weight[targets + 1]).sum(-1, keepdim=True) - self._neg_logq[targets][:, None]
+        neg_logits = states @ weight[neg + 1].T - self._neg_logq[neg][None, :]
+        neg_logits = neg_logits.masked_fill(neg[None, :] == targets[:, None], -torch.inf)
+        labels = torch.zeros(len(states), dtype=torch.long, device=states.device)
+        return torch.cat([pos, neg_logits], dim=1), labels
 
     @torch.inference_mode()
     def score(self, histories: Histories, batch_size: int = 512) -> np.ndarray:

@@ -126,3 +126,44 @@ def test_last_item_retriever_queries_with_the_last_item_and_skips_the_history():
     out = r.recommend(histories, k=4)
     np.testing.assert_array_equal(out.ids[0], brute_force(pool()[[7]], [[5, 7]], k=4)[0])
     assert np.all(out.scores[1] == 0)  # no history: a zero query scores every item 0
+
+
+def clustered(n: int, d: int = 16, seed: int = 1) -> np.ndarray:
+    """Unit vectors around 40 centres: real neighbourhoods, as sentence embeddings have."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, d))
+    v = centres[rng.integers(0, 40, n)] + 0.3 * rng.standard_normal((n, d))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_auto_index_is_exact_up_to_its_threshold_and_ivf_above():
+    vecs = clustered(2000)
+    ids = [str(i) for i in range(2000)]
+    exact = FaissRetriever.build(vecs, ids, IndexConfig(exact_max_items=2000))
+    assert exact.config.kind == "flat" and exact.build_info == {"recall_at_10": 1.0}
+    ivf = FaissRetriever.build(vecs, ids, IndexConfig(exact_max_items=1999, target_recall=0.9))
+    assert ivf.config.kind == "ivf" and ivf.config.ivf_nlist == 51  # min(n // 39, 4 * sqrt(n))
+    assert 1 <= ivf.config.ivf_nprobe < ivf.config.ivf_nlist  # tuned: fewer lists than all of them
+    assert ivf.build_info["recall_at_10"] >= 0.9 and ivf.build_info["recall_queries"] == 1000
+
+
+def test_measured_recall_is_the_recall_against_exact_search(tmp_path):
+    """The recall written at build time is the index's own: each sampled item's top 10 (itself left out)
+    against the exact top 10; saved into index.json and the tuned nprobe restored by load."""
+    from actors.retriever import recall_sample
+
+    vecs, ids = clustered(3000), [str(i) for i in range(3000)]
+    ivf = FaissRetriever.build(vecs, ids, IndexConfig(kind="ivf", ivf_nprobe=1, recall_queries=300))
+    rows, _ = recall_sample(vecs, 300)
+    _, raw = ivf.index.search(vecs[rows], 11)  # the index itself (search() completes short rows exactly)
+    got = [row[row != r][:10] for r, row in zip(rows, raw, strict=True)]
+    want = ExactRetriever(vecs).search(vecs[rows], 10, exclude=[np.array([r]) for r in rows]).ids
+    mine = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)])
+    assert ivf.build_info["recall_at_10"] == pytest.approx(mine, abs=0.01) and mine < 0.99
+    ivf.save(tmp_path / "idx")
+    info = __import__("json").loads((tmp_path / "idx" / "index.json").read_text())
+    assert info["recall_at_10"] == ivf.build_info["recall_at_10"] and info["config"]["kind"] == "ivf"
+    tuned = FaissRetriever.build(vecs, ids, IndexConfig(kind="ivf", target_recall=0.99))
+    tuned.save(tmp_path / "tuned")
+    again = FaissRetriever.load(tmp_path / "tuned")
+    assert again.index.nprobe == tuned.config.ivf_nprobe > 1
