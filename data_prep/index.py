@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exact-max-items", type=int, default=IndexConfig.exact_max_items)
     ap.add_argument("--target-recall", type=float, default=IndexConfig.target_recall,
                     help="IVF: probe the fewest lists that reach this recall@10 (default %(default)s)")  # fmt: skip
-    ap.add_argument("--bf16", action="store_true", help="encode in bfloat16 (faster on CPUs with AVX512-BF16)")
+    ap.add_argument(
+        "--bf16", action="store_true", help="encode in bfloat16 (faster on CPUs with AVX512-BF16)"
+    )
     ap.add_argument("--encoder", help="sentence-transformers folder or hub id (default: packaged MiniLM)")
     ap.add_argument("--artifacts", help="artifacts root (default ./artifacts or $Q2REC_ARTIFACTS)")
     ap.add_argument("--force", action="store_true")
@@ -145,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         for v in variants:
             index = IndexConfig(kind=args.kind, exact_max_items=args.exact_max_items,
                                 target_recall=args.target_recall)  # fmt: skip
-            info = build_variant(paths, v, index, EncoderConfig(model=args.encoder, bf16=args.bf16), args.force)
+            info = build_variant(
+                paths, v, index, EncoderConfig(model=args.encoder, bf16=args.bf16), args.force
+            )
             print(f"{v}: {info['size']} items x {info['dim']}-d, {info['config']['kind']} index in "
                   f"{paths.index_dir(v)} (embed {info['embed_s']}s, build {info['build_s']}s, "
                   f"recall@10 {info.get('recall_at_10', '?')})")  # fmt: skip

@@ -205,7 +205,7 @@ class SASRec(CFModel):
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         width = self.softmax_width(n_items)
         sampled = width != n_items
-        if sampled:  # negatives drawn by training popularity (add-one), logits corrected by log(negatives * q)
+        if sampled:  # negatives by training popularity (add-one); logits corrected by log(negatives * q)
             counts = np.bincount(np.concatenate(list(sequences)), minlength=n_items).astype(np.float64) + 1
             self._neg_q = torch.tensor(counts / counts.sum(), dtype=torch.float32, device=device)
             self._neg_logq = torch.log(self._neg_q * cfg.negatives)
