@@ -6,6 +6,8 @@
 ``metadata`` embeds the metadata alone (the ablation baseline). Each variant goes to
 ``index/<variant>/``: ``vectors.npy`` (catalog order), ``faiss.index``, ``item_ids.json``, ``index.json``
 (the resolved index config and, for an approximate index, its measured recall@10 against exact search).
+Embedding writes its vectors in parts (``index/<variant>.embed_parts/``) as it goes, so an interrupted
+run resumes where it stopped; the parts are removed once the index is saved.
 The default kind ``auto`` is exact up to 100,000 items and IVF above. A variant whose inputs are unchanged
 is reused.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -72,31 +75,56 @@ def item_texts(paths: ArtifactPaths, variant: str) -> pd.DataFrame:
 
 
 def embed_texts(
-    texts: list[str], encoder: EncoderConfig, batch_size: int = 256, progress: bool = True
+    texts: list[str],
+    encoder: EncoderConfig,
+    progress: bool = True,
+    parts_dir: Path | None = None,
+    part_rows: int = 4096,
 ) -> np.ndarray:
-    """Encode on Ray Data (one encoder actor); rows come back in input order."""
+    """Encode on Ray Data (one encoder actor, ``part_rows`` texts per call); rows come back in input
+    order. With ``parts_dir`` each call's rows are written as a part as soon as they are encoded, and a
+    rerun of the same texts and encoder encodes only the rows no part holds (a crash loses at most the
+    part in flight)."""
     import ray
 
+    from data_prep import parts
     from data_prep.ray_cluster import init_ray, quiet_ray_data
 
-    init_ray(quiet=True)
-    quiet_ray_data()
-    ds = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)]).map_batches(
-        EncodeBatch,
-        fn_constructor_kwargs={"encoder": encoder.__dict__},
-        batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=1),
-        num_cpus=1,
-        runtime_env={"env_vars": {"OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}},
-    )
     out: np.ndarray | None = None
+    todo = np.arange(len(texts))
     bar = tqdm(total=len(texts), desc="embed", unit="item", disable=not progress)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        vecs = np.asarray(batch["vector"], dtype=np.float32)
-        if out is None:
-            out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
-        out[np.asarray(batch["row"], dtype=np.int64)] = vecs
-        bar.update(len(vecs))
+    if parts_dir is not None:
+        parts.claim(parts_dir, {"encoder": asdict(encoder), "texts": fingerprint(texts)})
+        done = parts.read_parts(parts_dir, ["row", "vector"])
+        if len(done):
+            rows = done["row"].to_numpy(dtype=np.int64)
+            out = np.zeros((len(texts), len(done["vector"].iloc[0])), dtype=np.float32)
+            out[rows] = np.stack(done["vector"].to_numpy())
+            todo = np.setdiff1d(todo, rows)
+            bar.update(len(rows))
+            log.info("embed: %d of %d rows already in %s, %d to go", len(rows), len(texts), parts_dir,
+                     len(todo))  # fmt: skip
+    if len(todo):
+        init_ray(quiet=True)
+        quiet_ray_data()
+        frame = pd.DataFrame({"row": todo, "text": [texts[i] for i in todo]})
+        ds = ray.data.from_pandas(parts.one_block_per_batch(frame, part_rows)).map_batches(
+            EncodeBatch,
+            fn_constructor_kwargs={"encoder": encoder.__dict__},
+            batch_size=part_rows,
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=1,
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}},
+        )
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            vecs = np.asarray(batch["vector"], dtype=np.float32)
+            rows = np.asarray(batch["row"], dtype=np.int64)
+            if out is None:
+                out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
+            out[rows] = vecs
+            if parts_dir is not None:
+                parts.write_part(parts_dir, pd.DataFrame({"row": rows, "vector": list(vecs)}))
+            bar.update(len(vecs))
     bar.close()
     assert out is not None
     return out
@@ -113,13 +141,15 @@ def build_variant(
         log.info("%s: unchanged, reusing %s", variant, folder)
         return json.loads(info_path.read_text())
     t0 = time.perf_counter()
-    vectors = embed_texts(df["text"].tolist(), encoder)
+    parts_dir = folder.with_name(f"{variant}.embed_parts")
+    vectors = embed_texts(df["text"].tolist(), encoder, parts_dir=parts_dir)
     t1 = time.perf_counter()
     retriever = FaissRetriever.build(vectors, df["item_id"].tolist(), index)
     t2 = time.perf_counter()
     meta = {"variant": variant, "inputs": digest, "encoder": encoder.model or "packaged all-MiniLM-L6-v2",
             "embed_s": round(t1 - t0, 2), "build_s": round(t2 - t1, 3)}  # fmt: skip
     retriever.save(folder, meta)
+    shutil.rmtree(parts_dir)  # the vectors are in the index folder now
     return json.loads(info_path.read_text())
 
 

@@ -2,6 +2,7 @@
 
     python -m tune.search --dataset ml-100k --trials 200 [--cf sasrec|ease] [--retrieval llm|llm+lastitem|lastitem]
                           [--methods fixed,adaptive,rrf] [--objective ndcg|ndcg+coverage|ndcg+novelty]
+                          [--set sasrec.epochs=20]
 
 Branch scores for the validation users are computed once (``tune.branches``) and shared with every trial
 through the object store, so a trial only fuses and evaluates. OptunaSearch (TPE) proposes configs;
@@ -179,6 +180,7 @@ def cached_search(
 
 def main(argv: list[str] | None = None) -> int:
     from data_prep.corpus import Corpus
+    from data_prep.train import parse_overrides
 
     ap = argparse.ArgumentParser(prog="python -m tune.search", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="ml-100k")
@@ -190,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS), help="fusion methods searched, comma-separated")
     ap.add_argument("--objective", default="ndcg", choices=sorted(OBJECTIVES))
     ap.add_argument("--out", type=Path, help="default: artifacts/<dataset>/fusion.json")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",
+                    help="the config the CF model was trained with, as given to data_prep.train")  # fmt: skip
     ap.add_argument("--artifacts")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -197,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         search_space(methods)  # validates --methods before any work
+        overrides = parse_overrides(args.overrides).get(args.cf)
         corpus = Corpus.load(paths)
         out = cached_search(paths, corpus, args.cf, args.retrieval, args.variant, args.trials, args.objective,
-                            methods)  # fmt: skip
+                            methods, overrides)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -42,3 +42,22 @@ def test_enriched_variant_needs_enrichment_first(ml100k, tmp_path):
     pd.read_parquet(ml100k.items).to_parquet(empty.items)
     with pytest.raises(DataError, match="items_enriched.parquet: not found"):
         item_texts(empty, "enriched")
+
+
+def test_embedding_resumes_from_the_parts_it_wrote(ray_cluster, tmp_path, caplog):
+    """A run writes a part per call; a rerun after losing one part encodes only that part's rows, and the
+    vectors equal the first run's."""
+    import logging
+
+    from data_prep.index import embed_texts
+
+    texts = [f"Movie number {i}. Genres: Drama." for i in range(120)]
+    folder = tmp_path / "metadata.embed_parts"
+    first = embed_texts(texts, EncoderConfig(), progress=False, parts_dir=folder, part_rows=40)
+    parts = sorted(folder.glob("part-*.parquet"))
+    assert len(parts) == 3
+    parts[1].unlink()  # as if the run had stopped while that part was in flight
+    with caplog.at_level(logging.INFO, logger="data_prep.index"):
+        again = embed_texts(texts, EncoderConfig(), progress=False, parts_dir=folder, part_rows=40)
+    assert "80 of 120 rows already in" in caplog.text and len(list(folder.glob("part-*.parquet"))) == 3
+    np.testing.assert_allclose(again, first, atol=1e-5)

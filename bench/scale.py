@@ -1,0 +1,327 @@
+"""Benchmark: every offline stage on synthetic datasets of growing size, with time, memory and growth.
+
+    python bench/scale.py [--sizes 10000x10000,100000x100000,100000x1000000] [--artifacts /tmp/q2rec-scale]
+                          [--epochs 3] [--trials 20] [--stages generate,train_ease,...] [--force]
+
+Each stage is the project's own CLI in a subprocess (the Ray cluster it starts included): generate
+(``data_prep.synthetic``: prepare and split), train_ease, train_sasrec, index (metadata text, bf16, the
+default index kind), branches (both branches' top-N for valid and test users, ``tune.branches_store``),
+search (``tune.search`` over the cached branches) and evaluate (``tune.evaluate``: full ranking of pop and
+SASRec on valid and test). For each (stage, size) the table gives the wall time, the peak resident memory
+of the stage's whole process tree (sampled every 0.2 s) and the bytes it wrote. A stage that refuses a
+size (EASE's memory check) shows its error text instead. Per stage, the growth exponents are the slopes of
+log time and log memory against log users and log items over the sizes run.
+
+Baselines in the same run: per catalog size, exact search against the default approximate index (IVF,
+nprobe tuned to recall@10 0.95) on 1,000 catalog items as queries (QPS in batches of 256 and recall@10);
+and at the smallest size, SASRec with the full softmax against the sampled one (seconds per epoch and
+valid NDCG@10 after ``--epochs``).
+
+A stage's result is kept in ``<dataset>/bench/<stage>.json`` and reused while its output is there, so a
+long run can be resumed; ``--force`` measures again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STAGES = ("generate", "train_ease", "train_sasrec", "index", "branches", "search", "evaluate")
+GIB = 1024**3
+
+
+def dataset_name(users: int, items: int) -> str:
+    return f"synthetic-{users}x{items}-s0"
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
+            total += p.memory_info().rss
+    return total
+
+
+def run_measured(cmd: list[str], log_file: Path) -> dict:
+    """Run ``cmd``; its wall time, the peak RSS of its process tree, its exit code and its last lines."""
+    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
+                        "TRANSFORMERS_OFFLINE": "1", "RAY_AIR_NEW_OUTPUT": "0", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    peak = [0]
+    with log_file.open("w") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.2):
+                peak[0] = max(peak[0], tree_rss(proc.pid))
+
+        watcher = threading.Thread(target=sample, daemon=True)
+        watcher.start()
+        rc = proc.wait()
+        wall = time.perf_counter() - t0
+        done.set()
+        watcher.join()
+    tail = [line for line in log_file.read_text().splitlines() if line.strip()][-3:]
+    return {"rc": rc, "wall_s": round(wall, 2), "peak_rss_gib": round(peak[0] / GIB, 3), "tail": tail}
+
+
+BRANCHES = """
+import sys
+from data_prep.artifacts import ArtifactPaths
+from data_prep.corpus import Corpus
+from data_prep.train import parse_overrides
+from tune.branches_store import load_or_compute
+paths = ArtifactPaths.for_dataset(sys.argv[1], sys.argv[2])
+corpus = Corpus.load(paths)
+for stage in ("valid", "test"):
+    b = load_or_compute(paths, corpus, stage, "sasrec", "lastitem", "metadata",
+                        cf_overrides=parse_overrides(sys.argv[3:]).get("sasrec"))
+    print(stage, len(b.users), "users, cf", b.cf.mode, b.cf.ids.shape, "retrieval", b.retrieval.ids.shape)
+"""
+
+
+def sasrec_overrides(args) -> list[str]:
+    """SASRec's settings at every size: a few epochs, at a learning rate and dropout that learn in them."""
+    return [f"epochs={args.epochs}", "lr=0.003", "dropout=0.2"]
+
+
+def stage_command(stage: str, name: str, users: int, items: int, artifacts: Path, args) -> list[str]:
+    py, sets = sys.executable, [a for kv in sasrec_overrides(args) for a in ("--set", f"sasrec.{kv}")]
+    common = ["--dataset", name, "--artifacts", str(artifacts)]
+    return {
+        "generate": [py, "-m", "data_prep.synthetic", "--users", str(users), "--items", str(items),
+                     "--artifacts", str(artifacts)],
+        "train_ease": [py, "-m", "data_prep.train", *common, "--models", "ease"],
+        "train_sasrec": [py, "-m", "data_prep.train", *common, "--models", "sasrec", *sets],
+        "index": [py, "-m", "data_prep.index", *common, "--text", "metadata", "--bf16"],
+        "branches": [py, "-c", BRANCHES, name, str(artifacts), *(f"sasrec.{kv}" for kv in sasrec_overrides(args))],
+        "search": [py, "-m", "tune.search", *common, "--cf", "sasrec", "--retrieval", "lastitem",
+                   "--variant", "metadata", "--trials", str(args.trials), *sets],
+        "evaluate": [py, "-m", "tune.evaluate", *common, "--models", "pop,sasrec", *sets,
+                     "--out", str(artifacts / name / "bench" / "evaluate_report.json")],
+    }[stage]  # fmt: skip
+
+
+def run_stage(stage: str, users: int, items: int, artifacts: Path, args) -> dict:
+    name = dataset_name(users, items)
+    folder = artifacts / name
+    record = folder / "bench" / f"{stage}.json"
+    if record.is_file() and not args.force:
+        return json.loads(record.read_text())
+    before = folder_bytes(folder)
+    print(f"  {name} {stage} ...", flush=True)
+    out = run_measured(
+        stage_command(stage, name, users, items, artifacts, args), folder / "bench" / f"{stage}.log"
+    )
+    out |= {
+        "stage": stage,
+        "users": users,
+        "items": items,
+        "output_gib": round((folder_bytes(folder) - before) / GIB, 4),
+    }
+    if out["rc"] != 0:
+        out["error"] = next(
+            (line for line in reversed(out["tail"]) if "error" in line.lower()), out["tail"][-1]
+        )
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def growth(rows: list[dict], key: str) -> dict[str, float]:
+    """Slopes of log(key) against log(users) and log(items) (least squares over the sizes run); with only
+    sizes that grow users and items together, one joint slope against log(users * items) / 2."""
+    ok = [r for r in rows if r["rc"] == 0 and r[key] > 0]
+    if len(ok) < 2:
+        return {}
+    y = np.log([r[key] for r in ok])
+    lu, li = np.log([r["users"] for r in ok]), np.log([r["items"] for r in ok])
+    x = np.column_stack([np.ones(len(ok)), lu, li])
+    if np.linalg.matrix_rank(x) == 3:
+        coef = np.linalg.lstsq(x, y, rcond=None)[0]
+        return {"users": round(float(coef[1]), 2), "items": round(float(coef[2]), 2)}
+    coef = np.polyfit((lu + li) / 2, y, 1)
+    return {"joint": round(float(coef[0]), 2)}
+
+
+def index_baseline(vectors_path: Path, queries: int = 1000) -> list[dict]:
+    """Exact flat search against the default approximate index on the same vectors."""
+    from actors.retriever import IndexConfig, build_index, index_recall, recall_sample
+
+    vectors = np.load(vectors_path, mmap_mode="r")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    rows, truth = recall_sample(vectors, queries)
+    out = []
+    for kind in ("flat", "ivf"):
+        t0 = time.perf_counter()
+        cfg = IndexConfig(kind=kind).resolved(len(vectors))
+        index = build_index(vectors, cfg)
+        if kind == "ivf":  # the nprobe the default build would tune
+            from actors.retriever import FaissRetriever
+
+            r = FaissRetriever(index, vectors, np.arange(len(vectors)).astype(str), cfg)
+            r._measure_recall()
+            cfg = r.config
+        build_s = time.perf_counter() - t0
+        q = np.ascontiguousarray(vectors[rows])
+        t0 = time.perf_counter()
+        for start in range(0, len(q), 256):
+            index.search(q[start : start + 256], 11)
+        qps = len(q) / (time.perf_counter() - t0)
+        recall = 1.0 if kind == "flat" else index_recall(index, vectors, rows, truth)
+        out.append({"index": kind if kind == "flat" else f"ivf nlist={cfg.ivf_nlist} nprobe={cfg.ivf_nprobe}",
+                    "build_s": round(build_s, 1), "qps": round(qps), "recall_at_10": round(recall, 4)})  # fmt: skip
+    return out
+
+
+def softmax_baseline(name: str, artifacts: Path, epochs: int) -> list[dict]:
+    """SASRec with the full and with the sampled softmax on the same data, seconds per epoch and valid
+    NDCG@10 (on all valid users) after ``epochs``."""
+    from actors.cf.base import ValidationSet
+    from actors.cf.sasrec import SASRec, SASRecConfig
+    from data_prep.artifacts import ArtifactPaths
+    from data_prep.corpus import Corpus
+
+    corpus = Corpus.load(ArtifactPaths.for_dataset(name, str(artifacts)))
+    users = corpus.eval_users("valid")
+    valid = ValidationSet(corpus.histories("valid", users), corpus.target("valid")[users])
+    out = []
+    for loss in ("full", "sampled"):
+        t0 = time.perf_counter()
+        # the settings of sasrec_overrides
+        cfg = SASRecConfig(epochs=epochs, lr=0.003, dropout=0.2, loss=loss, progress=False)
+        model = SASRec(cfg).fit(corpus.train_seqs, corpus.n_items)
+        per_epoch = (time.perf_counter() - t0) / epochs
+        out.append(
+            {
+                "softmax": loss,
+                "s_per_epoch": round(per_epoch, 1),
+                "valid_ndcg10": round(valid.ndcg10(model), 4),
+            }
+        )
+    return out
+
+
+def llm_sample(name: str, artifacts: Path, items: int, users: int) -> list[dict]:
+    """The LLM stages on a sample (GPU work at full size): enrichment of the first ``items`` items and the
+    valid and test queries of the first ``users`` users, with the packaged model on this box's engine;
+    tokens and seconds per item and per user, for the capacity model."""
+    import pandas as pd
+
+    from data_prep.artifacts import ArtifactPaths
+
+    paths = ArtifactPaths.for_dataset(name, str(artifacts))
+    common = ["--dataset", name, "--artifacts", str(artifacts)]
+    py = sys.executable
+    out = []
+    jobs = [("enrichment", "item", [py, "-m", "data_prep.enrich", *common, "--limit", str(items)], paths.items_enriched, items),
+            ("queries", "user", [py, "-m", "data_prep.queries", *common, "--limit-users", str(users)], paths.user_queries, users)]  # fmt: skip
+    for job, unit, cmd, result, count in jobs:
+        run = run_measured(cmd, paths.root / "bench" / f"llm_{job}.log")
+        if run["rc"] != 0:
+            out.append({"job": job, "error": run["tail"][-1]})
+            continue
+        frame = pd.read_parquet(result)
+        out.append({"job": job, "unit": unit, "count": count, "wall_s": run["wall_s"],
+                    "peak_rss_gib": run["peak_rss_gib"], "rows": len(frame),
+                    "llm_rows": int((frame["source"] == "llm").sum()),
+                    "prompt_tokens": round(frame["prompt_tokens"].sum() / count, 1),
+                    "completion_tokens": round(frame["completion_tokens"].sum() / count, 1)})  # fmt: skip
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="10000x10000,100000x100000,100000x1000000",
+                    help="USERSxITEMS, comma-separated")  # fmt: skip
+    ap.add_argument("--artifacts", type=Path, default=Path("/tmp/q2rec-scale"))
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--epochs", type=int, default=3, help="SASRec epochs at every size")
+    ap.add_argument("--trials", type=int, default=20, help="fusion search trials")
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--llm-sample", default="128,64", help="ITEMS,USERS of the LLM sample ('' to skip)")
+    ap.add_argument("--force", action="store_true", help="measure stages again even when recorded")
+    args = ap.parse_args()
+    sizes = [tuple(int(x) for x in s.lower().split("x")) for s in args.sizes.split(",")]
+    stages = [s for s in args.stages.split(",") if s]
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        ap.error(f"--stages: unknown {bad}; choose from {','.join(STAGES)}")
+    rows = []
+    for users, items in sizes:
+        for stage in stages:
+            rows.append(run_stage(stage, users, items, args.artifacts, args))
+            if stage == "generate" and rows[-1]["rc"] != 0:
+                break
+    print("\n| stage | users | items | wall s | peak RSS GiB | output GiB | result |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        result = "ok" if r["rc"] == 0 else f"refused: {r.get('error', '')[:200]}"
+        print(f"| {r['stage']} | {r['users']:,} | {r['items']:,} | {r['wall_s']:.1f} | {r['peak_rss_gib']:.2f} | "
+              f"{r['output_gib']:.3f} | {result} |")  # fmt: skip
+    print("\n| stage | time exponent | memory exponent |")
+    print("|---|---|---|")
+    for stage in stages:
+        mine = [r for r in rows if r["stage"] == stage]
+        t, m = growth(mine, "wall_s"), growth(mine, "peak_rss_gib")
+        fmt = lambda g: ", ".join(f"{k} {v}" for k, v in g.items()) or "n/a"  # noqa: E731
+        print(f"| {stage} | {fmt(t)} | {fmt(m)} |")
+    if args.no_baselines:
+        return
+    print("\n| catalog | index | build s | QPS | recall@10 | QPS vs flat |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for users, items in sizes:
+        vec = args.artifacts / dataset_name(users, items) / "index" / "metadata" / "vectors.npy"
+        if not vec.is_file():
+            continue
+        res = index_baseline(vec)
+        for r in res:
+            print(f"| {items:,} | {r['index']} | {r['build_s']} | {r['qps']:,} | {r['recall_at_10']} | "
+                  f"{r['qps'] / res[0]['qps']:.1f}x |")  # fmt: skip
+    users, items = sizes[0]
+    if args.llm_sample:
+        n_items, n_users = (int(x) for x in args.llm_sample.split(","))
+        print(f"\nLLM stages on a sample of {dataset_name(users, items)} (packaged model, this box's engine; "
+              "wall time includes the engine's start):\n")  # fmt: skip
+        print("| job | per | sample | wall s | rows (llm) | prompt tokens per | completion tokens per |")
+        print("|---|---|---:|---:|---|---:|---:|")
+        for r in llm_sample(dataset_name(users, items), args.artifacts, n_items, n_users):
+            if "error" in r:
+                print(f"| {r['job']} | failed: {r['error'][:150]} | | | | | |")
+                continue
+            print(f"| {r['job']} | {r['unit']} | {r['count']} | {r['wall_s']} | {r['rows']} ({r['llm_rows']}) | "
+                  f"{r['prompt_tokens']} | {r['completion_tokens']} |")  # fmt: skip
+    print(f"\nSASRec full vs sampled softmax, {users:,} users x {items:,} items, {args.epochs} epochs:\n")
+    print("| softmax | s / epoch | valid NDCG@10 |")
+    print("|---|---:|---:|")
+    for r in softmax_baseline(dataset_name(users, items), args.artifacts, args.epochs):
+        print(f"| {r['softmax']} | {r['s_per_epoch']} | {r['valid_ndcg10']} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Every offline stage at a small size, through the same CLIs ``bench/scale.py`` runs at large ones, with
+the size switches turned low so the large-catalog paths run here: the approximate index (IVF with its
+measured recall), SASRec's sampled softmax, top-N branch lists instead of full rows, and EASE's refusal."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actors.branch import default_row_mode
+
+ROOT = Path(__file__).resolve().parents[1]
+USERS, ITEMS = 300, 400
+NAME = f"synthetic-{USERS}x{ITEMS}-s0"
+SASREC = [
+    "--set",
+    "sasrec.epochs=2",
+    "--set",
+    "sasrec.full_softmax_max_items=100",
+    "--set",
+    "sasrec.negatives=64",
+]
+
+
+def bench_scale():
+    spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "bench" / "scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_growth_exponents_recover_known_slopes():
+    scale = bench_scale()
+    sizes = [(10_000, 10_000), (100_000, 100_000), (100_000, 1_000_000)]
+    rows = [{"rc": 0, "users": u, "items": i, "wall_s": 1e-3 * u * i**0.5} for u, i in sizes]
+    assert scale.growth(rows, "wall_s") == {"users": 1.0, "items": 0.5}
+    assert scale.growth(rows[:2], "wall_s") == {"joint": 1.5}  # users and items grew together
+    rows[2]["rc"] = 2  # a refused size is left out
+    assert scale.growth(rows, "wall_s") == {"joint": 1.5}
+
+
+@pytest.fixture(scope="module")
+def small(ray_cluster, tmp_path_factory):
+    from data_prep.artifacts import ArtifactPaths
+    from data_prep.synthetic import main
+
+    root = tmp_path_factory.mktemp("scale")
+    assert main(["--users", str(USERS), "--items", str(ITEMS), "--artifacts", str(root)]) == 0
+    return ArtifactPaths.for_dataset(NAME, str(root))
+
+
+def cli(small, *args: str) -> list[str]:
+    return [*args, "--dataset", NAME, "--artifacts", str(small.root.parent)]
+
+
+def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
+    from data_prep.corpus import Corpus
+    from data_prep.index import main as index_main
+    from data_prep.train import main as train_main
+    from tune.branches_store import load_or_compute
+    from tune.evaluate import main as evaluate_main
+    from tune.search import main as search_main
+
+    assert train_main(cli(small, "--models", "ease", "--set", "ease.max_memory_gb=1e-6")) == 2
+    err = capsys.readouterr().err
+    assert f"ease on {USERS:,} users x {ITEMS:,} items needs about" in err and "use sasrec" in err
+    assert train_main(cli(small, "--models", "pop,sasrec", *SASREC)) == 0
+    fit = json.loads((small.model_dir("sasrec") / "config.json").read_text())["fit_info"]
+    assert fit["softmax"] == "sampled" and fit["epochs_run"] == 2
+
+    assert index_main(cli(small, "--text", "metadata", "--exact-max-items", "100")) == 0
+    info = json.loads((small.index_dir("metadata") / "index.json").read_text())
+    assert info["config"]["kind"] == "ivf" and info["recall_queries"] == ITEMS
+    assert 0.9 <= info["recall_at_10"] <= 1.0 and info["config"]["ivf_nprobe"] >= 1
+
+    monkeypatch.setattr("tune.branches_store.default_row_mode", lambda n: "topn")  # as above 20,000 items
+    corpus = Corpus.load(small)
+    valid = load_or_compute(small, corpus, "valid", "sasrec", "lastitem", "metadata",
+                            cf_overrides={"epochs": 2, "full_softmax_max_items": 100, "negatives": 64})  # fmt: skip
+    assert valid.cf.mode == valid.retrieval.mode == "topn" and valid.cf.ids.shape == (USERS, 200)
+    assert default_row_mode(ITEMS) == "full"  # the switch above is what made these lists top-N only
+
+    assert search_main(cli(small, "--cf", "sasrec", "--retrieval", "lastitem", "--variant", "metadata",
+                           "--trials", "3", *SASREC)) == 0  # fmt: skip
+    fusion = json.loads(small.fusion.read_text())
+    assert fusion["trials"] == 3 and 0 < fusion["valid"]["NDCG@10"] <= 1
+
+    out = small.root / "report.json"
+    assert evaluate_main(cli(small, "--models", "pop,sasrec", *SASREC, "--out", str(out))) == 0
+    results = json.loads(out.read_text())["results"]
+    ndcg = {m: results[m]["test"]["NDCG@10"] for m in ("pop", "sasrec")}
+    assert all(0 < v <= 1 for v in ndcg.values()) and np.isfinite(list(ndcg.values())).all()
