@@ -1,15 +1,24 @@
-"""The retrieval branch: embed a user's query text and search the whole catalog, seen items masked."""
+"""The retrieval branch: embed a user's query text and search the whole catalog, seen items masked.
+
+What the user side of retrieval is, by ``QueryMode``: ``llm`` the LLM-written query text, ``llm+lastitem``
+that text followed by the last history item's metadata text (one embedding), ``lastitem`` no text at all:
+the last history item's own catalog vector (``actors.retriever.LastItemRetriever``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from actors.branch import BranchOutput, RowMode
 from actors.encoder import TextEncoder
 from actors.retriever import Retriever
+
+QueryMode = Literal["llm", "llm+lastitem", "lastitem"]
+QUERY_MODES: tuple[QueryMode, ...] = ("llm", "llm+lastitem", "lastitem")
 
 
 @dataclass

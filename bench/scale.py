@@ -4,7 +4,8 @@
                           [--epochs 3] [--trials 20] [--stages generate,train_ease,...] [--force]
 
 Each stage is the project's own CLI in a subprocess (the Ray cluster it starts included): generate
-(``data_prep.synthetic``: prepare and split), train_ease, train_sasrec, index (metadata text, bf16, the
+(``data_prep.synthetic``: prepare and split), train_ease, train_sasrec (popularity too: seconds), index
+(metadata text, bf16, the
 default index kind), branches (both branches' top-N for valid and test users, ``tune.branches_store``),
 search (``tune.search`` over the cached branches) and evaluate (``tune.evaluate``: full ranking of pop and
 SASRec on valid and test). For each (stage, size) the table gives the wall time, the peak resident memory
@@ -14,8 +15,8 @@ log time and log memory against log users and log items over the sizes run.
 
 Baselines in the same run: per catalog size, exact search against the default approximate index (IVF,
 nprobe tuned to recall@10 0.95) on 1,000 catalog items as queries (QPS in batches of 256 and recall@10);
-and at the smallest size, SASRec with the full softmax against the sampled one (seconds per epoch and
-valid NDCG@10 after ``--epochs``).
+and at the largest size where the full softmax fits in memory (SASRec's own estimate), SASRec with the full
+softmax against the sampled one (seconds per epoch and valid NDCG@10 after ``--softmax-epochs``).
 
 A stage's result is kept in ``<dataset>/bench/<stage>.json`` and reused while its output is there, so a
 long run can be resumed; ``--force`` measures again.
@@ -27,6 +28,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -116,9 +118,9 @@ def stage_command(stage: str, name: str, users: int, items: int, artifacts: Path
     return {
         "generate": [py, "-m", "data_prep.synthetic", "--users", str(users), "--items", str(items),
                      "--artifacts", str(artifacts)],
-        "train_ease": [py, "-m", "data_prep.train", *common, "--models", "ease"],
-        "train_sasrec": [py, "-m", "data_prep.train", *common, "--models", "sasrec", *sets],
-        "index": [py, "-m", "data_prep.index", *common, "--text", "metadata", "--bf16"],
+        "train_ease": [py, "-m", "data_prep.train", *common, "--models", "ease", "--force"],
+        "train_sasrec": [py, "-m", "data_prep.train", *common, "--models", "pop,sasrec", *sets, "--force"],
+        "index": [py, "-m", "data_prep.index", *common, "--text", "metadata", "--bf16", "--force"],
         "branches": [py, "-c", BRANCHES, name, str(artifacts), *(f"sasrec.{kv}" for kv in sasrec_overrides(args))],
         "search": [py, "-m", "tune.search", *common, "--cf", "sasrec", "--retrieval", "lastitem",
                    "--variant", "metadata", "--trials", str(args.trials), *sets],
@@ -133,6 +135,16 @@ def run_stage(stage: str, users: int, items: int, artifacts: Path, args) -> dict
     record = folder / "bench" / f"{stage}.json"
     if record.is_file() and not args.force:
         return json.loads(record.read_text())
+    from data_prep.artifacts import ArtifactPaths
+
+    paths = ArtifactPaths.for_dataset(name, str(artifacts))
+    # a stage measured is a stage computed: the caches its tool would reuse go first (train and index
+    # take --force)
+    for cache in {"branches": [paths.branches], "search": [paths.tune, paths.fusion]}.get(stage, []):
+        if cache.is_dir():
+            shutil.rmtree(cache)
+        elif cache.is_file():
+            cache.unlink()
     before = folder_bytes(folder)
     print(f"  {name} {stage} ...", flush=True)
     out = run_measured(
@@ -169,26 +181,34 @@ def growth(rows: list[dict], key: str) -> dict[str, float]:
     return {"joint": round(float(coef[0]), 2)}
 
 
-def index_baseline(vectors_path: Path, queries: int = 1000) -> list[dict]:
-    """Exact flat search against the default approximate index on the same vectors."""
-    from actors.retriever import IndexConfig, build_index, index_recall, recall_sample
+def index_baseline(folder: Path, queries: int = 1000) -> list[dict]:
+    """Exact flat search against the default approximate index (IVF, nprobe tuned to the target recall) on
+    the same vectors. Where the index stage built an IVF index (above ``exact_max_items``) it is loaded,
+    with the build time and recall it recorded; below, one is built here."""
+    import json
 
-    vectors = np.load(vectors_path, mmap_mode="r")
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    from actors.retriever import FaissRetriever, IndexConfig, build_index, index_recall, recall_sample
+
+    vectors = np.ascontiguousarray(np.load(folder / "vectors.npy"), dtype=np.float32)
     rows, truth = recall_sample(vectors, queries)
+    q = np.ascontiguousarray(vectors[rows])
+    saved = json.loads((folder / "index.json").read_text())
     out = []
     for kind in ("flat", "ivf"):
         t0 = time.perf_counter()
-        cfg = IndexConfig(kind=kind).resolved(len(vectors))
-        index = build_index(vectors, cfg)
-        if kind == "ivf":  # the nprobe the default build would tune
-            from actors.retriever import FaissRetriever
-
-            r = FaissRetriever(index, vectors, np.arange(len(vectors)).astype(str), cfg)
-            r._measure_recall()
-            cfg = r.config
-        build_s = time.perf_counter() - t0
-        q = np.ascontiguousarray(vectors[rows])
+        if kind == "ivf" and saved["config"]["kind"] == "ivf":
+            retriever = FaissRetriever.load(folder)
+            build_s = saved["build_s"]
+        else:
+            cfg = IndexConfig(kind=kind).resolved(len(vectors))
+            retriever = FaissRetriever(
+                build_index(vectors, cfg), vectors, np.arange(len(vectors)).astype(str), cfg
+            )
+            if kind == "ivf":  # the nprobe the default build would tune
+                retriever._measure_recall()
+                retriever.index.nprobe = retriever.config.ivf_nprobe
+            build_s = time.perf_counter() - t0
+        index, cfg = retriever.index, retriever.config
         t0 = time.perf_counter()
         for start in range(0, len(q), 256):
             index.search(q[start : start + 256], 11)
@@ -197,6 +217,22 @@ def index_baseline(vectors_path: Path, queries: int = 1000) -> list[dict]:
         out.append({"index": kind if kind == "flat" else f"ivf nlist={cfg.ivf_nlist} nprobe={cfg.ivf_nprobe}",
                     "build_s": round(build_s, 1), "qps": round(qps), "recall_at_10": round(recall, 4)})  # fmt: skip
     return out
+
+
+def softmax_size(sizes: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The largest (users, items) of ``sizes`` where SASRec's full softmax fits this machine's memory limit."""
+    from actors.cf.base import ModelTooLarge
+    from actors.cf.sasrec import SASRec, SASRecConfig
+
+    model = SASRec(SASRecConfig(loss="full"))
+    fits = []
+    for users, items in sizes:
+        try:
+            model.check_fits(users, items)
+            fits.append((users * items, (users, items)))
+        except ModelTooLarge:
+            pass
+    return max(fits)[1] if fits else None
 
 
 def softmax_baseline(name: str, artifacts: Path, epochs: int) -> list[dict]:
@@ -262,6 +298,7 @@ def main() -> None:
     ap.add_argument("--artifacts", type=Path, default=Path("/tmp/q2rec-scale"))
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--epochs", type=int, default=3, help="SASRec epochs at every size")
+    ap.add_argument("--softmax-epochs", type=int, default=1, help="epochs of the full vs sampled baseline")
     ap.add_argument("--trials", type=int, default=20, help="fusion search trials")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--llm-sample", default="128,64", help="ITEMS,USERS of the LLM sample ('' to skip)")
@@ -296,10 +333,10 @@ def main() -> None:
     print("\n| catalog | index | build s | QPS | recall@10 | QPS vs flat |")
     print("|---:|---|---:|---:|---:|---:|")
     for users, items in sizes:
-        vec = args.artifacts / dataset_name(users, items) / "index" / "metadata" / "vectors.npy"
-        if not vec.is_file():
+        folder = args.artifacts / dataset_name(users, items) / "index" / "metadata"
+        if not (folder / "index.json").is_file():
             continue
-        res = index_baseline(vec)
+        res = index_baseline(folder)
         for r in res:
             print(f"| {items:,} | {r['index']} | {r['build_s']} | {r['qps']:,} | {r['recall_at_10']} | "
                   f"{r['qps'] / res[0]['qps']:.1f}x |")  # fmt: skip
@@ -316,11 +353,19 @@ def main() -> None:
                 continue
             print(f"| {r['job']} | {r['unit']} | {r['count']} | {r['wall_s']} | {r['rows']} ({r['llm_rows']}) | "
                   f"{r['prompt_tokens']} | {r['completion_tokens']} |")  # fmt: skip
-    print(f"\nSASRec full vs sampled softmax, {users:,} users x {items:,} items, {args.epochs} epochs:\n")
+    size = softmax_size(sizes)
+    if size is None:
+        print("\nSASRec's full softmax fits at none of these sizes: no full vs sampled baseline")
+        return
+    users, items = size
+    print(f"\nSASRec full vs sampled softmax, {users:,} users x {items:,} items (the largest size where the full "
+          f"softmax fits), {args.softmax_epochs} epoch(s):\n")  # fmt: skip
     print("| softmax | s / epoch | valid NDCG@10 |")
     print("|---|---:|---:|")
-    for r in softmax_baseline(dataset_name(users, items), args.artifacts, args.epochs):
+    rows = softmax_baseline(dataset_name(users, items), args.artifacts, args.softmax_epochs)
+    for r in rows:
         print(f"| {r['softmax']} | {r['s_per_epoch']} | {r['valid_ndcg10']} |")
+    print(f"\nsampled / full: {rows[1]['s_per_epoch'] / rows[0]['s_per_epoch']:.2f}x the time per epoch")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,20 @@ measures instead what the shared online store (``serve.store``) costs a request:
 ``none``) three times, its ingress reading histories from memory (per replica, not shared), from the
 embedded SQLite file and from a real redis-server started here, the loads alternating; the ratio is
 against the in-memory store, and ``timings_ms.store`` is the history read inside the ingress.
+
+    python bench/serve_latency.py --catalogs artifacts/ml-100k,/tmp/q2rec-scale/synthetic-100000x1000000-s0
+
+measures what the catalog's size costs a request: each artifacts directory (a trained CF model and a
+``fusion.json``; the branches' test-stage cache for the equality check) deployed as its own app beside the
+no-op composition, engine ``none``, the loads alternating over known users of each; the ratio is against
+the first catalog. It also gives each replica's peak RSS (sampled during the load) and checks, for a
+sample of test users per catalog, that the served top-10 equals the offline fusion of the same config.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import random
@@ -86,16 +95,17 @@ def summarise(
             "latencies": latencies, "wall": wall}  # fmt: skip
 
 
-def interleaved(port: int, paths: dict[str, str], bodies: list[dict[str, Any]], clients: int,
-                rounds: int) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Each path's load in ``rounds`` alternating slices of ``bodies``, so drift of a shared, noisy box
-    falls on every path alike; per path, the slices' figures pooled."""
+def interleaved(port: int, paths: dict[str, str], bodies: list[dict[str, Any]] | dict[str, list[dict[str, Any]]],
+                clients: int, rounds: int) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Each path's load in ``rounds`` alternating slices of ``bodies`` (one list for every path, or one per
+    path name), so drift of a shared, noisy box falls on every path alike; per path, the slices' figures
+    pooled."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
-    size = -(-len(bodies) // rounds)
+    per_path = bodies if isinstance(bodies, dict) else dict.fromkeys(paths, bodies)
     for r in range(rounds):
-        part = bodies[r * size : (r + 1) * size]
         for name, path in paths.items() if r % 2 == 0 else reversed(paths.items()):
-            runs[name].append(run_load(port, path, part, clients))
+            size = -(-len(per_path[name]) // rounds)
+            runs[name].append(run_load(port, path, per_path[name][r * size : (r + 1) * size], clients))
     return {
         name: summarise(
             [x for r in rs for x in r["latencies"]],
@@ -156,6 +166,159 @@ def compare_stores(root: Path, port: int, requests: int, rounds: int, workdir: P
         redis.stop()
 
 
+def replica_pids(apps: list[str]) -> dict[tuple[str, str], list[int]]:
+    """(app, deployment) -> pids of its RUNNING replicas, from one reading of Serve's state."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ReplicaState, ServeInstanceDetails
+
+    details = ServeInstanceDetails(**_get_global_client().get_serve_details())
+    return {
+        (app, name): [r.pid for r in d.replicas if r.state == ReplicaState.RUNNING and r.pid]
+        for app in apps
+        for name, d in details.applications[app].deployments.items()
+    }
+
+
+class RSSSampler:
+    """Peak RSS of each replica process, sampled every 0.5 s in a thread while the loads run."""
+
+    def __init__(self, pids: dict[tuple[str, str], list[int]]) -> None:
+        self.pids, self.peak = pids, dict.fromkeys(pids, 0)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def sample(self) -> None:
+        import psutil
+
+        for key, pids in self.pids.items():
+            for pid in pids:
+                with contextlib.suppress(psutil.Error):  # a replica that ended meanwhile
+                    self.peak[key] = max(self.peak[key], psutil.Process(pid).memory_info().rss)
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            self.sample()
+
+    def __enter__(self) -> RSSSampler:
+        self.sample()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+        self.sample()
+
+
+def offline_fused(root: Path, users: list[str], k: int = 10) -> dict[str, list[str]]:
+    """The offline test-stage fusion of ``fusion.json``'s config for ``users``: item ids, best first, from
+    the branch cache ``tune.branches_store`` keeps (computed here with the model's saved config if absent)."""
+    import numpy as np
+
+    from actors.rerank import fuse
+    from data_prep.artifacts import ArtifactPaths
+    from data_prep.corpus import Corpus
+    from serve.config import ServeAppConfig
+    from serve.state import load_fusion
+    from tune.branches import BranchScores
+    from tune.branches_store import branch_file, load_or_compute
+
+    paths = ArtifactPaths(root)
+    setup = load_fusion(ServeAppConfig(artifacts=str(root)))
+    cf = json.loads(paths.fusion.read_text()).get("cf", "sasrec")
+    corpus = Corpus.load(paths)
+    cache = branch_file(paths, "test", cf, setup.retrieval, setup.variant)
+    b = BranchScores.load(cache) if cache.is_file() else load_or_compute(
+        paths, corpus, "test", cf, setup.retrieval, setup.variant)  # fmt: skip
+    row_of = {str(corpus.user_ids[u]): r for r, u in enumerate(b.users)}
+    rows = np.array([row_of[u] for u in users])
+    fused = fuse(b.cf.take(rows), b.retrieval.take(rows), b.history_len[rows], setup.config, k)
+    return {u: corpus.item_ids[fused.ids[i]].tolist() for i, u in enumerate(users)}
+
+
+def compare_catalogs(roots: list[Path], port: int, requests: int, rounds: int, check_users: int) -> int:
+    """The same app on each catalog, against the no-op composition and the first catalog (see the module
+    docstring); returns 1 when a served answer differs from the offline fusion."""
+    from noop_app import build_noop_app
+    from ray import serve
+
+    from data_prep.artifacts import ArtifactPaths
+    from data_prep.corpus import Corpus
+    from data_prep.ray_cluster import init_ray
+    from serve.app import build_app
+
+    rng = random.Random(0)
+    init_ray(quiet=True)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_noop_app(), name="noop", route_prefix="/noop")
+    apps, paths, users, sizes = {}, {"no-op composition": "/noop/recommend"}, {}, {}
+    for i, root in enumerate(roots):
+        corpus = Corpus.load(ArtifactPaths(root))
+        sizes[i] = (len(corpus.user_ids), corpus.n_items)
+        users[i] = [str(corpus.user_ids[u]) for u in corpus.eval_users("test")]
+        label = f"{root.name} ({sizes[i][1]:,} items)"
+        cfg = {"artifacts": str(root), "engine": {"backend": "none"}, "store": {"backend": "memory"},
+               "cf_model": json.loads(ArtifactPaths(root).fusion.read_text()).get("cf", "sasrec")}  # fmt: skip
+        t0 = time.perf_counter()
+        serve.run(build_app(cfg), name=f"catalog{i}", route_prefix=f"/catalog{i}")
+        print(f"{label}: deployed in {time.perf_counter() - t0:.0f} s", flush=True)
+        apps[i], paths[label] = f"catalog{i}", f"/catalog{i}/recommend"
+    bodies = {label: [{"user_id": rng.choice(users[i]), "k": 10} for _ in range(requests)]
+              for i, label in zip(apps, list(paths)[1:], strict=True)}  # fmt: skip
+    bodies["no-op composition"] = bodies[list(paths)[1]]
+    for name, path in paths.items():  # warm every path
+        run_load(port, path, bodies[name][:20], 2)
+    pids = replica_pids(["noop", *apps.values()])
+    results = {}
+    with RSSSampler(pids) as rss:
+        for clients in (1, 8):
+            for name, r in interleaved(port, paths, bodies, clients, rounds).items():
+                results[(name, clients)] = r
+    first = next(iter(paths))  # the no-op composition
+    base = list(paths)[1]
+    print("\n| app | clients | requests | errors | p50 ms | p99 ms | req/s | p50 / no-op | p50 / "
+          f"{base.split(' ')[0]} | branches p50 ms (in the ingress) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    for clients in (1, 8):
+        for name in paths:
+            r = results[(name, clients)]
+            br = statistics.median(t.get("branches", 0.0) for t in r["timings"]) if r["timings"] else 0.0
+            print(f"| {name} | {clients} | {r['n']} | {r['errors']} | {r['p50']:.1f} | {r['p99']:.1f} | "
+                  f"{r['rps']:.1f} | {r['p50'] / results[(first, clients)]['p50']:.2f} | "
+                  f"{r['p50'] / results[(base, clients)]['p50']:.2f} | {br:.2f} |")  # fmt: skip
+    print("\n| app | deployment | replicas | peak RSS GiB (per replica) |\n|---|---|---:|---:|")
+    for (app, dep), peak in rss.peak.items():
+        print(f"| {app} | {dep} | {len(pids[(app, dep)])} | {peak / 2**30:.2f} |")
+    failed = 0
+    print("\n| app | users checked | served top-10 == offline fusion |\n|---|---:|---:|")
+    for i, root in enumerate(roots):
+        sample = rng.sample(users[i], min(check_users, len(users[i])))
+        want = offline_fused(root, sample)
+        same = 0
+        for u in sample:
+            status, out = post(port, f"/catalog{i}/recommend", {"user_id": u, "k": 10})
+            got = [it["item_id"] for it in out["items"]] if status == 200 else None
+            same += got == want[u]
+            if got != want[u]:
+                print(f"  {root.name} user {u}: served {got}, offline {want[u]}")
+        failed += same < len(sample)
+        print(f"| {root.name} | {len(sample)} | {same} |")
+    big, small = list(paths)[-1], base
+    ratio = results[(big, 1)]["p50"] / results[(small, 1)]["p50"]
+    print(f"\nsummary: 1-client p50 {results[(small, 1)]['p50']:.1f} ms at {sizes[0][1]:,} items, "
+          f"{results[(big, 1)]['p50']:.1f} ms at {sizes[len(roots) - 1][1]:,} items ({ratio:.2f}x; goal <= 2x)")  # fmt: skip
+    serve.shutdown()
+    return 1 if failed else 0
+
+
+def post(port: int, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    out = json.loads(resp.read())
+    conn.close()
+    return resp.status, out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifacts", default="artifacts/ml-100k")
@@ -169,9 +332,20 @@ def main(argv: list[str] | None = None) -> int:
                     "or nothing (auto: by catalog size; fused scores equal the offline evaluation's with full)")  # fmt: skip
     ap.add_argument("--stores", action="store_true",
                     help="measure only the online store's cost: in-memory vs SQLite vs Redis")  # fmt: skip
+    ap.add_argument("--catalogs", help="artifacts directories, comma-separated: the same app on each catalog, "
+                    "against the first (latency, replica RSS, served == offline fusion)")  # fmt: skip
+    ap.add_argument("--check-users", type=int, default=50, help="--catalogs: users checked against offline")
     args = ap.parse_args(argv)
     from data_prep.artifacts import ArtifactPaths
 
+    if args.catalogs:
+        roots = [Path(r) for r in args.catalogs.split(",") if r]
+        for r in roots:
+            p = ArtifactPaths(r)
+            if not p.fusion.is_file():
+                print(f"error: {p.fusion} not found; run `python -m tune.search` on {r}", file=sys.stderr)
+                return 2
+        return compare_catalogs(roots, args.port, args.requests, args.rounds, args.check_users)
     root = Path(args.artifacts)
     if args.stores:
         import tempfile

@@ -95,7 +95,8 @@ class RerankDeployment:
         self.pending: dict[str, asyncio.Task] = {}
         self.counts: Counter = Counter()
         self.branches = BranchFanOut(cf, retrieval, self.cfg.timeouts, self.counts)
-        self.llm = self.cfg.engine.backend != "none"
+        # the LLM writes queries only for a retrieval that uses them
+        self.llm = self.cfg.engine.backend != "none" and self.fusion.retrieval != "lastitem"
         self.explorer_page = EXPLORER.read_text()
         if self.cfg.timeouts.warmup > 0:
             t0 = time.perf_counter()
@@ -216,18 +217,26 @@ class RerankDeployment:
             raise HTTPException(422, "history: empty; give at least one item id, or a query")
 
         text, source, cached = None, "none", False
-        if history:
+        by_last_item = self.fusion.retrieval == "lastitem" and bool(history)
+        if by_last_item:  # query-free retrieval: the last item's own vector
+            source = "lastitem"
+        elif history:
             text, source, cached = await self._user_query(st.key(user_key, full), history, degraded)
         texts = [x for x in (text, intent) if x]
         w = self.cfg.intent_weight
         weights = [1 - w, w] if (text and intent) else [1.0]
+        query_items = history[-RECENT:] if text else history[-1:] if by_last_item else []
+        last_item = 0.0
+        if by_last_item:
+            last_item = 1 - w if intent else 1.0
+            weights = [w] if intent else []
         exclude = sorted(set(history)) if body.exclude_seen else []
         cfg = replace(self.fusion.config, n=max(self.fusion.config.n, body.k))
         n = max(self.cfg.branch_n or cfg.n, body.k)  # items asked of each branch
         if intent:  # an intent asks for the retrieval branch to count, however long the history
             cfg = replace(cfg, max_alpha=min(cfg.max_alpha, self.cfg.intent_max_alpha))
         cf_req = CFRequest(history, exclude, n) if history else None
-        ret_req = RetrievalRequest(texts, weights, history, exclude, n)
+        ret_req = RetrievalRequest(texts, weights, history, exclude, n, last_item)
         cf_out, ret_out = await self.branches.both(cf_req, ret_req, timings)
         if not history:
             degraded.append("cf")  # nothing to score from; not a failure
@@ -254,7 +263,7 @@ class RerankDeployment:
                 "source": source,
                 "cached": cached,
                 "intent": intent,
-                "items": [st.item_ids[i] for i in history[-RECENT:]] if text else [],
+                "items": [st.item_ids[i] for i in query_items],
             },
             "alpha": alpha,
             "degraded": degraded,
@@ -398,7 +407,8 @@ class RerankDeployment:
             "fusion": {
                 "source": f.source,
                 "method": f.config.method,
-                "with_last_item": f.with_last_item,
+                "retrieval": f.retrieval,
+                "variant": f.variant,
                 "valid": f.valid,
             },  # fmt: skip
             "counts": dict(self.counts),

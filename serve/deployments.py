@@ -40,6 +40,7 @@ class RetrievalRequest:
     history: list[int]  # its last item may be appended to the query text
     exclude: list[int]
     n: int
+    last_item: float = 0.0  # weight of the last history item's own vector in that sum (``lastitem``)
 
 
 def split_batch(out: BranchOutput, ns: list[int]) -> list[BranchOutput]:
@@ -108,14 +109,14 @@ class RetrievalDeployment:
         items = pd.read_parquet(paths.items).to_dict("records")
         fusion = load_fusion(cfg)
         self.branch = QueryRetrievalBranch(
-            TextEncoder(), FaissRetriever.load(paths.index_dir(cfg.index_variant)),
+            TextEncoder(), FaissRetriever.load(paths.index_dir(fusion.variant)),
             [metadata_text(r) for r in items], RetrievalBranchConfig(with_last_item=fusion.with_last_item),
         )  # fmt: skip
         self.rows = cfg.rows_for(self.branch.retriever.size)
         self.score.set_max_batch_size(cfg.branch_batch_size)
         self.vectors = LRU(max(cfg.query_cache_size, 1))
         t0 = time.perf_counter()
-        warm = self._precomputed_texts(paths)
+        warm = self._precomputed_texts(paths) if fusion.retrieval != "lastitem" else []
         self._encode(warm)
         vec = self.branch.encoder.encode(["warm-up"])  # the first encode and search pay for setting up
         self.branch.retriever.search(np.asarray(vec, dtype=np.float32), 10, rows=self.rows)
@@ -153,9 +154,14 @@ class RetrievalDeployment:
             for r in requests
         ]
         self._encode([t for texts in composed for t in texts])
+        item_vectors = self.branch.retriever.vectors
         vecs = np.zeros((len(requests), self.branch.retriever.dim), dtype=np.float32)
         for i, (texts, r) in enumerate(zip(composed, requests, strict=True)):
-            v = sum(w * self.vectors[t] for t, w in zip(texts, r.weights, strict=True))
+            v = np.zeros_like(vecs[i])
+            for t, w in zip(texts, r.weights, strict=True):
+                v += w * self.vectors[t]
+            if r.last_item and r.history:
+                v += r.last_item * item_vectors[r.history[-1]]
             vecs[i] = v / max(float(np.linalg.norm(v)), 1e-12)
         excl = [np.asarray(r.exclude, dtype=np.int64) for r in requests]
         ns = [r.n for r in requests]

@@ -45,7 +45,10 @@ class RecommendedItem(BaseModel):
 
 class QueryUsed(BaseModel):
     text: str | None
-    source: str = Field(description="llm, fallback (built from the history's metadata) or none")
+    source: str = Field(
+        description="llm, fallback (built from the history's metadata), lastitem (no text: retrieval by the "
+        "last item's own vector) or none"
+    )
     cached: bool = Field(
         description="written earlier (batch job or a previous request) for this exact history"
     )

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from actors.rerank import FusionConfig
+from actors.retrieval_branch import QUERY_MODES, QueryMode
 from actors.user_query import HistoryItem, history_items, history_key
 from data_prep.artifacts import ArtifactPaths
 from data_prep.corpus import Corpus
@@ -45,25 +46,37 @@ class UnknownItems(ValueError):
 
 @dataclass
 class FusionSetup:
+    """The tuned fusion and the retrieval it was tuned with."""
+
     config: FusionConfig
-    with_last_item: bool
+    retrieval: QueryMode  # what the user side of retrieval is
+    variant: str  # which item vectors (index variant) retrieval searches
     source: str  # the fusion.json path, or "defaults (no fusion.json)"
     valid: dict[str, float]
 
+    @property
+    def with_last_item(self) -> bool:
+        """The last item's metadata text follows the query text (``llm+lastitem``)."""
+        return self.retrieval == "llm+lastitem"
+
 
 def load_fusion(cfg: ServeAppConfig) -> FusionSetup:
+    """The fusion config of ``fusion.json`` (or the defaults), the retrieval mode and index variant it was
+    tuned with; the app config's ``retrieval`` and ``index_variant`` override them."""
     path = cfg.fusion_file
-    if not path.is_file():
+    saved: dict[str, Any] = {}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+    else:
         log.warning("%s not found: serving with the default fusion config; run `python -m tune.search`", path)
-        with_last = cfg.retrieval_with_last_item if cfg.retrieval_with_last_item is not None else True
-        return FusionSetup(FusionConfig(), with_last, "defaults (no fusion.json)", {})
-    saved = json.loads(path.read_text())
     names = {f.name for f in fields(FusionConfig)}
-    fusion = FusionConfig(**{k: v for k, v in saved["config"].items() if k in names})
-    with_last = cfg.retrieval_with_last_item
-    if with_last is None:
-        with_last = saved.get("retrieval", "llm+lastitem") == "llm+lastitem"
-    return FusionSetup(fusion, with_last, str(path), saved.get("valid", {}))
+    fusion = FusionConfig(**{k: v for k, v in saved.get("config", {}).items() if k in names})
+    retrieval = cfg.retrieval or saved.get("retrieval", "llm+lastitem")
+    if retrieval not in QUERY_MODES:
+        raise ValueError(f"{path}: retrieval must be one of {QUERY_MODES}, got {retrieval!r}")
+    variant = cfg.index_variant or saved.get("variant", "enriched")
+    source = str(path) if saved else "defaults (no fusion.json)"
+    return FusionSetup(fusion, retrieval, variant, source, saved.get("valid", {}))
 
 
 class LRU(OrderedDict):

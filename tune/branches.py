@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -20,8 +19,6 @@ from actors.rerank import FusionConfig, fuse
 from actors.retriever import LastItemRetriever, Retriever
 from data_prep.corpus import Corpus, Stage
 from tune.metrics import DEFAULT_KS, MetricContext, RankedBatch, compute_metrics
-
-QueryMode = Literal["llm", "llm+lastitem", "lastitem"]
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from actors.rerank import FusionConfig
+from actors.retrieval_branch import QUERY_MODES
 from data_prep.artifacts import ArtifactPaths, fingerprint, read_json, write_json
 from tune.branches import BranchScores, evaluate_fused
 from tune.metrics import MetricContext
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--cf", default="sasrec", choices=["sasrec", "ease", "pop"])
-    ap.add_argument("--retrieval", default="llm+lastitem", choices=["llm", "llm+lastitem", "lastitem"],
+    ap.add_argument("--retrieval", default="llm+lastitem", choices=QUERY_MODES,
                     help="retrieval query: the LLM query, the LLM query + the last item's text, or the last item's text")  # fmt: skip
     ap.add_argument("--variant", default="enriched", choices=["enriched", "metadata"], help="item text index")
     ap.add_argument("--methods", default=",".join(METHODS), help="fusion methods searched, comma-separated")
