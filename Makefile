@@ -51,11 +51,11 @@ demo: setup
 	$(PY) -m data_prep.index --dataset ml-100k --text both
 	$(PY) -m data_prep.train --dataset ml-100k --models pop,ease,sasrec --num-cpus 2
 	$(PY) -m tune.evaluate --dataset ml-100k --models pop,ease,sasrec \
-		--item-embeddings $(ARTIFACTS)/ml-100k/index/enriched/vectors.npy \
+		--item-embeddings $(ARTIFACTS)/ml-100k/index/metadata/vectors.npy \
 		--out $(ARTIFACTS)/ml-100k/evaluation.json
 	$(PY) -m tune.content --dataset ml-100k --out $(ARTIFACTS)/ml-100k/content_ablation.json
 	$(PY) -m data_prep.queries --dataset ml-100k --engine auto --batch-size 128
-	$(PY) -m tune.search --dataset ml-100k --trials 200 --cf sasrec --retrieval llm+lastitem --methods adaptive
+	$(PY) -m tune.search --dataset ml-100k --trials 200 --cf sasrec
 	$(PY) -m tune.report --dataset ml-100k --trials 200 --out $(ARTIFACTS)/ml-100k/report
 	$(PY) -m tune.targets $(ARTIFACTS)/ml-100k/report/report.json
 	$(PY) -m serve.smoke --artifacts $(ARTIFACTS)/ml-100k --screenshot $(ARTIFACTS)/ml-100k/report/explorer.png

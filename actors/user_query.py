@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from actors.llm.engine import Generation, LLMEngine, SamplingConfig
 from actors.llm.retry import generate_with_retry
@@ -65,12 +65,17 @@ class HistoryItem:
 
 @dataclass
 class UserQuery:
-    text: str
-    source: str  # "llm" or "fallback"
+    text: str  # the query: the greedy one, or the fallback
+    source: str  # "llm" or "fallback" (of ``text``)
     attempts: int
     prompt_tokens: int = 0
     completion_tokens: int = 0
     rejected: str = ""
+    texts: list[str] = field(default_factory=list)  # ``text`` and the valid extra samples, distinct
+
+    def __post_init__(self) -> None:
+        if not self.texts:
+            self.texts = [self.text]
 
 
 @dataclass
@@ -86,6 +91,16 @@ class QuerySettings:
         )
     )
     rules: OutputRules = field(default_factory=lambda: OutputRules(min_words=3, max_words=40))
+    samples: int = 1  # queries per user: the greedy one and samples - 1 sampled ones (one request, n of them)
+    extra_sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(
+            max_tokens=32, temperature=0.8, top_p=0.95, repetition_penalty=1.1
+        )
+    )
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples (queries per user) must be >= 1, got {self.samples}")
 
 
 def history_key(user_id: str, history_item_ids: Sequence[str]) -> str:
@@ -95,7 +110,10 @@ def history_key(user_id: str, history_item_ids: Sequence[str]) -> str:
 
 
 class UserQueryWriter:
-    """Writes one query per history, batch-first: ``write(histories) -> [UserQuery]``."""
+    """Writes queries per history, batch-first: ``write(histories) -> [UserQuery]``. One greedy query each
+    (retried with sampling, else the metadata fallback); with ``samples`` > 1, one more request per history
+    asks for ``samples - 1`` sampled queries at once (vLLM's ``n``: one prefill of the prompt), and the
+    valid, distinct ones join the query's ``texts``."""
 
     def __init__(self, engine: LLMEngine | None, settings: QuerySettings | None = None) -> None:
         self.engine = engine
@@ -154,6 +172,16 @@ class UserQueryWriter:
             else:
                 out.append(UserQuery(self.fallback(history), "fallback", r.attempts, r.prompt_tokens,
                                      r.completion_tokens, r.rejected))  # fmt: skip
+        if s.samples > 1 and convs:
+            extra = replace(s.extra_sampling, n=s.samples - 1)
+            for j, gen in enumerate(self.engine.generate(convs, extra)):
+                q = out[asked[j]]
+                q.prompt_tokens += gen.prompt_tokens
+                q.completion_tokens += gen.completion_tokens
+                for t in gen.texts:
+                    text, reason = check(j, Generation(t), extra)
+                    if reason is None and text not in q.texts:
+                        q.texts.append(text)
         return out
 
 

@@ -1,6 +1,6 @@
 """What fusion loses without catalog-wide score rows: full rows vs their statistics vs top-N lists only.
 
-    python bench/fusion_modes.py [--dataset ml-100k] [--retrieval lastitem] [--variant metadata] [--trials 100]
+    python bench/fusion_modes.py [--dataset ml-100k] [--weights last=1,llm=1] [--trials 100]
 
 For each CF backbone (EASE, SASRec) the branches of the validation and test users are computed once with
 full rows (``tune.branches_store``), then cut down to each row mode (``BranchOutput.with_rows``). Each mode
@@ -22,6 +22,7 @@ import numpy as np
 from actors.branch import ROW_MODES
 from actors.ranking import ndcg_at_k
 from actors.rerank import FusionConfig, fuse
+from actors.retrieval_query import RetrievalWeights
 from data_prep.artifacts import ArtifactPaths
 from data_prep.corpus import Corpus
 from tune.branches import BranchScores, ranked_lists
@@ -48,19 +49,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--artifacts")
-    ap.add_argument("--retrieval", default="lastitem", choices=["lastitem", "llm", "llm+lastitem"])
-    ap.add_argument("--variant", default="metadata", choices=["metadata", "enriched"])
+    ap.add_argument("--weights", default="last=1",
+                    help="the retrieval weights (actors.retrieval_query), e.g. last=1,llm=1,enriched=0.5")  # fmt: skip
     ap.add_argument("--trials", type=int, default=100, help="Tune trials per (backbone, mode)")
     args = ap.parse_args(argv)
     paths = ArtifactPaths.for_dataset(args.dataset, args.artifacts)
+    try:
+        weights = RetrievalWeights.from_dict(
+            {"last": 0.0}
+            | {k.strip(): float(v) for k, v in (kv.split("=") for kv in args.weights.split(","))}
+        )
+    except ValueError as exc:
+        print(f"error: --weights {args.weights!r}: {exc}", file=sys.stderr)
+        return 2
     corpus = Corpus.load(paths)
     ctx = metric_context(corpus)
     rows = []
     with tempfile.TemporaryDirectory() as storage:
         for cf in ("ease", "sasrec"):
             try:
-                valid, test = (load_or_compute(paths, corpus, s, cf, args.retrieval, args.variant)
-                               for s in ("valid", "test"))  # fmt: skip
+                valid, test = (load_or_compute(paths, corpus, s, cf, weights) for s in ("valid", "test"))
             except FileNotFoundError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 ndcg = ndcg_at_k(ranks[mode], 10)
                 rows.append((cf, mode, search["valid"]["NDCG@10"], ndcg, pb, shipped_bytes(test.with_rows(mode)),
                              cfg.method))  # fmt: skip
-    print(f"\n{args.dataset}: CF + retrieval={args.retrieval} ({args.variant} item text), each mode tuned on valid "
+    print(f"\n{args.dataset}: CF + retrieval with weights {weights}, each mode tuned on valid "
           f"({args.trials} trials, fixed or adaptive α), test NDCG@10 over the fused top-20 of each branch's top-200\n")  # fmt: skip
     print(
         "| backbone | row mode | method | valid NDCG@10 | test NDCG@10 | vs full (95% paired CI) | bytes/user/branch |"

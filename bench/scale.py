@@ -101,8 +101,7 @@ from tune.branches_store import load_or_compute
 paths = ArtifactPaths.for_dataset(sys.argv[1], sys.argv[2])
 corpus = Corpus.load(paths)
 for stage in ("valid", "test"):
-    b = load_or_compute(paths, corpus, stage, "sasrec", "lastitem", "metadata",
-                        cf_overrides=parse_overrides(sys.argv[3:]).get("sasrec"))
+    b = load_or_compute(paths, corpus, stage, "sasrec", cf_overrides=parse_overrides(sys.argv[3:]).get("sasrec"))
     print(stage, len(b.users), "users, cf", b.cf.mode, b.cf.ids.shape, "retrieval", b.retrieval.ids.shape)
 """
 
@@ -122,8 +121,7 @@ def stage_command(stage: str, name: str, users: int, items: int, artifacts: Path
         "train_sasrec": [py, "-m", "data_prep.train", *common, "--models", "pop,sasrec", *sets, "--force"],
         "index": [py, "-m", "data_prep.index", *common, "--text", "metadata", "--bf16", "--force"],
         "branches": [py, "-c", BRANCHES, name, str(artifacts), *(f"sasrec.{kv}" for kv in sasrec_overrides(args))],
-        "search": [py, "-m", "tune.search", *common, "--cf", "sasrec", "--retrieval", "lastitem",
-                   "--variant", "metadata", "--trials", str(args.trials), *sets],
+        "search": [py, "-m", "tune.search", *common, "--cf", "sasrec", "--trials", str(args.trials), *sets],
         "evaluate": [py, "-m", "tune.evaluate", *common, "--models", "pop,sasrec", *sets,
                      "--out", str(artifacts / name / "bench" / "evaluate_report.json")],
     }[stage]  # fmt: skip

@@ -227,9 +227,11 @@ def offline_fused(root: Path, users: list[str], k: int = 10) -> dict[str, list[s
     setup = load_fusion(ServeAppConfig(artifacts=str(root)))
     cf = json.loads(paths.fusion.read_text()).get("cf", "sasrec")
     corpus = Corpus.load(paths)
-    cache = branch_file(paths, "test", cf, setup.retrieval, setup.variant)
-    b = BranchScores.load(cache) if cache.is_file() else load_or_compute(
-        paths, corpus, "test", cf, setup.retrieval, setup.variant)  # fmt: skip
+    cache = branch_file(paths, "test", cf, setup.weights, corpus)
+    if cache.is_file():  # as computed (with the CF config it was trained with)
+        b = BranchScores.load(cache).with_weights(setup.weights)
+    else:
+        b = load_or_compute(paths, corpus, "test", cf, setup.weights)
     row_of = {str(corpus.user_ids[u]): r for r, u in enumerate(b.users)}
     rows = np.array([row_of[u] for u in users])
     fused = fuse(b.cf.take(rows), b.retrieval.take(rows), b.history_len[rows], setup.config, k)
@@ -411,9 +413,9 @@ def main(argv: list[str] | None = None) -> int:
 
     state = ServingState(ServeAppConfig(artifacts=str(root)))
     hist = state.histories["1"]
-    q = state.queries.get(state.key("1", hist))[0]
+    texts = state.queries.get(state.key("1", hist))[0]
     cf_req = CFRequest(hist, sorted(set(hist)), 200)
-    ret_req = RetrievalRequest([q], [1.0], hist, sorted(set(hist)), 200)
+    ret_req = RetrievalRequest(hist, list(texts), None, sorted(set(hist)), 200)
     cf_h = serve.get_deployment_handle("CFDeployment", app_name="q2rec")
     ret_h = serve.get_deployment_handle("RetrievalDeployment", app_name="q2rec")
     cf_alone = handle_p50(lambda: cf_h.score.remote(cf_req).result(), 100)

@@ -1,9 +1,11 @@
 """Embed item texts on Ray Data and build the FAISS index over the whole pool.
 
-    python -m data_prep.index --dataset ml-100k [--text enriched|metadata|both] [--kind auto|flat|hnsw|ivf]
+    python -m data_prep.index --dataset ml-100k [--text metadata|description|enriched|both] [--kind auto|flat|hnsw|ivf]
 
-``enriched`` embeds the metadata followed by the LLM description (needs ``items_enriched.parquet``);
-``metadata`` embeds the metadata alone (the ablation baseline). Each variant goes to
+``metadata`` embeds the item's metadata text; ``description`` the LLM-enriched description alone (needs
+``items_enriched.parquet``): retrieval scores items with metadata + a tuned weight x description
+(``actors.retrieval_query``), and ``both`` builds these two. ``enriched`` embeds the metadata followed by
+the description as one text (the content ablation of ``tune.content``). Each variant goes to
 ``index/<variant>/``: ``vectors.npy`` (catalog order), ``faiss.index``, ``item_ids.json``, ``index.json``
 (the resolved index config and, for an approximate index, its measured recall@10 against exact search).
 Embedding writes its vectors in parts (``index/<variant>.embed_parts/``) as it goes, so an interrupted
@@ -35,7 +37,8 @@ from data_prep.artifacts import ArtifactPaths, fingerprint
 from data_prep.schema import DataError
 
 log = logging.getLogger(__name__)
-VARIANTS = ("enriched", "metadata")
+VARIANTS = ("metadata", "description", "enriched")
+BOTH = ("metadata", "description")  # what retrieval uses
 
 
 class EncodeBatch:
@@ -56,7 +59,7 @@ def item_texts(paths: ArtifactPaths, variant: str) -> pd.DataFrame:
     items = pd.read_parquet(paths.items)
     if variant == "metadata":
         texts = [metadata_text(r) for r in items.to_dict("records")]
-    elif variant == "enriched":
+    elif variant in ("enriched", "description"):
         path = paths.items_enriched
         if not path.is_file():
             raise DataError(
@@ -68,7 +71,10 @@ def item_texts(paths: ArtifactPaths, variant: str) -> pd.DataFrame:
             raise DataError(
                 f"{path}: {int(missing.sum())} catalog items have no description; rerun enrichment"
             )
-        texts = [enriched_text(r, desc[r["item_id"]]) for r in items.to_dict("records")]
+        if variant == "description":
+            texts = [str(desc[i]) for i in items["item_id"]]
+        else:
+            texts = [enriched_text(r, desc[r["item_id"]]) for r in items.to_dict("records")]
     else:
         raise ValueError(f"--text must be one of {VARIANTS + ('both',)}, got {variant!r}")
     return pd.DataFrame({"item_id": items["item_id"].astype(str), "text": texts})
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     paths = ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts)
-    variants = VARIANTS if args.text == "both" else (args.text,)
+    variants = BOTH if args.text == "both" else (args.text,)
     try:
         for v in variants:
             index = IndexConfig(kind=args.kind, exact_max_items=args.exact_max_items,

@@ -35,7 +35,7 @@ from data_prep.schema import DataError
 log = logging.getLogger(__name__)
 
 COLUMNS = ["user_id", "stage", "key", "query", "source", "attempts", "prompt_tokens", "completion_tokens",
-           "rejected"]  # fmt: skip
+           "rejected", "queries"]  # fmt: skip
 
 
 def query_requests(corpus: Corpus, stages: tuple[str, ...] = ("valid", "test")) -> pd.DataFrame:
@@ -83,6 +83,7 @@ class QueryBatch:
         out = batch[["user_id", "stage", "key"]].reset_index(drop=True).copy()
         for col in ("query", "source", "attempts", "prompt_tokens", "completion_tokens", "rejected"):
             out[col] = [getattr(q, "text" if col == "query" else col) for q in queries]
+        out["queries"] = [q.texts for q in queries]  # the query first, then the valid extra samples
         return out[COLUMNS]
 
 
@@ -93,6 +94,7 @@ class QueryJobConfig:
     replicas: int = 1
     cpus_per_replica: float = 0.5
     recent: int = 5
+    samples: int = 1  # queries per user (QuerySettings.samples)
     limit_users: int | None = None
 
 
@@ -118,7 +120,8 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
     if cfg.limit_users is not None:
         keep = set(requests["user_id"].drop_duplicates().head(cfg.limit_users))
         requests = requests[requests["user_id"].isin(keep)]
-    settings = {"domain": infer_domain(pd.read_parquet(paths.items).columns), "recent": cfg.recent}
+    settings = {"domain": infer_domain(pd.read_parquet(paths.items).columns), "recent": cfg.recent,
+                "samples": cfg.samples}  # fmt: skip
     set_aside = parts.claim(paths.query_parts, query_job_spec(paths, cfg, settings, requests))
     done = parts.read_parts(paths.query_parts, COLUMNS)
     todo = requests[~requests["key"].isin(set(done["key"]))]
@@ -150,6 +153,8 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
         **outcome_counts(allq),
         "completion_tokens": int(allq["completion_tokens"].sum()),
         "completion_tokens_per_user_query": round(float(allq["completion_tokens"].mean()), 1),
+        "samples": cfg.samples,
+        "queries_per_user_query": round(float(allq["queries"].map(len).mean()), 2),
         "seconds_this_run": round(secs, 2),
         "queries_per_s": round(new / secs, 2) if new else None,
         "completion_tokens_per_s": round(new_tokens / secs, 1) if new else None,
@@ -166,14 +171,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="for --engine openai")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--recent", type=int, default=5, help="history items shown in the prompt")
+    ap.add_argument("--samples", type=int, default=1,
+                    help="queries per user: the greedy one plus samples - 1 sampled ones, asked in one request")  # fmt: skip
     ap.add_argument("--limit-users", type=int, help="only the first N users (slices and tests)")
     ap.add_argument("--artifacts")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = QueryJobConfig(
         engine=EngineConfig(backend=args.engine, model=args.model, base_url=args.base_url),
-        batch_size=args.batch_size, recent=args.recent, limit_users=args.limit_users,
+        batch_size=args.batch_size, recent=args.recent, samples=args.samples, limit_users=args.limit_users,
     )  # fmt: skip
+    if args.samples < 1:
+        print(f"error: --samples must be >= 1, got {args.samples}", file=sys.stderr)
+        return 2
     try:
         s = run_queries(ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts), cfg)
     except (DataError, ValueError) as exc:

@@ -13,7 +13,7 @@ import hmac
 import logging
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ray.serve.exceptions import RayServeException
 
 from actors.branch import BranchOutput
 from actors.rerank import Fused, fuse
+from actors.retrieval_query import RECENT_ITEMS
 from actors.user_query import QuerySettings
 from serve.config import ServeAppConfig
 from serve.deployments import CFRequest, RetrievalRequest
@@ -39,6 +40,7 @@ from serve.schemas import (
     UserResponse,
 )
 from serve.state import LRU, ServingState, UnknownItems, load_fusion
+from serve.store import Query as StoredQuery
 from serve.store import StoreUnavailable, open_store
 
 log = logging.getLogger("ray.serve")
@@ -96,13 +98,13 @@ class RerankDeployment:
         self.counts: Counter = Counter()
         self.branches = BranchFanOut(cf, retrieval, self.cfg.timeouts, self.counts)
         # the LLM writes queries only for a retrieval that uses them
-        self.llm = self.cfg.engine.backend != "none" and self.fusion.retrieval != "lastitem"
+        self.llm = self.cfg.engine.backend != "none" and self.fusion.weights.llm > 0
         self.explorer_page = EXPLORER.read_text()
         if self.cfg.timeouts.warmup > 0:
             t0 = time.perf_counter()
             probe = {
                 "cf": CFRequest([0], [], 10),
-                "retrieval": RetrievalRequest(["warm-up"], [1.0], [0], [], 10),
+                "retrieval": RetrievalRequest([0], ["warm-up"], "warm-up", [], 10),
             }
             silent = await self.branches.warm(probe, self.cfg.timeouts.warmup)
             if silent:
@@ -122,11 +124,11 @@ class RerankDeployment:
             self.pending[key] = task
         return task
 
-    async def _generate(self, key: str, view: list) -> tuple[str, str]:
+    async def _generate(self, key: str, view: list) -> StoredQuery:
         try:
             out = await self.query.write.remote(view)
             self.counts["generated"] += 1
-            query = (out["text"], out["source"])
+            query = (tuple(out["texts"]), out["source"])
             self.state.queries.put(key, query)
             try:  # shared, so every replica finds it
                 await self.store.put_query(key, query)
@@ -141,12 +143,15 @@ class RerankDeployment:
         finally:
             self.pending.pop(key, None)
 
-    async def _user_query(self, key: str, history: list[int], degraded: list[str]) -> tuple[str, str, bool]:
-        """The query for ``history`` cached under ``key``, or the metadata-built one while the LLM writes it."""
+    async def _user_query(
+        self, key: str, history: list[int], degraded: list[str]
+    ) -> tuple[tuple[str, ...], str, bool]:
+        """The query texts for ``history`` cached under ``key``, or the metadata-built one while the LLM
+        writes them; with the source and whether they were cached."""
         cached = self.state.queries.get(key)
         if cached is not None:
             return cached[0], cached[1], True
-        fallback = self.fallback_writer.fallback(self.state.history_view(history[-RECENT:]))
+        fallback = (self.fallback_writer.fallback(self.state.history_view(history[-RECENT:])),)
         if not self.llm:  # without an LLM nothing is written online: the store holds no queries
             return fallback, "fallback", False
         try:
@@ -216,27 +221,21 @@ class RerankDeployment:
         if not history and intent is None:
             raise HTTPException(422, "history: empty; give at least one item id, or a query")
 
-        text, source, cached = None, "none", False
-        by_last_item = self.fusion.retrieval == "lastitem" and bool(history)
-        if by_last_item:  # query-free retrieval: the last item's own vector
-            source = "lastitem"
-        elif history:
-            text, source, cached = await self._user_query(st.key(user_key, full), history, degraded)
-        texts = [x for x in (text, intent) if x]
-        w = self.cfg.intent_weight
-        weights = [1 - w, w] if (text and intent) else [1.0]
-        query_items = history[-RECENT:] if text else history[-1:] if by_last_item else []
-        last_item = 0.0
-        if by_last_item:
-            last_item = 1 - w if intent else 1.0
-            weights = [w] if intent else []
+        texts: tuple[str, ...] = ()
+        source, cached = "none", False
+        weights = self.fusion.weights
+        if history and weights.llm:
+            texts, source, cached = await self._user_query(st.key(user_key, full), history, degraded)
+        # the history items the query comes from: those the LLM saw, or those of the history parts
+        parts = 1 + RECENT_ITEMS if weights.recent else 1 if weights.last else 0
+        query_items = history[-RECENT:] if texts else history[-parts:] if parts else []
         exclude = sorted(set(history)) if body.exclude_seen else []
         cfg = replace(self.fusion.config, n=max(self.fusion.config.n, body.k))
         n = max(self.cfg.branch_n or cfg.n, body.k)  # items asked of each branch
         if intent:  # an intent asks for the retrieval branch to count, however long the history
             cfg = replace(cfg, max_alpha=min(cfg.max_alpha, self.cfg.intent_max_alpha))
         cf_req = CFRequest(history, exclude, n) if history else None
-        ret_req = RetrievalRequest(texts, weights, history, exclude, n, last_item)
+        ret_req = RetrievalRequest(history, list(texts), intent, exclude, n)
         cf_out, ret_out = await self.branches.both(cf_req, ret_req, timings)
         if not history:
             degraded.append("cf")  # nothing to score from; not a failure
@@ -259,7 +258,8 @@ class RerankDeployment:
             "user_id": body.user_id,
             "items": items,
             "query": {
-                "text": text,
+                "text": texts[0] if texts else None,
+                "texts": list(texts),
                 "source": source,
                 "cached": cached,
                 "intent": intent,
@@ -407,8 +407,7 @@ class RerankDeployment:
             "fusion": {
                 "source": f.source,
                 "method": f.config.method,
-                "retrieval": f.retrieval,
-                "variant": f.variant,
+                "retrieval_weights": asdict(f.weights),
                 "valid": f.valid,
             },  # fmt: skip
             "counts": dict(self.counts),

@@ -13,7 +13,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from actors.branch import RowMode, default_row_mode
-from actors.retrieval_branch import QueryMode
 from data_prep.artifacts import ArtifactPaths
 
 DEPLOYMENTS = ("QueryDeployment", "RetrievalDeployment", "CFDeployment", "RerankDeployment")
@@ -100,10 +99,10 @@ class ServeAppConfig(Strict):
     artifacts: str = "artifacts/ml-100k"  # one dataset's artifacts directory
     cf_model: str = "sasrec"
     fusion_path: str | None = None  # default: <artifacts>/fusion.json; built-in defaults when absent
-    # the retrieval query (actors.retrieval_branch.QueryMode) and the item vectors it searches; None: as the
-    # tuned search did (fusion.json "retrieval" and "variant"), else llm+lastitem over the enriched index
-    retrieval: QueryMode | None = None
-    index_variant: Literal["enriched", "metadata"] | None = None
+    # the retrieval query's weights (actors.retrieval_query.RetrievalWeights: last, recent, llm, enriched);
+    # None: as the search tuned them (fusion.json "weights"), else the last item's vector alone
+    retrieval_weights: dict[str, float] | None = None
+    query_samples: int = Field(1, ge=1, le=16)  # LLM queries written per new history (QuerySettings.samples)
     branch_n: int | None = Field(None, ge=1)  # items per branch; None: the fusion config's n
     # what a branch sends beside its top-n: the catalog-wide score row, its statistics, or nothing;
     # auto: by catalog size (actors.branch.default_row_mode)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,12 +35,11 @@ class CFRequest:
 
 @dataclass(frozen=True)
 class RetrievalRequest:
-    texts: list[str]  # the user query, and a free-text intent when there is one
-    weights: list[float]  # one per text: the query vector is their weighted, normalised sum
-    history: list[int]  # its last item may be appended to the query text
-    exclude: list[int]
+    history: list[int]  # item indices, oldest first: the query's history parts come from them
+    texts: list[str]  # the user's LLM query texts (the query and its extra samples); may be empty
+    intent: str | None  # a free-text intent, blended into the query
+    exclude: list[int]  # never listed
     n: int
-    last_item: float = 0.0  # weight of the last history item's own vector in that sum (``lastitem``)
 
 
 def split_batch(out: BranchOutput, ns: list[int]) -> list[BranchOutput]:
@@ -62,7 +61,9 @@ class QueryDeployment:
 
         cfg = ServeAppConfig(**config)
         domain = infer_domain(pd.read_parquet(ArtifactPaths(cfg.root).items).columns)
-        self.writer = UserQueryWriter(self._engine(cfg), QuerySettings(domain=domain))
+        self.writer = UserQueryWriter(
+            self._engine(cfg), QuerySettings(domain=domain, samples=cfg.query_samples)
+        )
         self.generated = 0
         self.batches = 0
 
@@ -91,81 +92,82 @@ class QueryDeployment:
 
 @serve.deployment
 class RetrievalDeployment:
-    """Text encoder + FAISS over the whole catalog. Query vectors are cached by text; the precomputed user
-    queries are encoded at start, so a cached query costs one matrix product, not an encoder call."""
+    """Text encoder + FAISS over the whole catalog, the query built from its weighted parts (``fusion.json``'s
+    retrieval weights). Query vectors are cached by text; the stored user queries are encoded at start, so a
+    cached query costs no encoder call."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        import pandas as pd
-
         from actors.encoder import TextEncoder
-        from actors.prompts import metadata_text
-        from actors.retrieval_branch import QueryRetrievalBranch, RetrievalBranchConfig
+        from actors.retrieval_branch import QueryRetrievalBranch
+        from actors.retrieval_query import item_vectors
         from actors.retriever import FaissRetriever
         from data_prep.artifacts import ArtifactPaths
         from serve.state import LRU, load_fusion
 
         cfg = ServeAppConfig(**config)
         paths = ArtifactPaths(cfg.root)
-        items = pd.read_parquet(paths.items).to_dict("records")
-        fusion = load_fusion(cfg)
-        self.branch = QueryRetrievalBranch(
-            TextEncoder(), FaissRetriever.load(paths.index_dir(fusion.variant)),
-            [metadata_text(r) for r in items], RetrievalBranchConfig(with_last_item=fusion.with_last_item),
-        )  # fmt: skip
-        self.rows = cfg.rows_for(self.branch.retriever.size)
-        self.score.set_max_batch_size(cfg.branch_batch_size)
+        weights = load_fusion(cfg).weights
+        metadata = FaissRetriever.load(paths.index_dir("metadata"))
+        retriever = metadata
+        if weights.enriched:  # the item vectors of this weight: an index of their own, built here
+            description = np.load(paths.item_vectors("description"))
+            t0 = time.perf_counter()
+            vectors = item_vectors(metadata.vectors, description, weights.enriched)
+            retriever = FaissRetriever.build(
+                vectors, metadata.item_ids, replace(metadata.config, ivf_nprobe=0)
+            )
+            log.info("retrieval: index of metadata + %.2f x description built in %.1fs", weights.enriched,
+                     time.perf_counter() - t0)  # fmt: skip
+        self.encoder = TextEncoder()
         self.vectors = LRU(max(cfg.query_cache_size, 1))
+        self.branch = QueryRetrievalBranch(
+            self._encode, metadata.vectors, retriever, weights, cfg.intent_weight
+        )
+        self.rows = cfg.rows_for(retriever.size)
+        self.score.set_max_batch_size(cfg.branch_batch_size)
         t0 = time.perf_counter()
-        warm = self._precomputed_texts(paths) if fusion.retrieval != "lastitem" else []
+        warm = self._stored_texts(paths) if weights.llm else []
         self._encode(warm)
-        vec = self.branch.encoder.encode(["warm-up"])  # the first encode and search pay for setting up
-        self.branch.retriever.search(np.asarray(vec, dtype=np.float32), 10, rows=self.rows)
+        self.branch.search(
+            [np.array([0])], [["warm-up"]], ["warm-up"], n=10, rows=self.rows
+        )  # sets things up
         log.info("retrieval: %d query vectors encoded at start in %.1fs", len(warm), time.perf_counter() - t0)
 
-    def _precomputed_texts(self, paths) -> list[str]:
-        """The retrieval texts of the stored test-stage queries (the ones served for known users)."""
+    @staticmethod
+    def _stored_texts(paths) -> list[str]:
+        """The texts of the stored test-stage queries (the ones served for known users)."""
         import pandas as pd
-
-        from data_prep.corpus import Corpus
 
         qpath = paths.user_queries
         if not qpath.is_file():
             return []
-        corpus = Corpus.load(paths)
         q = pd.read_parquet(qpath)
-        by_user = q[q["stage"] == "test"].set_index("user_id")["query"]
-        users = corpus.eval_users("test")
-        known = [(u, str(corpus.user_ids[u])) for u in users if str(corpus.user_ids[u]) in by_user.index]
-        hist = corpus.histories("test", np.array([u for u, _ in known], dtype=np.int64))
-        return self.branch.query_texts([str(by_user[uid]) for _, uid in known], hist)
+        q = q[q["stage"] == "test"]
+        texts = q["queries"] if "queries" in q.columns else q["query"].map(lambda t: [t])
+        return [str(t) for ts in texts for t in ts]
 
-    def _encode(self, texts: list[str]) -> None:
-        todo = list(dict.fromkeys(t for t in texts if t not in self.vectors))
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of ``texts``, encoding only those not cached."""
+        got = {t: self.vectors[t] for t in texts if t in self.vectors}
+        todo = list(dict.fromkeys(t for t in texts if t not in got))
         for start in range(0, len(todo), 256):
             chunk = todo[start : start + 256]
-            for t, v in zip(chunk, self.branch.encoder.encode(chunk), strict=True):
+            for t, v in zip(chunk, self.encoder.encode(chunk), strict=True):
                 self.vectors.put(t, v)
+                got[t] = v
+        if not texts:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        return np.stack([got[t] for t in texts])
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def score(self, requests: list[RetrievalRequest]) -> list[BranchOutput]:
-        """Each request's weighted query vector searched over the whole catalog (``Retriever.search``)."""
-        composed = [
-            [self.branch.query_texts([t], [np.asarray(r.history, dtype=np.int64)])[0] for t in r.texts]
-            for r in requests
-        ]
-        self._encode([t for texts in composed for t in texts])
-        item_vectors = self.branch.retriever.vectors
-        vecs = np.zeros((len(requests), self.branch.retriever.dim), dtype=np.float32)
-        for i, (texts, r) in enumerate(zip(composed, requests, strict=True)):
-            v = np.zeros_like(vecs[i])
-            for t, w in zip(texts, r.weights, strict=True):
-                v += w * self.vectors[t]
-            if r.last_item and r.history:
-                v += r.last_item * item_vectors[r.history[-1]]
-            vecs[i] = v / max(float(np.linalg.norm(v)), 1e-12)
-        excl = [np.asarray(r.exclude, dtype=np.int64) for r in requests]
+        """Each request's weighted query searched over the whole catalog (``QueryRetrievalBranch.search``)."""
         ns = [r.n for r in requests]
-        out = self.branch.retriever.search(vecs, max(ns), exclude=excl, rows=self.rows)
+        out = self.branch.search(
+            [np.asarray(r.history, dtype=np.int64) for r in requests], [r.texts for r in requests],
+            [r.intent for r in requests], n=max(ns), rows=self.rows,
+            exclude=[np.asarray(r.exclude, dtype=np.int64) for r in requests],
+        )  # fmt: skip
         return split_batch(out, ns)
 
 

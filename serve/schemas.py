@@ -44,16 +44,21 @@ class RecommendedItem(BaseModel):
 
 
 class QueryUsed(BaseModel):
-    text: str | None
+    text: str | None = Field(
+        description="the user's query (the first of texts), or none when retrieval uses no text"
+    )
+    texts: list[str] = Field(
+        default_factory=list, description="every query text used: the query and its extra samples"
+    )
     source: str = Field(
-        description="llm, fallback (built from the history's metadata), lastitem (no text: retrieval by the "
-        "last item's own vector) or none"
+        description="llm, fallback (built from the history's metadata), or none (retrieval from the history "
+        "items' vectors alone)"
     )
     cached: bool = Field(
         description="written earlier (batch job or a previous request) for this exact history"
     )
     intent: str | None = None
-    items: list[str] = Field(default_factory=list, description="the history items the query was written from")
+    items: list[str] = Field(default_factory=list, description="the history items the query comes from")
 
 
 class RecommendResponse(BaseModel):

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from actors.rerank import FusionConfig
-from actors.retrieval_branch import QUERY_MODES, QueryMode
+from actors.retrieval_query import RetrievalWeights
 from actors.user_query import HistoryItem, history_items, history_key
 from data_prep.artifacts import ArtifactPaths
 from data_prep.corpus import Corpus
@@ -46,23 +46,22 @@ class UnknownItems(ValueError):
 
 @dataclass
 class FusionSetup:
-    """The tuned fusion and the retrieval it was tuned with."""
+    """The tuned fusion and the retrieval weights it was tuned with."""
 
     config: FusionConfig
-    retrieval: QueryMode  # what the user side of retrieval is
-    variant: str  # which item vectors (index variant) retrieval searches
+    weights: RetrievalWeights
     source: str  # the fusion.json path, or "defaults (no fusion.json)"
     valid: dict[str, float]
 
-    @property
-    def with_last_item(self) -> bool:
-        """The last item's metadata text follows the query text (``llm+lastitem``)."""
-        return self.retrieval == "llm+lastitem"
+
+# fusion.json written before the retrieval weights: its query mode as weights (the concatenated
+# "llm+lastitem" text became the sum of the two parts' vectors)
+LEGACY_MODES = {"lastitem": {}, "llm": {"last": 0.0, "llm": 1.0}, "llm+lastitem": {"last": 1.0, "llm": 1.0}}
 
 
 def load_fusion(cfg: ServeAppConfig) -> FusionSetup:
-    """The fusion config of ``fusion.json`` (or the defaults), the retrieval mode and index variant it was
-    tuned with; the app config's ``retrieval`` and ``index_variant`` override them."""
+    """The fusion config of ``fusion.json`` (or the defaults) and the retrieval weights it was tuned with; the
+    app config's ``retrieval_weights`` overrides them."""
     path = cfg.fusion_file
     saved: dict[str, Any] = {}
     if path.is_file():
@@ -71,12 +70,21 @@ def load_fusion(cfg: ServeAppConfig) -> FusionSetup:
         log.warning("%s not found: serving with the default fusion config; run `python -m tune.search`", path)
     names = {f.name for f in fields(FusionConfig)}
     fusion = FusionConfig(**{k: v for k, v in saved.get("config", {}).items() if k in names})
-    retrieval = cfg.retrieval or saved.get("retrieval", "llm+lastitem")
-    if retrieval not in QUERY_MODES:
-        raise ValueError(f"{path}: retrieval must be one of {QUERY_MODES}, got {retrieval!r}")
-    variant = cfg.index_variant or saved.get("variant", "enriched")
+    weights = saved.get("weights")
+    if weights is None and "retrieval" in saved:
+        if saved["retrieval"] not in LEGACY_MODES:
+            raise ValueError(
+                f"{path}: retrieval must be one of {list(LEGACY_MODES)}, got {saved['retrieval']!r}"
+            )
+        weights = LEGACY_MODES[saved["retrieval"]]
+    if cfg.retrieval_weights is not None:
+        weights = cfg.retrieval_weights
+    try:
+        w = RetrievalWeights.from_dict(weights)
+    except ValueError as exc:
+        raise ValueError(f"{path if cfg.retrieval_weights is None else 'retrieval_weights'}: {exc}") from None
     source = str(path) if saved else "defaults (no fusion.json)"
-    return FusionSetup(fusion, retrieval, variant, source, saved.get("valid", {}))
+    return FusionSetup(fusion, w, source, saved.get("valid", {}))
 
 
 class LRU(OrderedDict):
@@ -123,9 +131,10 @@ class ServingState:
         self.queries = LRU(cfg.query_cache_size)
         qpath = paths.user_queries
         if qpath.is_file():
-            q = pd.read_parquet(qpath, columns=["key", "query", "source"])
-            for key, text, source in zip(q["key"], q["query"], q["source"], strict=True):
-                self.queries.put(str(key), (str(text), str(source)))
+            q = pd.read_parquet(qpath)
+            texts = q["queries"] if "queries" in q.columns else q["query"].map(lambda t: [t])
+            for key, ts, source in zip(q["key"], texts, q["source"], strict=True):
+                self.queries.put(str(key), (tuple(str(t) for t in ts), str(source)))
         self.loaded_queries = len(self.queries)
         log.info("serving %d users, %d items, %d cached queries", len(self.histories), len(self.item_ids),
                  self.loaded_queries)  # fmt: skip

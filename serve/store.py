@@ -29,7 +29,16 @@ if TYPE_CHECKING:
     from serve.config import StoreSettings
 
 REDIS_URL_ENV = "Q2REC_REDIS_URL"
-Query = tuple[str, str]  # (text, source)
+Query = tuple[tuple[str, ...], str]  # (the query texts: the query and its extra samples, source)
+
+
+def _texts(stored: str) -> tuple[str, ...]:
+    """Query texts as stored: a JSON list (a plain string from before several queries per user)."""
+    try:
+        value = json.loads(stored)
+    except json.JSONDecodeError:
+        return (stored,)
+    return tuple(str(t) for t in value) if isinstance(value, list) else (stored,)
 
 
 class StoreUnavailable(RuntimeError):
@@ -175,14 +184,16 @@ class SQLiteStore(OnlineStore):
         row = self._run(
             lambda db: db.execute("SELECT text, source FROM queries WHERE key = ?", (key,)).fetchone()
         )
-        return (row[0], row[1]) if row else None
+        return (_texts(row[0]), row[1]) if row else None
 
     async def put_query(self, key: str, query: Query) -> None:
         self.puts += 1
         trim = self.puts % 1000 == 0
 
         def tx(db: sqlite3.Connection) -> None:
-            db.execute("INSERT OR REPLACE INTO queries VALUES (?, ?, ?, ?)", (key, *query, time.time()))
+            texts, source = query
+            db.execute("INSERT OR REPLACE INTO queries VALUES (?, ?, ?, ?)",
+                       (key, json.dumps(list(texts)), source, time.time()))  # fmt: skip
             if trim:  # now and then, keep the newest ``capacity`` queries (by the index on ``at``)
                 row = db.execute("SELECT at FROM queries ORDER BY at DESC LIMIT 1 OFFSET ?", (self.capacity,))
                 cut = row.fetchone()
@@ -259,10 +270,14 @@ class RedisStore(OnlineStore):
 
     async def get_query(self, key: str) -> Query | None:
         raw = await self._run(lambda r: r.get(self._query(key)))
-        return tuple(json.loads(raw)) if raw else None
+        if not raw:
+            return None
+        texts, source = json.loads(raw)
+        return (tuple(texts) if isinstance(texts, list) else (texts,), source)
 
     async def put_query(self, key: str, query: Query) -> None:
-        await self._run(lambda r: r.set(self._query(key), json.dumps(list(query)), ex=self.ttl))
+        texts, source = query
+        await self._run(lambda r: r.set(self._query(key), json.dumps([list(texts), source]), ex=self.ttl))
 
     async def pop_query(self, key: str) -> bool:
         return bool(await self._run(lambda r: r.delete(self._query(key))))

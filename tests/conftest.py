@@ -69,7 +69,7 @@ def ml100k_content(ml100k):
         pd.DataFrame({"item_id": items["item_id"], "description": desc, "source": "fallback"}).to_parquet(
             enriched
         )
-    for variant in ("metadata", "enriched"):
+    for variant in ("metadata", "description"):
         build_variant(ml100k, variant, IndexConfig(), EncoderConfig())
     # always rewritten: a query test may have left a partial file
     qpath = ml100k.user_queries
@@ -78,7 +78,7 @@ def ml100k_content(ml100k):
     written = UserQueryWriter(None).write([catalog.history(h) for h in requests["history"]])
     queries = requests[["user_id", "stage", "key"]].assign(
         query=[q.text for q in written], source="fallback", attempts=0, prompt_tokens=0,
-        completion_tokens=0, rejected="")  # fmt: skip
+        completion_tokens=0, rejected="", queries=[q.texts for q in written])  # fmt: skip
     queries[COLUMNS].to_parquet(qpath, index=False)
     return ml100k
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from actors.branch import default_row_mode
+from actors.retrieval_query import RetrievalWeights
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS, ITEMS = 300, 400
@@ -79,15 +80,20 @@ def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
 
     monkeypatch.setattr("tune.branches_store.default_row_mode", lambda n: "topn")  # as above 20,000 items
     corpus = Corpus.load(small)
-    valid = load_or_compute(small, corpus, "valid", "sasrec", "lastitem", "metadata",
+    valid = load_or_compute(small, corpus, "valid", "sasrec",
                             cf_overrides={"epochs": 2, "full_softmax_max_items": 100, "negatives": 64})  # fmt: skip
     assert valid.cf.mode == valid.retrieval.mode == "topn" and valid.cf.ids.shape == (USERS, 200)
     assert default_row_mode(ITEMS) == "full"  # the switch above is what made these lists top-N only
+    assert not valid.tunable  # above full rows the retrieval answer is computed for one set of weights
+    with pytest.raises(ValueError, match="hold the retrieval answer for RetrievalWeights"):
+        valid.with_weights(RetrievalWeights(recent=0.5))
 
-    assert search_main(cli(small, "--cf", "sasrec", "--retrieval", "lastitem", "--variant", "metadata",
-                           "--trials", "3", *SASREC)) == 0  # fmt: skip
+    assert (
+        search_main(cli(small, "--cf", "sasrec", "--trials", "3", *SASREC)) == 0
+    )  # --weights auto: none here
     fusion = json.loads(small.fusion.read_text())
-    assert fusion["trials"] == 3 and 0 < fusion["valid"]["NDCG@10"] <= 1
+    assert fusion["trials"] == 3 and 0 < fusion["valid"]["NDCG@10"] <= 1 and fusion["tuned_weights"] == []
+    assert fusion["weights"] == {"last": 1.0, "recent": 0.0, "llm": 0.0, "enriched": 0.0}
 
     out = small.root / "report.json"
     assert evaluate_main(cli(small, "--models", "pop,sasrec", *SASREC, "--out", str(out))) == 0

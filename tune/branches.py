@@ -1,46 +1,124 @@
 """Branch scores computed once per stage, so fusion trials only fuse and evaluate.
 
-For each evaluable user: the CF branch's and the retrieval branch's ``BranchOutput`` (top-N over the whole
-catalog, history excluded, with the full score rows), the target and the history length. ``evaluate_fused`` ranks the fused
-list and computes the usual metrics; ranks beyond the fused list count as misses (MRR is MRR@list).
+For each evaluable user: the CF branch's ``BranchOutput`` (top-N over the whole catalog, history excluded)
+and the retrieval branch's, for the retrieval weights the scores were computed with, plus the target and
+the history length. Where the catalog is small enough for full score rows, the retrieval side also keeps
+``RetrievalParts`` (each user's query parts and the item vectors), so a trial gets the retrieval branch's
+exact answer for *any* weights (``BranchScores.with_weights``) and the weights are searched with the rest
+of the fusion. ``evaluate_fused`` ranks the fused list and computes the usual metrics; ranks
+beyond the fused list count as misses (MRR is MRR@list).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from actors.branch import BranchOutput, RowMode
 from actors.cf import CFModel
 from actors.rerank import FusionConfig, fuse
-from actors.retriever import LastItemRetriever, Retriever
+from actors.retrieval_query import QueryParts, RetrievalWeights, item_vectors
+from actors.retriever import ExactRetriever
 from data_prep.corpus import Corpus, Stage
 from tune.metrics import DEFAULT_KS, MetricContext, RankedBatch, compute_metrics
 
 
+@dataclass(frozen=True)
+class RetrievalParts:
+    """What the retrieval branch's answer for any weights is computed from: each user's query parts
+    (``actors.retrieval_query.QueryParts``), the metadata item vectors and (where the catalog has enriched
+    descriptions) their vectors, and the histories (never listed). ``output(weights)`` computes exactly what
+    the retrieval branch answers with those weights: the same query vectors, item vectors and exact scores
+    Serve's retrieval deployment computes for a catalog with full rows."""
+
+    parts: QueryParts
+    metadata: np.ndarray
+    description: np.ndarray | None
+    mask_rows: np.ndarray  # (user row, item) pairs never listed: the histories
+    mask_cols: np.ndarray
+
+    @classmethod
+    def build(cls, parts: QueryParts, metadata: np.ndarray, description: np.ndarray | None,
+              histories: Sequence[np.ndarray]) -> RetrievalParts:  # fmt: skip
+        lengths = [len(h) for h in histories]
+        rows = np.repeat(np.arange(len(histories)), lengths).astype(np.int64)
+        cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if rows.size else rows
+        return cls(parts, metadata, description, rows, cols.astype(np.int64))
+
+    def scores(self, weights: RetrievalWeights) -> np.ndarray:
+        """(n_users, n_items) float32 score rows for ``weights``, history items at -inf."""
+        vectors = item_vectors(self.metadata, self.description, weights.enriched)
+        rows = ExactRetriever(vectors).score_rows(self.parts.vectors(weights))
+        rows[self.mask_rows, self.mask_cols] = -np.inf
+        return rows
+
+    def output(self, weights: RetrievalWeights, n: int) -> BranchOutput:
+        return BranchOutput.from_rows(self.scores(weights), n, "full")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"parts": self.parts.stack(), "item_metadata": self.metadata, "mask_rows": self.mask_rows,
+               "mask_cols": self.mask_cols}  # fmt: skip
+        if self.description is not None:
+            out["item_description"] = self.description
+        return out
+
+    @classmethod
+    def from_arrays(cls, z) -> RetrievalParts | None:
+        keys = set(z.keys())
+        if "parts" not in keys:
+            return None
+        desc = np.asarray(z["item_description"]) if "item_description" in keys else None
+        return cls(QueryParts(*np.asarray(z["parts"])), np.asarray(z["item_metadata"]), desc,
+                   np.asarray(z["mask_rows"]), np.asarray(z["mask_cols"]))  # fmt: skip
+
+
 @dataclass
 class BranchScores:
-    """Both branches' answers for every evaluable user of one stage, with their targets."""
+    """Both branches' answers for every evaluable user of one stage, with their targets. ``retrieval`` is the
+    answer for ``weights``; with ``rows`` the retrieval answer for any other weights is exact too."""
 
     users: np.ndarray
     targets: np.ndarray
     history_len: np.ndarray
     cf: BranchOutput
     retrieval: BranchOutput
+    weights: RetrievalWeights = RetrievalWeights()
+    parts: RetrievalParts | None = None
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, users=self.users, targets=self.targets, history_len=self.history_len,
-                 **self.cf.arrays("cf"), **self.retrieval.arrays("retrieval"))  # fmt: skip
+        extra = self.parts.arrays() if self.parts is not None else {}
+        weights = np.array([getattr(self.weights, k) for k in asdict(self.weights)], dtype=np.float64)
+        np.savez(path, users=self.users, targets=self.targets, history_len=self.history_len, weights=weights,
+                 **self.cf.arrays("cf"), **self.retrieval.arrays("retrieval"), **extra)  # fmt: skip
 
     @classmethod
     def load(cls, path: Path) -> BranchScores:
         with np.load(path) as z:
+            weights = RetrievalWeights(
+                **dict(zip(asdict(RetrievalWeights()), z["weights"].tolist(), strict=True))
+            )
             return cls(z["users"], z["targets"], z["history_len"], BranchOutput.from_arrays(z, "cf"),
-                       BranchOutput.from_arrays(z, "retrieval"))  # fmt: skip
+                       BranchOutput.from_arrays(z, "retrieval"), weights, RetrievalParts.from_arrays(z))  # fmt: skip
+
+    @property
+    def tunable(self) -> bool:
+        """Whether the retrieval answer for other weights can be computed, or only ``weights``'s is held."""
+        return self.parts is not None
+
+    def with_weights(self, weights: RetrievalWeights) -> BranchScores:
+        """The same users with the retrieval branch's answer for ``weights`` (its list as long as now)."""
+        if weights == self.weights:
+            return self
+        if self.parts is None:
+            raise ValueError(
+                f"these branch scores hold the retrieval answer for {self.weights} only (the catalog is too "
+                f"large to score every item per trial); {weights} needs its own computation"
+            )
+        return replace(self, retrieval=self.parts.output(weights, self.retrieval.n), weights=weights)
 
     def with_rows(self, mode: RowMode) -> BranchScores:
         """The same lists with both branches in row mode ``mode`` (full rows → their statistics → none)."""
@@ -52,38 +130,29 @@ def cf_topn(model: CFModel, corpus: Corpus, stage: Stage, n: int, rows: RowMode 
     return model.rank(corpus.histories(stage, users), n, rows=rows)
 
 
-def lastitem_topn(
-    retriever: Retriever, corpus: Corpus, stage: Stage, n: int, rows: RowMode = "full"
-) -> BranchOutput:
-    """Cosine search with the last history item's vector as the query (the query-free baseline)."""
-    users = corpus.eval_users(stage)
-    return LastItemRetriever(retriever).recommend(corpus.histories(stage, users), n, rows)
-
-
-def query_topn(
-    branch, corpus: Corpus, stage: Stage, queries: pd.DataFrame, n: int, rows: RowMode = "full"
-) -> BranchOutput:
-    """The LLM-query retrieval branch; ``queries`` is ``user_queries.parquet`` (one row per user and stage)."""
-    users = corpus.eval_users(stage)
-    hist = corpus.histories(stage, users)
-    by_user = queries[queries["stage"] == stage].set_index("user_id")["query"]
-    missing = [u for u in corpus.user_ids[users] if u not in by_user.index]
-    if missing:
-        raise ValueError(
-            f"{len(missing)} {stage} users have no query (e.g. {missing[:3]}); run data_prep.queries"
-        )
-    texts = by_user.loc[corpus.user_ids[users]].tolist()
-    return branch.search(texts, hist, n, rows=rows)
-
-
-def assemble(corpus: Corpus, stage: Stage, cf: BranchOutput, retrieval: BranchOutput) -> BranchScores:
+def assemble(
+    corpus: Corpus,
+    stage: Stage,
+    cf: BranchOutput,
+    retrieval: BranchOutput,
+    weights: RetrievalWeights,
+    parts: RetrievalParts | None = None,
+) -> BranchScores:
     users = corpus.eval_users(stage)
     hist_len = np.array([len(h) for h in corpus.histories(stage, users)])
-    return BranchScores(users, corpus.target(stage)[users], hist_len, cf, retrieval)
+    return BranchScores(users, corpus.target(stage)[users], hist_len, cf, retrieval, weights, parts)
 
 
-def evaluate_fused(b: BranchScores, cfg: FusionConfig, ctx: MetricContext, ks=DEFAULT_KS) -> dict[str, float]:
-    """Fuse every user's branches and compute metrics; a target outside the fused list is a miss."""
+def evaluate_fused(
+    b: BranchScores,
+    cfg: FusionConfig,
+    ctx: MetricContext,
+    ks=DEFAULT_KS,
+    weights: RetrievalWeights | None = None,
+) -> dict[str, float]:
+    """Fuse every user's branches (the retrieval side with ``weights``, default the computed ones) and compute
+    metrics; a target outside the fused list is a miss."""
+    b = b.with_weights(weights) if weights is not None else b
     fused = fuse(b.cf, b.retrieval, b.history_len, cfg, max(ks))
     return evaluate_lists(fused.ids, b.targets, b.history_len, ctx, ks)
 

@@ -1,13 +1,14 @@
 """The report's experiment matrix: which rows it evaluates, and with what.
 
 - ``pop``, ``ease``, ``sasrec``: CF alone, full ranking;
-- ``retrieval_lastitem``: the last history item's text as the query, no LLM (full ranking, exact cosine);
-- ``retrieval_query``: the LLM query alone, zero-shot; ``retrieval_query_lastitem``: the LLM query followed
-  by the last item's metadata text (both over the branch's top-200);
-- ``fused_fixed`` (best fixed α), ``fused_adaptive`` (tuned per-user α_u, SASRec backbone),
-  ``fused_adaptive_ease`` (EASE backbone); ablations ``fused_adaptive_noenrich`` (metadata-only item
-  text) and ``fused_adaptive_noquery`` / ``fused_adaptive_ease_noquery`` (last item's text instead of the
-  LLM query), ``fused_adaptive_ease_noenrich_noquery`` (no LLM at all: EASE + the last item's metadata text).
+- ``retrieval_lastitem``: the last history item's metadata vector as the query, no LLM (full ranking,
+  exact cosine); ``retrieval_query``: the LLM queries alone (over the branch's top-200);
+- for each backbone B in ``sasrec``, ``ease``, the fused rows that answer "does the LLM help here?":
+  ``fused_B_nollm`` (no LLM text anywhere: the last item and the items before it), ``fused_B_enrich``
+  (+ the enriched descriptions on the item side), ``fused_B_query`` (+ the LLM queries) and
+  ``fused_B_llm`` (both). Each searches its retrieval weights (every range from 0) with the fusion on
+  validation; the final config is chosen by the one-standard-error rule (``tune.selection``) among its own
+  candidates and those of its simpler rows, and applied unchanged to test.
 """
 
 from __future__ import annotations
@@ -15,28 +16,55 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CF_MODELS = ("pop", "ease", "sasrec")
-QUERY_ROWS = {"llm": "retrieval_query", "llm+lastitem": "retrieval_query_lastitem"}  # query mode -> row
+BACKBONES = ("sasrec", "ease")
+METHODS = ("fixed", "adaptive", "rrf")
 
 
 @dataclass(frozen=True)
-class FusedMethod:
-    """One fused row of the report: the CF backbone, the retrieval query, the item text and the methods searched."""
+class LLMUse:
+    """Which parts a fused row may use: the retrieval weights it searches (the others stay 0, ``last`` 1).
+    Its selection also weighs the rows without some of its LLM parts (``tune.selection.choose``)."""
 
     name: str
+    tuned: tuple[str, ...]
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """Its LLM inputs: ``llm`` (user queries), ``enriched`` (description vectors)."""
+        return tuple(w for w in self.tuned if w in ("llm", "enriched"))
+
+
+LLM_USES = (
+    LLMUse("nollm", ("last", "recent")),
+    LLMUse("enrich", ("last", "recent", "enriched")),
+    LLMUse("query", ("last", "recent", "llm")),
+    LLMUse("llm", ("last", "recent", "llm", "enriched")),
+)
+
+
+@dataclass(frozen=True)
+class FusedRow:
+    """One fused row of the report: the CF backbone and the LLM parts it may use."""
+
     cf: str
-    retrieval: str  # llm | llm+lastitem | lastitem
-    variant: str  # enriched | metadata
-    methods: tuple[str, ...]
+    use: LLMUse
+
+    @property
+    def name(self) -> str:
+        return f"fused_{self.cf}_{self.use.name}"
 
 
-def fused_methods(query_mode: str, variant: str) -> list[FusedMethod]:
-    return [
-        FusedMethod("fused_fixed", "sasrec", query_mode, variant, ("fixed",)),
-        FusedMethod("fused_adaptive", "sasrec", query_mode, variant, ("adaptive",)),
-        FusedMethod("fused_adaptive_ease", "ease", query_mode, variant, ("adaptive",)),
-        FusedMethod("fused_adaptive_noenrich", "sasrec", query_mode, "metadata", ("adaptive",)),
-        FusedMethod("fused_adaptive_noquery", "sasrec", "lastitem", variant, ("adaptive",)),
-        FusedMethod("fused_adaptive_ease_noquery", "ease", "lastitem", variant, ("adaptive",)),
-        # no LLM at all: the setup of the independent calibration (EASE + metadata text of the last item)
-        FusedMethod("fused_adaptive_ease_noenrich_noquery", "ease", "lastitem", "metadata", ("adaptive",)),
-    ]
+def fused_rows(available: tuple[str, ...]) -> list[FusedRow]:
+    """The fused rows whose LLM inputs are ``available`` (of ``llm``, ``enriched``), per backbone."""
+    return [FusedRow(cf, use) for cf in BACKBONES for use in LLM_USES if set(use.needs) <= set(available)]
+
+
+# names of earlier reports, kept for one release: each points at the row that took its place
+ALIASES = {
+    "fused_adaptive": "fused_sasrec_llm",
+    "fused_adaptive_ease": "fused_ease_llm",
+    "fused_adaptive_noquery": "fused_sasrec_enrich",
+    "fused_adaptive_noenrich": "fused_sasrec_query",
+    "fused_adaptive_ease_noquery": "fused_ease_enrich",
+    "fused_adaptive_ease_noenrich_noquery": "fused_ease_nollm",
+}

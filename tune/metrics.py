@@ -127,7 +127,8 @@ def by_history_length(
 def paired_bootstrap(
     ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 10, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
 ) -> dict[str, float]:
-    """NDCG@k of A minus B on the same users, with a 95% paired bootstrap interval (users resampled).
+    """NDCG@k of A minus B on the same users, with a 95% paired bootstrap interval (users resampled) and the
+    bootstrap standard error of the difference (``se``).
 
     An interval that contains 0 means the two cannot be told apart on this test set.
     """
@@ -137,4 +138,5 @@ def paired_bootstrap(
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"diff": float(diff.mean()), "ci95_low": float(lo), "ci95_high": float(hi), "users": len(diff)}
+    return {"diff": float(diff.mean()), "ci95_low": float(lo), "ci95_high": float(hi), "se": float(means.std()),
+            "users": len(diff)}  # fmt: skip

@@ -43,8 +43,8 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(9, 5), constrained_layout=True)
-    for n in ("pop", "ease", "sasrec", "retrieval_lastitem", "retrieval_query", "fused_adaptive",
-              "fused_adaptive_ease"):  # fmt: skip
+    for n in ("pop", "ease", "sasrec", "retrieval_lastitem", "retrieval_query", "fused_sasrec_nollm",
+              "fused_sasrec_llm", "fused_ease_nollm", "fused_ease_llm"):  # fmt: skip
         buckets = results.get(n, {}).get("by_history_length", {})
         if buckets:
             labels = list(buckets)
@@ -68,7 +68,7 @@ def markdown(report: dict[str, Any], plots: list[Path]) -> str:
         "",
         f"{p['users']} users, {p['items']} items, {p['interactions']} interactions. Split: {p['split']}. "
         f"Ranking: {p['ranking']}. Fused and query rows: {p['fused_and_query_rows']}. Tuning: {p['tuning']}. "
-        f"Item text: {p['item_text']}; LLM query mode in the fused rows: {p['query_mode']}.",
+        f"LLM inputs: {p['llm_inputs']}.",
         "",
         markdown_table(report["results"], TABLE_METRICS),
         "",
@@ -83,12 +83,23 @@ def markdown(report: dict[str, Any], plots: list[Path]) -> str:
                      f"{'beyond' if c['separable'] else 'within'} noise")  # fmt: skip
         gain = f"{c['ndcg10_gain']:+.1%}" if c["ndcg10_gain"] is not None else "n/a"
         lines.append(f"- {name}: NDCG@10 gain {gain}{noise}; {c['test']}")
-    lines += ["", "## Tuned fusion configs (validation)", ""]
+    lines += ["", "## Does the LLM help? (test NDCG@10 minus the backbone's no-LLM row, 95% interval)", ""]
+    for name, row in report["results"].items():
+        if "vs_nollm" in row:
+            v, b = row["vs_nollm"], row["vs_nollm"]["best_on_valid"]
+            lines.append(f"- {name}: selected {v['ndcg10_diff']:+.4f} {v['ci95']}, best on valid "
+                         f"{b['ndcg10_diff']:+.4f} {b['ci95']}; LLM weights {row['llm_weights']}")  # fmt: skip
+    lines += ["", "## Fusion configs (searched on validation; selected by the one-standard-error rule)", ""]
     for name, row in report["results"].items():
         if "fusion" in row:
             f = row["fusion"]
-            lines.append(f"- {name}: cf={f['cf']}, retrieval={f['retrieval']}, text={f['variant']}, "
-                         f"rows={f.get('rows', 'full')}, {f['config']}")  # fmt: skip
+            sel, best = f["selected"], f["best"]
+            lines.append(f"- {name}: cf={f['cf']}, weights searched {f['tuned_weights']}, rows={f.get('rows', 'full')}; "
+                         f"selected {sel['name']} (valid NDCG@10 {sel['valid_ndcg10']:.4f}) {sel['config']} "
+                         f"{sel['weights']}; best on valid {best['name']} ({best['valid_ndcg10']:.4f}, test "
+                         f"{best['test']['NDCG@10']:.4f})")  # fmt: skip
+    if report.get("aliases"):
+        lines += ["", f"Earlier row names, kept for one release: {report['aliases']}"]
     lines += ["", "## Cost", "", "```", _json(report["cost"]), "```", ""]
     lines += [f"![{f.stem}]({f.name})" for f in plots]
     return "\n".join(lines) + "\n"

@@ -1,14 +1,18 @@
 """The comparison report: every method on validation and test, the fusion tuned on validation only.
 
-    python -m tune.report --dataset ml-100k --out artifacts/ml-100k/report [--trials 200]
+    python -m tune.report --dataset ml-100k --out artifacts/ml-100k/report [--trials 200] [--no-llm]
 
 Writes ``report.json`` (``{"protocol", "results": {"<method>": {"valid", "test", ...}}, "comparisons",
-"cost"}``), ``report.md`` and two PNG plots (metric bars per method; NDCG@10 by history-length bucket), and
-prints the test table. The rows are ``tune.experiments``; each is evaluated by ``tune.rows`` and rendered
-by ``tune.render``. Every fusion config is searched with Ray Tune on the validation branches
-(``tune.search.cached_search``, reused while its inputs are unchanged) and then applied, unchanged, to
-test. ``comparisons`` states measured differences with their paired bootstrap intervals; whether they meet
-a target is a separate check (``python -m tune.targets``).
+"aliases", "cost"}``), ``report.md`` and two PNG plots (metric bars per method; NDCG@10 by history-length
+bucket), and prints the test table, led by the fused rows. The rows are ``tune.experiments``; each is
+evaluated by ``tune.rows`` and rendered by ``tune.render``. Every fused row's fusion and retrieval weights
+are searched with Ray Tune on the validation branches (``tune.search.cached_search``, reused while its
+inputs are unchanged); its final config is chosen by the one-standard-error rule (``tune.selection``) and
+applied, unchanged, to test, and the best-on-validation config's test numbers are reported beside it. Each
+row that uses the LLM carries ``vs_nollm``: its test NDCG@10 minus its backbone's ``fused_B_nollm`` row,
+with the 95% paired bootstrap interval. ``comparisons`` states measured differences the same way; whether
+they meet a target is a separate check (``python -m tune.targets``). ``--no-llm`` (or a dataset without
+enrichment and queries) runs every row that needs no LLM artifact.
 """
 
 from __future__ import annotations
@@ -17,31 +21,32 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from actors.rerank import FusionConfig
+from actors.retrieval_query import RetrievalWeights
 from data_prep.artifacts import ArtifactPaths, read_json, write_json
 from data_prep.corpus import Corpus
 from data_prep.train import parse_overrides
 from tune.evaluate import protocol
-from tune.experiments import QUERY_ROWS, fused_methods
+from tune.experiments import ALIASES, METHODS, fused_rows
 from tune.harness import metric_context
 from tune.metrics import BOOTSTRAP_RESAMPLES, DEFAULT_KS, paired_bootstrap
 from tune.render import markdown, plot, stage_table
 from tune.rows import Overrides, branch_pair, cf_rows, fused_metrics, lastitem_row, list_metrics, row_result
+from tune.selection import choose, use_name
 
 log = logging.getLogger(__name__)
 
 # (row, baseline) pairs compared on test NDCG@10, with the other metrics side by side
 COMPARISONS = (
-    ("fused_adaptive_ease", "ease"),
-    ("fused_adaptive", "sasrec"),
-    ("fused_adaptive_ease_noenrich_noquery", "ease"),
-    ("fused_adaptive_ease", "fused_adaptive_ease_noenrich_noquery"),
+    ("fused_ease_llm", "ease"),
+    ("fused_sasrec_llm", "sasrec"),
+    ("fused_ease_nollm", "ease"),
+    ("fused_sasrec_nollm", "sasrec"),
     ("retrieval_query", "retrieval_lastitem"),
 )
 SIDE_BY_SIDE = ("NDCG@10", "Recall@10", "Coverage@10", "TailRecall@10", "Novelty@10")
@@ -114,67 +119,91 @@ def cost(paths: ArtifactPaths, searches: dict[str, Any], seconds: dict[str, floa
 def build_report(
     paths: ArtifactPaths,
     trials: int = 200,
-    variant: str = "enriched",
-    query_mode: str = "llm+lastitem",
     overrides: Overrides | None = None,
+    no_llm: bool = False,
 ) -> dict[str, Any]:
     """Evaluate every method; returns the report dict (see the module docstring).
 
     ``overrides`` (``{"sasrec": {"epochs": 2}}``) names the CF configs to load, as ``data_prep.train --set``
-    trained them.
+    trained them. ``no_llm`` leaves out every row that needs an LLM artifact.
     """
     overrides = overrides or {}
     from data_prep.ray_cluster import init_ray
-    from tune.search import cached_search
+    from tune.search import available_weights
 
     init_ray(quiet=True)
     corpus = Corpus.load(paths)
     meta_vectors = np.load(paths.item_vectors("metadata"))
     ctx = metric_context(corpus, meta_vectors)
+    available = () if no_llm else tuple(w for w in available_weights(paths) if w in ("llm", "enriched"))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     results = cf_rows(paths, corpus, ctx, overrides)
     seconds["cf_load_and_evaluate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    results["retrieval_lastitem"] = lastitem_row(corpus, ctx, np.load(paths.item_vectors(variant)))
-    for mode, name in QUERY_ROWS.items():
-        valid, test = branch_pair(paths, corpus, "sasrec", mode, variant, overrides)
-        results[name] = row_result(list_metrics(valid.retrieval.ids, valid, ctx),
-                                   list_metrics(test.retrieval.ids, test, ctx))  # fmt: skip
+    results["retrieval_lastitem"] = lastitem_row(corpus, ctx, meta_vectors)
+    if "llm" in available:
+        valid, test = branch_pair(paths, corpus, "sasrec", overrides, RetrievalWeights(last=0.0, llm=1.0))
+        results["retrieval_query"] = row_result(list_metrics(valid.retrieval.ids, valid, ctx),
+                                                list_metrics(test.retrieval.ids, test, ctx))  # fmt: skip
     seconds["retrieval_branches"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    searches = {}
-    for m in fused_methods(query_mode, variant):
-        search = cached_search(paths, corpus, m.cf, m.retrieval, m.variant, trials, methods=m.methods,
-                               cf_overrides=overrides.get(m.cf))  # fmt: skip
-        searches[m.name] = search
-        cfg = FusionConfig(**search["config"])
-        valid, test = branch_pair(paths, corpus, m.cf, m.retrieval, m.variant, overrides)
-        results[m.name] = row_result(fused_metrics(valid, cfg, ctx), fused_metrics(test, cfg, ctx),
-                                     fusion={"cf": m.cf, "retrieval": m.retrieval, "variant": m.variant,
-                                             "config": asdict(cfg), "rows": test.cf.mode})  # fmt: skip
-        log.info("%s: test NDCG@10 %.4f", m.name, results[m.name]["test"]["NDCG@10"])
+    searches, fused = {}, {}
+    for row in fused_rows(available):
+        valid, test = branch_pair(paths, corpus, row.cf, overrides)
+        tuned = row.use.tuned if valid.tunable else ()
+        choice = choose(paths, corpus, row.cf, tuned, valid, ctx,
+                        {"trials": trials, "methods": METHODS, "cf_overrides": overrides.get(row.cf)})  # fmt: skip
+        searches[row.name] = choice["searches"][use_name(tuned)]
+        chosen, best = choice["selected"], choice["best"]
+        cfg, w = FusionConfig(**chosen["config"]), RetrievalWeights(**chosen["weights"])
+        best_cfg, best_w = FusionConfig(**best["config"]), RetrievalWeights(**best["weights"])
+        best_test = fused_metrics(test, best_cfg, ctx, best_w)
+        fused[row.name] = best_test.pop("target_ranks")
+        results[row.name] = row_result(
+            fused_metrics(valid, cfg, ctx, w), fused_metrics(test, cfg, ctx, w),
+            fusion={"cf": row.cf, "uses": row.use.name, "tuned_weights": list(tuned), "selected": chosen,
+                    "best": best | {"test": {k: v for k, v in best_test.items() if k != "by_history_length"}},
+                    "selection": choice["table"], "rows": test.cf.mode},
+        )  # fmt: skip
+        log.info("%s: test NDCG@10 %.4f (selected %s; best on valid %s: %.4f)", row.name,
+                 results[row.name]["test"]["NDCG@10"], chosen["name"], best["name"], best_test["NDCG@10"])  # fmt: skip
     seconds["fusion_search_and_evaluate"] = time.perf_counter() - t0
 
     proto = protocol(paths, corpus, DEFAULT_KS) | {
         "fused_and_query_rows": "ranked lists of the fused top-20 (from each branch's top-200); a target "
-        "outside the list is a miss, so MRR there is MRR@20 (MRR@200 for retrieval_query*)",
+        "outside the list is a miss, so MRR there is MRR@20 (MRR@200 for retrieval_query)",
         "ild_embeddings": "metadata-text vectors (all-MiniLM-L6-v2), the same for every method",
-        "tuning": f"every fusion config searched on validation ({trials} Ray Tune trials, OptunaSearch, "
-        "objective NDCG@10) and applied unchanged to test",
-        "item_text": variant,
-        "query_mode": query_mode,
+        "tuning": f"every fused row's fusion and retrieval weights searched on validation ({trials} Ray Tune "
+        "trials, OptunaSearch, objective NDCG@10, every weight's range from 0), the final config chosen by the "
+        "one-standard-error rule over a paired bootstrap of validation users (tune.selection) and applied "
+        "unchanged to test; 'fusion.best' is the best-on-validation config and its test numbers",
+        "llm_inputs": list(available) or "none",
     }
     ranks = {name: row.pop("test_ranks", None) for name, row in results.items()}
+    for name, row in results.items():  # the LLM rows against their backbone's no-LLM row, on test
+        uses = row.get("fusion", {}).get("uses")
+        base = f"fused_{row['fusion']['cf']}_nollm" if uses else None
+        if uses and uses != "nollm" and base in results:
+            d = paired_bootstrap(ranks[name], ranks[base])
+            b = paired_bootstrap(fused[name], fused[base])
+            row["vs_nollm"] = {"ndcg10_diff": round(d["diff"], 4),
+                               "ci95": [round(d["ci95_low"], 4), round(d["ci95_high"], 4)],
+                               "best_on_valid": {"ndcg10_diff": round(b["diff"], 4),
+                                                 "ci95": [round(b["ci95_low"], 4), round(b["ci95_high"], 4)]}}  # fmt: skip
+            row["llm_weights"] = {k: row["fusion"]["selected"]["weights"][k] for k in ("llm", "enriched")}
     proto["comparisons_noise"] = ("each comparison's NDCG@10 difference comes with a 95% paired bootstrap "
                                   f"interval over the test users ({BOOTSTRAP_RESAMPLES:,} resamples); "
                                   "'separable: false' means it contains 0")  # fmt: skip
+    fused_first = {n: results[n] for n in results if n.startswith("fused_")}
+    ordered = fused_first | {n: r for n, r in results.items() if n not in fused_first}
     return {
         "protocol": proto,
-        "results": results,
+        "results": ordered,
         "comparisons": comparisons(results, ranks),
+        "aliases": {old: new for old, new in ALIASES.items() if new in results},
         "cost": cost(paths, searches, {k: round(v, 1) for k, v in seconds.items()}),
     }
 
@@ -184,10 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--out", type=Path, help="output folder (default: artifacts/<dataset>/report)")
     ap.add_argument("--trials", type=int, default=200, help="Ray Tune trials per fusion search")
-    ap.add_argument("--variant", default="enriched", choices=["enriched", "metadata"], help="item text index")
-    ap.add_argument("--query-mode", default="llm+lastitem", choices=list(QUERY_ROWS),
-                    help="retrieval query of the fused rows (the same default as tune.search, so the "
-                    "fused_adaptive row reuses the search behind fusion.json)")  # fmt: skip
+    ap.add_argument("--no-llm", action="store_true",
+                    help="only the rows that need no LLM artifact (pop, EASE, SASRec, last-item retrieval, "
+                    "fused_*_nollm); also what a dataset without enrichment and queries gets")  # fmt: skip
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",
                     help="the config a CF model was trained with, as given to data_prep.train (repeatable)")  # fmt: skip
     ap.add_argument("--artifacts")
@@ -200,10 +228,14 @@ def main(argv: list[str] | None = None) -> int:
             f"error: {paths.root} is not prepared; run `python -m data_prep.prepare` first", file=sys.stderr
         )
         return 2
+    from tune.search import available_weights
+
+    no_llm = args.no_llm or not ({"llm", "enriched"} & set(available_weights(paths)))
+    if no_llm and not args.no_llm:
+        print(f"note: {paths.root} has no LLM queries and no description vectors: the report runs the rows "
+              "that need no LLM (as with --no-llm)")  # fmt: skip
     try:
-        report = build_report(
-            paths, args.trials, args.variant, args.query_mode, parse_overrides(args.overrides)
-        )
+        report = build_report(paths, args.trials, parse_overrides(args.overrides), no_llm)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -214,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     p = report["protocol"]
     print(f"\n{p['dataset']} test ({p['test_users']} users; {p['split']}; {p['ranking']}):\n")
     print(stage_table(report))
+    for name, row in report["results"].items():
+        if "vs_nollm" in row:
+            v = row["vs_nollm"]
+            print(f"  {name} vs {row['fusion']['cf']} without the LLM: {v['ndcg10_diff']:+.4f}, 95% paired "
+                  f"bootstrap [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]; LLM weights {row['llm_weights']} "
+                  f"(best on valid: {v['best_on_valid']['ndcg10_diff']:+.4f})")  # fmt: skip
     for name, c in report["comparisons"].items():
         line = (
             f"  {name}: NDCG@10 gain {c['ndcg10_gain']:+.1%}"

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from actors.rerank import FusionConfig, fuse
+from actors.retrieval_query import RetrievalWeights
 from data_prep.artifacts import ArtifactPaths
 from data_prep.corpus import Corpus
 from tune.branches import BranchScores, ranked_lists
@@ -40,7 +41,10 @@ def list_metrics(top: np.ndarray, b: BranchScores, ctx: MetricContext) -> dict[s
                                                        "target_ranks": ranked.ranks}  # fmt: skip
 
 
-def fused_metrics(b: BranchScores, cfg: FusionConfig, ctx: MetricContext) -> dict[str, Any]:
+def fused_metrics(
+    b: BranchScores, cfg: FusionConfig, ctx: MetricContext, weights: RetrievalWeights | None = None
+) -> dict[str, Any]:
+    b = b.with_weights(weights) if weights is not None else b
     fused = fuse(b.cf, b.retrieval, b.history_len, cfg, max(DEFAULT_KS))
     return list_metrics(fused.ids, b, ctx) | {"mean_alpha": float(fused.alpha.mean())}
 
@@ -68,9 +72,9 @@ def lastitem_row(corpus: Corpus, ctx: MetricContext, vectors: np.ndarray) -> dic
     return row_result(*(evaluate_scorer(scorer, corpus, s, ctx, with_ranks=True) for s in ("valid", "test")))
 
 
-def branch_pair(paths, corpus, cf: str, retrieval: str, variant: str, overrides: Overrides):
-    """(valid, test) BranchScores of one combination."""
+def branch_pair(paths, corpus, cf: str, overrides: Overrides, weights: RetrievalWeights | None = None):
+    """(valid, test) BranchScores of one CF backbone, the retrieval side for ``weights``."""
     from tune.branches_store import load_or_compute
 
-    return tuple(load_or_compute(paths, corpus, s, cf, retrieval, variant, cf_overrides=overrides.get(cf))
+    return tuple(load_or_compute(paths, corpus, s, cf, weights, cf_overrides=overrides.get(cf))
                  for s in ("valid", "test"))  # fmt: skip

@@ -1,13 +1,17 @@
 """Ray Tune search of the fusion hyperparameters on the validation split.
 
-    python -m tune.search --dataset ml-100k --trials 200 [--cf sasrec|ease] [--retrieval llm|llm+lastitem|lastitem]
+    python -m tune.search --dataset ml-100k --trials 200 [--cf sasrec|ease] [--weights auto|none|last,recent,llm,enriched]
                           [--methods fixed,adaptive,rrf] [--objective ndcg|ndcg+coverage|ndcg+novelty]
                           [--set sasrec.epochs=20]
 
 Branch scores for the validation users are computed once (``tune.branches``) and shared with every trial
-through the object store, so a trial only fuses and evaluates. OptunaSearch (TPE) proposes configs;
-trials are single-step, so no early-stopping scheduler applies. The best config goes to
-``fusion.json`` (for Serve and the report); trial results go under ``artifacts/<dataset>/tune``.
+through the object store, so a trial only fuses and evaluates. A trial's config is the fusion
+(``FusionConfig``) and the retrieval weights named by ``--weights`` (``actors.retrieval_query``; the others
+stay at last 1, the rest 0): every weight's range starts at 0, so the search can turn the LLM's parts
+off. ``auto`` tunes every part whose inputs exist (LLM queries, description vectors) where the catalog keeps
+full rows, and none above. OptunaSearch (TPE) proposes configs; trials are single-step, so no
+early-stopping scheduler applies. The best config goes to ``fusion.json`` (for Serve and the report) with
+the best config of each method (for ``tune.selection``); trial results go under ``artifacts/<dataset>/tune``.
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from actors.rerank import FusionConfig
-from actors.retrieval_branch import QUERY_MODES
+from actors.retrieval_query import WEIGHTS, RetrievalWeights
 from data_prep.artifacts import ArtifactPaths, fingerprint, read_json, write_json
 from tune.branches import BranchScores, evaluate_fused
 from tune.metrics import MetricContext
@@ -40,17 +44,27 @@ TUNE_KEYS = {"NDCG@10": "ndcg10", "Recall@10": "recall10", "Coverage@10": "cover
 
 
 METHODS = ("fixed", "adaptive", "rrf")
-SEARCH_VERSION = "s3"  # bump when the space or the fusion formula changes: cached searches are then redone
+SEARCH_VERSION = "s4"  # bump when the space or the fusion formula changes: cached searches are then redone
+WEIGHT_MAX = {"last": 1.0, "recent": 1.0, "llm": 1.0, "enriched": 1.5}  # each range is [0, max], step 0.05
 
 
-def search_space(methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
-    """The fusion search space; ``methods`` restricts the fusion method (e.g. only ``adaptive``)."""
+def check_weights(tuned: tuple[str, ...]) -> None:
+    bad = [w for w in tuned if w not in WEIGHTS]
+    if bad:
+        raise ValueError(f"--weights: unknown retrieval weight(s) {bad}; choose from {list(WEIGHTS)}")
+
+
+def search_space(methods: tuple[str, ...] = METHODS, tuned: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fusion search space; ``methods`` restricts the fusion method (e.g. only ``adaptive``), ``tuned``
+    names the retrieval weights searched too (``w_<name>``, each from 0)."""
     from ray import tune
 
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {list(methods)}")
-    return {
+    check_weights(tuned)
+    weights = {f"w_{w}": tune.quniform(0.0, WEIGHT_MAX[w], 0.05) for w in tuned}
+    return weights | {
         "method": tune.choice(list(methods)),
         "norm": tune.choice(["zscore", "minmax"]),
         "n": tune.choice([20, 50, 100, 200]),
@@ -63,19 +77,24 @@ def search_space(methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
     }
 
 
-def starting_points(methods: tuple[str, ...]) -> list[dict[str, Any]]:
-    """A few plain configs tried first (constant α of 0.5-0.9, catalog-wide z-scores), so TPE starts from
-    sensible mixes instead of the extremes most random draws give."""
+def starting_points(methods: tuple[str, ...], tuned: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """A few plain configs tried first (constant α of 0.5-0.9, catalog-wide z-scores, the last item alone
+    for retrieval), so TPE starts from sensible mixes instead of the extremes most random draws give; with
+    tuned weights, the same once more with every tuned weight at 0.5."""
     base = {"norm": "zscore", "n": 200, "alpha": 0.5, "a": 0.0, "b": 0.0, "c": 0.0, "confidence": "margin",
             "rrf_k": 60.0}  # fmt: skip
+    default = RetrievalWeights()
+    plain = {f"w_{w}": getattr(default, w) for w in tuned}
+    mixes = [plain] + ([{f"w_{w}": 0.5 for w in tuned}] if tuned else [])
     points = []
-    for alpha in (0.5, 0.7, 0.9):
-        if "fixed" in methods:
-            points.append(base | {"method": "fixed", "alpha": alpha})
-        if "adaptive" in methods:
-            points.append(base | {"method": "adaptive", "a": float(np.log(alpha / (1 - alpha)))})
-    if "rrf" in methods:
-        points.append(base | {"method": "rrf"})
+    for mix in mixes:
+        for alpha in (0.5, 0.7, 0.9):
+            if "fixed" in methods:
+                points.append(base | mix | {"method": "fixed", "alpha": alpha})
+            if "adaptive" in methods:
+                points.append(base | mix | {"method": "adaptive", "a": float(np.log(alpha / (1 - alpha)))})
+        if "rrf" in methods:
+            points.append(base | mix | {"method": "rrf"})
     return points
 
 
@@ -84,10 +103,16 @@ def to_fusion(config: dict[str, Any]) -> FusionConfig:
     return FusionConfig(**{k: v for k, v in config.items() if k in names})
 
 
+def to_weights(config: dict[str, Any], base: RetrievalWeights) -> RetrievalWeights:
+    """The retrieval weights of a trial config: its ``w_<name>`` entries, the rest from ``base``."""
+    return replace(base, **{w: float(config[f"w_{w}"]) for w in WEIGHTS if f"w_{w}" in config})
+
+
 def trial(config: dict[str, Any], branches: BranchScores, ctx: MetricContext) -> None:
     from ray import tune
 
-    metrics = evaluate_fused(branches, to_fusion(config), ctx, ks=(10,))
+    weights = to_weights(config, branches.weights)
+    metrics = evaluate_fused(branches, to_fusion(config), ctx, ks=(10,), weights=weights)
     tune.report({TUNE_KEYS[k]: v for k, v in metrics.items() if k in TUNE_KEYS})
 
 
@@ -101,8 +126,11 @@ def run_search(
     methods: tuple[str, ...] = METHODS,
     name: str = "fusion",
     concurrency: int = 1,
+    tuned: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Returns ``{"config": best FusionConfig dict, "valid": its metrics, "trials": n, "seconds": s}``.
+    """Returns ``{"config": best FusionConfig dict, "weights": its retrieval weights, "valid": its metrics,
+    "by_method": the same for the best trial of each method, "trials": n, "seconds": s}``. ``tuned`` names
+    the retrieval weights searched (the branches must keep part rows for them).
 
     ``concurrency=1`` makes a seeded search reproducible: the same inputs give the same best config. With
     more trials at once TPE sees results in whatever order they finish, so reruns differ.
@@ -114,6 +142,9 @@ def run_search(
 
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
+    if tuned and not branches.tunable:
+        raise ValueError(f"retrieval weights {list(tuned)} cannot be tuned here: the catalog is too large for "
+                         "the part rows (tune.branches_store); search with --weights none")  # fmt: skip
     init_ray(quiet=True)
     metrics = OBJECTIVES[objective]
     modes = ["max"] * len(metrics)
@@ -121,12 +152,12 @@ def run_search(
         metric=metrics if len(metrics) > 1 else metrics[0],
         mode=modes if len(metrics) > 1 else modes[0],
         seed=seed,
-        points_to_evaluate=starting_points(methods),
+        points_to_evaluate=starting_points(methods, tuned),
     )
     t0 = time.perf_counter()
     tuner = tune.Tuner(
         tune.with_parameters(trial, branches=branches, ctx=ctx),
-        param_space=search_space(methods),
+        param_space=search_space(methods, tuned),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             num_samples=trials,
@@ -137,44 +168,84 @@ def run_search(
     )
     results = tuner.fit()
     seconds = time.perf_counter() - t0
-    best = results.get_best_result(metric="ndcg10", mode="max")
-    config = asdict(to_fusion(best.config))
-    valid = {name: best.metrics[key] for name, key in TUNE_KEYS.items() if key in best.metrics}
-    return {"config": config, "valid": valid, "trials": len(results), "seconds": round(seconds, 2),
-            "objective": metrics, "methods": list(methods), "concurrency": concurrency}  # fmt: skip
+
+    def summary(result) -> dict[str, Any]:
+        return {"config": asdict(to_fusion(result.config)),
+                "weights": asdict(to_weights(result.config, branches.weights)),
+                "valid": {k: result.metrics[m] for k, m in TUNE_KEYS.items() if m in result.metrics}}  # fmt: skip
+
+    done = [r for r in results if r.metrics and "ndcg10" in r.metrics]
+    by_method = {}
+    for m in methods:  # the best trial of each method, for the selection rule (tune.selection)
+        mine = [r for r in done if r.config["method"] == m]
+        if mine:
+            by_method[m] = summary(max(mine, key=lambda r: r.metrics["ndcg10"]))
+    best = summary(results.get_best_result(metric="ndcg10", mode="max"))
+    return best | {"by_method": by_method, "tuned_weights": list(tuned), "trials": len(results),
+                   "seconds": round(seconds, 2), "objective": metrics, "methods": list(methods),
+                   "concurrency": concurrency}  # fmt: skip
+
+
+def available_weights(paths: ArtifactPaths) -> tuple[str, ...]:
+    """The retrieval weights whose inputs exist: last and recent always, llm with user queries, enriched
+    with description vectors."""
+    out = ["last", "recent"]
+    if paths.user_queries.is_file():
+        out.append("llm")
+    if paths.item_vectors("description").is_file():
+        out.append("enriched")
+    return tuple(out)
+
+
+def resolve_weights(spec: str, paths: ArtifactPaths, branches: BranchScores) -> tuple[str, ...]:
+    """``--weights``: ``auto`` (every available one where part rows are kept, else none), ``none``, or names."""
+    if spec == "none":
+        return ()
+    if spec == "auto":
+        return available_weights(paths) if branches.tunable else ()
+    tuned = tuple(w.strip() for w in spec.split(",") if w.strip())
+    check_weights(tuned)
+    missing = [w for w in tuned if w not in available_weights(paths)]
+    if missing:
+        raise ValueError(f"--weights {missing}: no input for them; llm needs `python -m data_prep.queries`, "
+                         "enriched `python -m data_prep.index --text description`")  # fmt: skip
+    return tuned
 
 
 def cached_search(
     paths: ArtifactPaths,
     corpus,
     cf: str,
-    retrieval: str,
-    variant: str,
+    tuned: tuple[str, ...] | str = "auto",
     trials: int = 200,
     objective: str = "ndcg",
     methods: tuple[str, ...] = METHODS,
     cf_overrides: dict[str, Any] | None = None,
+    base: RetrievalWeights | None = None,
 ) -> dict[str, Any]:
-    """``run_search`` on the valid branches of (cf, retrieval, variant), reused while its inputs are unchanged.
+    """``run_search`` on the valid branches of ``cf``, tuning the retrieval weights ``tuned`` (names, or a
+    ``--weights`` spec) from ``base``; reused while its inputs are unchanged.
 
     The result is kept under ``tune/searches/`` keyed by the branch file (which fingerprints the model,
-    index and queries), the methods, the trial count and the objective.
+    vectors and queries), the tuned weights, the base weights, the methods, the trial count and the objective.
     """
     from tune.branches_store import branch_file, load_or_compute
     from tune.harness import metric_context
 
-    branches = load_or_compute(paths, corpus, "valid", cf, retrieval, variant, cf_overrides=cf_overrides)
-    stem = branch_file(paths, "valid", cf, retrieval, variant).stem
-    space = fingerprint(
-        SEARCH_VERSION, asdict(FusionConfig()), length=8
-    )  # the search space and fusion fields
-    key = f"{stem}_{'-'.join(methods)}_{trials}_{objective}_{space}"
+    base = base or RetrievalWeights()
+    branches = load_or_compute(paths, corpus, "valid", cf, base, cf_overrides=cf_overrides)
+    if isinstance(tuned, str):
+        tuned = resolve_weights(tuned, paths, branches)
+    stem = branch_file(paths, "valid", cf, base, corpus).stem
+    # the search space, the fusion fields and the base weights
+    space = fingerprint(SEARCH_VERSION, asdict(FusionConfig()), asdict(base), list(tuned), length=8)
+    key = f"{stem}_{'-'.join(methods)}_{'-'.join(tuned) or 'fixed'}_{trials}_{objective}_{space}"
     cache = paths.searches / f"{key}.json"
     if cache.is_file():
         return read_json(cache)
     out = run_search(branches, metric_context(corpus), paths.tune, trials, objective, methods=methods,
-                     name=key)  # fmt: skip
-    out |= {"cf": cf, "retrieval": retrieval, "variant": variant}
+                     name=key, tuned=tuned)  # fmt: skip
+    out |= {"cf": cf}
     write_json(cache, out)
     return out
 
@@ -187,9 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--cf", default="sasrec", choices=["sasrec", "ease", "pop"])
-    ap.add_argument("--retrieval", default="llm+lastitem", choices=QUERY_MODES,
-                    help="retrieval query: the LLM query, the LLM query + the last item's text, or the last item's text")  # fmt: skip
-    ap.add_argument("--variant", default="enriched", choices=["enriched", "metadata"], help="item text index")
+    ap.add_argument("--weights", default="auto",
+                    help="retrieval weights searched with the fusion: auto (every one whose input exists, where "
+                    "the catalog keeps full rows), none, or names from last,recent,llm,enriched")  # fmt: skip
     ap.add_argument("--methods", default=",".join(METHODS), help="fusion methods searched, comma-separated")
     ap.add_argument("--objective", default="ndcg", choices=sorted(OBJECTIVES))
     ap.add_argument("--out", type=Path, help="default: artifacts/<dataset>/fusion.json")
@@ -202,18 +273,57 @@ def main(argv: list[str] | None = None) -> int:
     try:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         search_space(methods)  # validates --methods before any work
+        if args.weights not in ("auto", "none"):
+            check_weights(tuple(w.strip() for w in args.weights.split(",") if w.strip()))
         overrides = parse_overrides(args.overrides).get(args.cf)
         corpus = Corpus.load(paths)
-        out = cached_search(paths, corpus, args.cf, args.retrieval, args.variant, args.trials, args.objective,
-                            methods, overrides)  # fmt: skip
+        out = select_fusion(
+            paths, corpus, args.cf, args.weights, args.trials, args.objective, methods, overrides
+        )
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     target = args.out or paths.fusion
     write_json(target, out)
-    print(f"{out['trials']} trials in {out['seconds']}s; best valid NDCG@10 {out['valid']['NDCG@10']:.4f} with "
-          f"{out['config']}; wrote {target}")  # fmt: skip
+    best = out["best"]
+    print(f"{out['trials']} trials in {out['seconds']}s; selected {out['selected']} (valid NDCG@10 "
+          f"{out['valid']['NDCG@10']:.4f}): {out['config']}, retrieval weights {out['weights']}; best on valid "
+          f"{best['name']} ({best['valid_ndcg10']:.4f}); wrote {target}")  # fmt: skip
     return 0
+
+
+def select_fusion(
+    paths: ArtifactPaths,
+    corpus,
+    cf: str,
+    weights: str,
+    trials: int,
+    objective: str,
+    methods: tuple[str, ...],
+    cf_overrides: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What ``fusion.json`` holds: the search of ``weights`` (a ``--weights`` spec) and of every simpler set,
+    and the config the one-standard-error rule selects among them (``tune.selection.choose``), with its
+    validation metrics; ``best`` is the best on validation."""
+    from tune.branches_store import load_or_compute
+    from tune.harness import metric_context
+    from tune.selection import choose, use_name
+
+    valid = load_or_compute(paths, corpus, "valid", cf, cf_overrides=cf_overrides)
+    tuned = resolve_weights(weights, paths, valid)
+    kwargs = {"trials": trials, "objective": objective, "methods": methods, "cf_overrides": cf_overrides}
+    ctx = metric_context(corpus)
+    choice = choose(paths, corpus, cf, tuned, valid, ctx, kwargs)
+    sel = choice["selected"]
+    config, w = FusionConfig(**sel["config"]), RetrievalWeights(**sel["weights"])
+    metrics = evaluate_fused(valid, config, ctx, ks=(10,), weights=w)
+    main = choice["searches"][use_name(tuned)]
+    return {"config": asdict(config), "weights": asdict(w), "selected": sel["name"],
+            "valid": {k: metrics[k] for k in TUNE_KEYS if k in metrics}, "best": choice["best"],
+            "selection": choice["table"], "tuned_weights": list(tuned), "cf": cf,
+            "trials": sum(s["trials"] for s in choice["searches"].values()),
+            "seconds": round(sum(s["seconds"] for s in choice["searches"].values()), 2),
+            "objective": main["objective"], "methods": main["methods"]}  # fmt: skip
 
 
 if __name__ == "__main__":

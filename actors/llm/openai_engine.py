@@ -28,6 +28,8 @@ class OpenAIEngine(LLMEngine):
             "top_p": sampling.top_p,
             "seed": self.config.seed,
         }
+        if sampling.n > 1:
+            body["n"] = sampling.n
         if sampling.stop:
             body["stop"] = list(sampling.stop)
         if sampling.repetition_penalty != 1.0:
@@ -44,11 +46,14 @@ class OpenAIEngine(LLMEngine):
         except (urllib.error.URLError, TimeoutError) as exc:
             raise EngineError(f"{self.url}: {exc}") from exc
         try:
-            text = payload["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError) as exc:
+            texts = [c["message"]["content"] or "" for c in payload["choices"]]
+        except (KeyError, TypeError) as exc:
             raise EngineError(f"{self.url}: unexpected response {str(payload)[:200]}") from exc
+        if not texts:
+            raise EngineError(f"{self.url}: no choices in {str(payload)[:200]}")
         usage = payload.get("usage") or {}
-        return Generation(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+        return Generation(texts[0], int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
+                          texts)  # fmt: skip
 
     def generate(self, conversations: list[Conversation], sampling: SamplingConfig) -> list[Generation]:
         if not conversations:

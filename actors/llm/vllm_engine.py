@@ -54,9 +54,15 @@ class VLLMEngine(LLMEngine):
             top_p=sampling.top_p,
             repetition_penalty=sampling.repetition_penalty,
             stop=list(sampling.stop) or None,
+            n=sampling.n,
         )
         outputs = self.llm.chat(conversations, params, use_tqdm=False)
         return [
-            Generation(o.outputs[0].text, len(o.prompt_token_ids or []), len(o.outputs[0].token_ids))
+            Generation(
+                o.outputs[0].text,
+                len(o.prompt_token_ids or []),
+                sum(len(c.token_ids) for c in o.outputs),
+                [c.text for c in o.outputs],
+            )  # fmt: skip
             for o in outputs
         ]

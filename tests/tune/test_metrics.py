@@ -84,8 +84,10 @@ def test_fast_topk_equals_a_full_stable_sort_under_heavy_ties():
 
 def test_paired_bootstrap_known_answers():
     same = paired_bootstrap(np.array([1, 3, 50]), np.array([1, 3, 50]))
-    assert same == {"diff": 0.0, "ci95_low": 0.0, "ci95_high": 0.0, "users": 3}
+    assert same == {"diff": 0.0, "ci95_low": 0.0, "ci95_high": 0.0, "se": 0.0, "users": 3}
     always = paired_bootstrap(np.ones(20, dtype=int), np.full(20, 11))  # hit at 1 vs a miss at 10
-    assert always["diff"] == always["ci95_low"] == always["ci95_high"] == 1.0
+    assert always["diff"] == always["ci95_low"] == always["ci95_high"] == 1.0 and always["se"] == 0.0
+    half = paired_bootstrap(np.where(np.arange(400) % 2 == 0, 1, 11), np.full(400, 11))
+    assert half["se"] == pytest.approx(0.5 / np.sqrt(400), rel=0.1)  # the standard error of a mean of 0/1
     with pytest.raises(ValueError, match="shape"):
         paired_bootstrap(np.ones(3), np.ones(4))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from actors.rerank import FusionConfig
-from tune.experiments import fused_methods
+from tune.experiments import ALIASES, fused_rows
 from tune.render import markdown, plot, stage_table
 from tune.report import comparisons
 from tune.rows import fused_metrics
@@ -19,13 +19,19 @@ from tune.targets import check
 from .test_search import CTX, branches
 
 
-def test_fused_methods_cover_both_backbones_and_the_ablations():
-    rows = {m.name: m for m in fused_methods("llm+lastitem", "enriched")}
-    assert rows["fused_adaptive"].cf == "sasrec" and rows["fused_adaptive_ease"].cf == "ease"
-    assert rows["fused_fixed"].methods == ("fixed",)
-    assert rows["fused_adaptive_noenrich"].variant == "metadata"
-    assert rows["fused_adaptive_noquery"].retrieval == "lastitem"
-    assert all(m.methods == ("adaptive",) for n, m in rows.items() if n.startswith("fused_adaptive"))
+def test_fused_rows_cover_both_backbones_and_each_llm_use():
+    rows = {r.name: r for r in fused_rows(("llm", "enriched"))}
+    assert set(rows) == {
+        f"fused_{cf}_{u}" for cf in ("sasrec", "ease") for u in ("nollm", "enrich", "query", "llm")
+    }
+    assert (
+        rows["fused_ease_nollm"].use.tuned == ("last", "recent") and rows["fused_ease_nollm"].use.needs == ()
+    )
+    assert rows["fused_sasrec_llm"].use.tuned == ("last", "recent", "llm", "enriched")
+    assert {r.name for r in fused_rows(())} == {"fused_sasrec_nollm", "fused_ease_nollm"}  # --no-llm
+    assert {r.name for r in fused_rows(("llm",))} >= {"fused_ease_query"} and "fused_ease_enrich" not in {
+        r.name for r in fused_rows(("llm",))}  # fmt: skip
+    assert set(ALIASES.values()) <= set(rows)
 
 
 def test_search_space_rejects_unknown_methods():
@@ -52,33 +58,40 @@ def _report():
         "sasrec": {"valid": _metrics(0.10), "test": _metrics(0.09, 0.34, 0.08)},
         "retrieval_lastitem": {"valid": _metrics(0.027), "test": _metrics(0.03)},
         "retrieval_query": {"valid": _metrics(0.02), "test": _metrics(0.02)},
-        "fused_adaptive": {"valid": _metrics(0.10), "test": _metrics(0.091, 0.40, 0.09),
-                           "by_history_length": {"0-19": {"users": 5, "Recall@10": 0.2, "NDCG@10": 0.1}}},
-        "fused_adaptive_ease": {"valid": _metrics(0.09), "test": _metrics(0.0805), "fusion": {
-            "cf": "ease", "retrieval": "llm+lastitem", "variant": "enriched", "config": {"method": "adaptive"}}},
+        "fused_sasrec_llm": {"valid": _metrics(0.10), "test": _metrics(0.091, 0.40, 0.09),
+                             "by_history_length": {"0-19": {"users": 5, "Recall@10": 0.2, "NDCG@10": 0.1}}},
+        "fused_ease_llm": {"valid": _metrics(0.09), "test": _metrics(0.0805), "fusion": {
+            "cf": "ease", "uses": "llm", "tuned_weights": ["last", "llm"], "rows": "full",
+            "selected": {"name": "nollm/fixed", "valid_ndcg10": 0.09, "config": {"method": "fixed"},
+                         "weights": {"llm": 0.0, "enriched": 0.0}},
+            "best": {"name": "llm/adaptive", "valid_ndcg10": 0.095, "test": {"NDCG@10": 0.079}}},
+            "vs_nollm": {"ndcg10_diff": -0.002, "ci95": [-0.006, 0.001],
+                         "best_on_valid": {"ndcg10_diff": -0.004, "ci95": [-0.009, -0.001]}},
+            "llm_weights": {"llm": 0.0, "enriched": 0.0}},
     }  # fmt: skip
     protocol = {"dataset": "toy", "users": 9, "items": 100, "interactions": 50, "split": "loo", "ranking": "full",
-                "fused_and_query_rows": "lists", "tuning": "tune", "item_text": "enriched",
-                "query_mode": "llm+lastitem", "test_users": 9}  # fmt: skip
+                "fused_and_query_rows": "lists", "tuning": "tune", "llm_inputs": ["llm"], "test_users": 9}  # fmt: skip
     return {"protocol": protocol, "results": results, "comparisons": comparisons(results), "cost": {"x": 1}}
 
 
 def test_comparisons_state_measured_numbers_only():
     c = _report()["comparisons"]
-    ease = c["fused_adaptive_ease_vs_ease"]
+    ease = c["fused_ease_llm_vs_ease"]
     assert ease["ndcg10_gain"] == pytest.approx(0.15)
-    assert ease["test"]["Coverage@10"] == {"fused_adaptive_ease": 0.3, "ease": 0.3}
+    assert ease["test"]["Coverage@10"] == {"fused_ease_llm": 0.3, "ease": 0.3}
     assert c["retrieval_query_vs_retrieval_lastitem"]["ndcg10_gain"] == pytest.approx(-1 / 3, abs=1e-3)
     assert not any("met" in v or "goal" in v for v in c.values())  # targets are a separate check
-    assert "fused_adaptive_ease_noenrich_noquery_vs_ease" not in c  # a pair with a missing row is left out
+    assert "fused_ease_nollm_vs_ease" not in c  # a pair with a missing row is left out
 
 
 def test_targets_are_a_separate_check_whichever_way_they_go():
     by_name = {r["target"].split(":")[0]: r for r in check(_report())}
-    ease = by_name["fusion on EASE gains at least 20% test NDCG@10"]
+    ease = by_name["fusion on EASE gains at least 30% test NDCG@10"]
     assert ease["gain"] == pytest.approx(0.15) and not ease["met"]
     assert by_name["fusion on SASRec"]["met"]  # 0.091 >= 0.09, coverage and tail higher
-    assert len(by_name) == 2  # the LLM-vs-no-LLM comparison needs a row this report lacks
+    nollm = by_name["fused_ease_llm not below fused_ease_nollm beyond noise"]
+    assert nollm["met"] and nollm["ci95"] == [-0.006, 0.001]  # the interval reaches 0
+    assert len(by_name) == 3
 
 
 def test_comparisons_say_whether_a_difference_is_beyond_noise():
@@ -87,22 +100,22 @@ def test_comparisons_say_whether_a_difference_is_beyond_noise():
     hit1, miss = np.ones(n, dtype=np.int64), np.full(n, 101)
     ranks = {
         "ease": np.where(np.arange(n) < 40, 1, 101),  # NDCG@10 0.10
-        "fused_adaptive_ease": np.where(np.arange(n) < 80, 1, 101),  # +0.10 on 40 more users: separable
+        "fused_ease_llm": np.where(np.arange(n) < 80, 1, 101),  # +0.10 on 40 more users: separable
         "sasrec": np.where(np.arange(n) % 2 == 0, hit1, miss),
-        "fused_adaptive": np.where(
+        "fused_sasrec_llm": np.where(
             np.arange(n) % 2 == 1, hit1, miss
         ),  # same NDCG, other users: not separable
     }
     b = comparisons(results, ranks)
-    ease = b["fused_adaptive_ease_vs_ease"]
+    ease = b["fused_ease_llm_vs_ease"]
     assert ease["ndcg10_diff"] == pytest.approx(0.10) and ease["separable"]
     lo, hi = ease["ndcg10_diff_ci95"]
     assert 0 < lo < 0.10 < hi
     assert ease["gain_ci95"] == pytest.approx([lo / 0.07, hi / 0.07], abs=1e-3)  # relative to the test NDCG
-    sas = b["fused_adaptive_vs_sasrec"]
+    sas = b["fused_sasrec_llm_vs_sasrec"]
     assert sas["ndcg10_diff"] == 0.0 and not sas["separable"]
     assert sas["ndcg10_diff_ci95"][0] < 0 < sas["ndcg10_diff_ci95"][1]
-    assert "ndcg10_diff" not in comparisons(results)["fused_adaptive_vs_sasrec"]  # no ranks, no interval
+    assert "ndcg10_diff" not in comparisons(results)["fused_sasrec_llm_vs_sasrec"]  # no ranks, no interval
 
 
 def test_plots_and_markdown_are_written(tmp_path):
@@ -112,8 +125,9 @@ def test_plots_and_markdown_are_written(tmp_path):
     assert all(f.stat().st_size > 10_000 for f in files)
     md = markdown(report, files)
     assert (
-        "| fused_adaptive_ease | test |" in md
-        and "fused_adaptive_ease_vs_ease: NDCG@10 gain +15.0%" in md
+        "| fused_ease_llm | test |" in md
+        and "fused_ease_llm_vs_ease: NDCG@10 gain +15.0%" in md
+        and "fused_ease_llm: selected -0.0020 [-0.006, 0.001], best on valid -0.0040" in md
         and "![metrics_test](metrics_test.png)" in md
     )
     assert "| valid |" not in stage_table(report)
@@ -138,34 +152,42 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
                  *sets])  # fmt: skip
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    expected = {"pop", "ease", "sasrec", "retrieval_lastitem", "retrieval_query", "retrieval_query_lastitem",
-                "fused_fixed", "fused_adaptive", "fused_adaptive_ease", "fused_adaptive_noenrich",
-                "fused_adaptive_noquery", "fused_adaptive_ease_noquery",
-                "fused_adaptive_ease_noenrich_noquery"}  # fmt: skip
-    assert set(report["results"]) == expected
+    fused = {f"fused_{cf}_{u}" for cf in ("sasrec", "ease") for u in ("nollm", "enrich", "query", "llm")}
+    assert (
+        set(report["results"]) == {"pop", "ease", "sasrec", "retrieval_lastitem", "retrieval_query"} | fused
+    )
+    assert list(report["results"])[:8] == [
+        r for r in report["results"] if r.startswith("fused_")
+    ]  # fused first
     res = report["results"]
     assert res["pop"]["test"]["Recall@10"] == pytest.approx(0.0859, abs=0.001)  # the cross-checked protocol
     for name, row in res.items():
         for stage in ("valid", "test"):
             assert 0 < row[stage]["NDCG@10"] < 1 and row[stage]["users"] == 943, (name, stage)
         assert set(row["by_history_length"]) >= {"20-49", "200+"}
-    assert res["fused_fixed"]["fusion"]["config"]["method"] == "fixed"
-    assert res["fused_adaptive_ease"]["fusion"]["cf"] == "ease"
-    # the tuned config is applied unchanged: its valid score is the one Tune found
-    searches = [json.loads(p.read_text()) for p in ml100k.searches.glob("*.json")]
-    best = {
-        (s["cf"], s["retrieval"], s["variant"], tuple(s["methods"])): s["valid"]["NDCG@10"] for s in searches
-    }
-    f = res["fused_adaptive"]["fusion"]
-    assert res["fused_adaptive"]["valid"]["NDCG@10"] == pytest.approx(best[(f["cf"], f["retrieval"], f["variant"],
-                                                                             ("adaptive",))])  # fmt: skip
-    assert set(report["comparisons"]) == {
-        "fused_adaptive_ease_vs_ease", "fused_adaptive_vs_sasrec", "fused_adaptive_ease_noenrich_noquery_vs_ease",
-        "fused_adaptive_ease_vs_fused_adaptive_ease_noenrich_noquery", "retrieval_query_vs_retrieval_lastitem"}  # fmt: skip
-    for name, c in report["comparisons"].items():
-        lo, hi = c["ndcg10_diff_ci95"]
-        assert lo <= c["ndcg10_diff"] <= hi, name
-    assert res["fused_adaptive"]["fusion"]["rows"] == "full"  # ML-100K: catalog-wide rows
+    for name in fused:
+        f = res[name]["fusion"]
+        assert f["rows"] == "full" and f["selected"]["valid_ndcg10"] <= f["best"]["valid_ndcg10"] + 1e-12
+        # the selected config is applied unchanged: its valid score is the one the selection measured
+        assert res[name]["valid"]["NDCG@10"] == pytest.approx(f["selected"]["valid_ndcg10"])
+        if name.endswith("_nollm"):
+            assert (
+                "vs_nollm" not in res[name]
+                and f["selected"]["weights"]["llm"] == 0 == f["selected"]["weights"]["enriched"]
+            )
+        else:
+            v = res[name]["vs_nollm"]
+            assert v["ci95"][0] <= v["ndcg10_diff"] <= v["ci95"][1] and set(res[name]["llm_weights"]) == {
+                "llm",
+                "enriched",
+            }
+    assert (
+        res["fused_ease_enrich"]["fusion"]["selected"]["weights"]["llm"] == 0
+    )  # enrich never uses the queries
+    assert set(report["comparisons"]) == {"fused_ease_llm_vs_ease", "fused_sasrec_llm_vs_sasrec",
+                                          "fused_ease_nollm_vs_ease", "fused_sasrec_nollm_vs_sasrec",
+                                          "retrieval_query_vs_retrieval_lastitem"}  # fmt: skip
+    assert report["aliases"]["fused_adaptive_ease"] == "fused_ease_llm"
     assert all("test_ranks" not in row for row in res.values())
     assert {p.name for p in out.iterdir()} == {
         "report.json",
@@ -174,4 +196,18 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
         "by_history_length.png",
     }
     printed = capsys.readouterr().out
-    assert "| fused_adaptive_ease | test |" in printed
+    assert "| fused_ease_llm | test |" in printed and "fused_ease_llm vs ease without the LLM" in printed
+
+    code = main(["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--trials", "6", "--out",
+                 str(tmp_path / "nollm"), "--no-llm", *sets])  # fmt: skip
+    assert code == 0
+    nollm = json.loads((tmp_path / "nollm" / "report.json").read_text())["results"]
+    assert set(nollm) == {
+        "pop",
+        "ease",
+        "sasrec",
+        "retrieval_lastitem",
+        "fused_sasrec_nollm",
+        "fused_ease_nollm",
+    }
+    assert nollm["fused_ease_nollm"]["test"] == res["fused_ease_nollm"]["test"]  # the same search, reused

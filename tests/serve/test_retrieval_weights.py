@@ -1,6 +1,6 @@
-"""Query-free retrieval in Serve (``retrieval: lastitem``, what the large-catalog fusion is tuned with): the
-retrieval branch searches with the last history item's own vector, no query is written, and a known user's
-answer is the offline test-stage fusion of the same config, item for item."""
+"""Retrieval weights in Serve: an app configured with the last item's vector alone (``retrieval_weights``,
+what the large-catalog fusion is tuned with) writes no query, and a known user's answer is the offline
+test-stage fusion with the same weights, item for item."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from .conftest import FUSION, app_args, http, wait_ready
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 PREFIX = "/lastitem"
+LAST_ITEM = {"last": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -19,24 +20,25 @@ def lastitem_app(serve_url, serve_artifacts):
 
     from serve.app import build_app
 
-    cfg = app_args(serve_artifacts, retrieval="lastitem", index_variant="metadata")
+    cfg = app_args(serve_artifacts, retrieval_weights=LAST_ITEM)  # overrides the weights of fusion.json
     serve.run(build_app(cfg), name="lastitem", route_prefix=PREFIX)
     wait_ready(PREFIX)
     yield PREFIX
     serve.delete("lastitem")
 
 
-def test_known_users_get_the_offline_lastitem_fusion(lastitem_app, serve_artifacts):
+def test_known_users_get_the_offline_fusion_of_the_same_weights(lastitem_app, serve_artifacts):
     from actors.rerank import FusionConfig, fuse
+    from actors.retrieval_query import RetrievalWeights
     from data_prep.corpus import Corpus
     from tune.branches_store import load_or_compute
 
     corpus = Corpus.load(serve_artifacts)
-    b = load_or_compute(serve_artifacts, corpus, "test", "ease", "lastitem", "metadata")
+    b = load_or_compute(serve_artifacts, corpus, "test", "ease", RetrievalWeights(**LAST_ITEM))
     fused = fuse(b.cf, b.retrieval, b.history_len, FusionConfig(**FUSION), 10)
     status, health = http("GET", f"{lastitem_app}/healthz")
-    assert status == 200 and health["fusion"]["retrieval"] == "lastitem"
-    assert health["fusion"]["variant"] == "metadata"
+    assert status == 200
+    assert health["fusion"]["retrieval_weights"] == {"last": 1.0, "recent": 0.0, "llm": 0.0, "enriched": 0.0}
     for row in np.random.default_rng(1).choice(len(b.users), 12, replace=False):
         user = str(corpus.user_ids[b.users[row]])
         status, out = http("POST", f"{lastitem_app}/recommend", {"user_id": user, "k": 10})
@@ -44,7 +46,7 @@ def test_known_users_get_the_offline_lastitem_fusion(lastitem_app, serve_artifac
         assert [it["item_id"] for it in out["items"]] == corpus.item_ids[fused.ids[row]].tolist(), user
         assert [it["score"] for it in out["items"]] == pytest.approx(fused.scores[row].tolist(), abs=1e-4)
         last = corpus.histories("test", b.users[row : row + 1])[0][-1]
-        assert out["query"] == {"text": None, "source": "lastitem", "cached": False, "intent": None,
+        assert out["query"] == {"text": None, "texts": [], "source": "none", "cached": False, "intent": None,
                                 "items": [str(corpus.item_ids[last])]}  # fmt: skip
 
 
@@ -52,10 +54,17 @@ def test_an_intent_is_blended_with_the_last_item(lastitem_app):
     plain = http("POST", f"{lastitem_app}/recommend", {"history": ["50", "181"], "k": 10})[1]
     space = http("POST", f"{lastitem_app}/recommend", {"history": ["50", "181"], "k": 10,
                                                        "query": "a romantic comedy in Paris"})[1]  # fmt: skip
-    assert plain["query"]["source"] == space["query"]["source"] == "lastitem"
+    assert plain["query"]["source"] == space["query"]["source"] == "none"
     assert space["query"]["intent"] == "a romantic comedy in Paris"
-    got = lambda out: [it["item_id"] for it in out["items"]]  # noqa: E731
-    assert got(space) != got(plain)
-    # the retrieval branch's own list moved towards the intent: its top items differ
     ret = lambda out: [it["item_id"] for it in out["items"] if it["retrieval_rank"]]  # noqa: E731
-    assert ret(space) != ret(plain)
+    assert ret(space) != ret(plain)  # the retrieval branch's own list moved towards the intent
+
+
+def test_bad_retrieval_weights_are_an_error_naming_them(serve_artifacts):
+    from serve.config import ServeAppConfig
+    from serve.state import load_fusion
+
+    with pytest.raises(ValueError, match=r"retrieval_weights: unknown retrieval weight\(s\) \['lastitem'\]"):
+        load_fusion(ServeAppConfig(**app_args(serve_artifacts, retrieval_weights={"lastitem": 1.0})))
+    with pytest.raises(ValueError, match="retrieval weight llm must be a finite number >= 0, got -1.0"):
+        load_fusion(ServeAppConfig(**app_args(serve_artifacts, retrieval_weights={"llm": -1.0})))

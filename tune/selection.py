@@ -1,0 +1,116 @@
+"""Choosing the final fusion config: the one-standard-error rule over a paired bootstrap of validation users.
+
+The best config on validation is partly the best by chance: a richer config (an adaptive α, an LLM part
+with a weight) has more ways to fit the validation users' noise, and the last report showed it (adaptive α
+won on valid and lost on test). So among the candidates (the best config of each fusion method in each of
+the searches that may be used) the rule takes the **simplest** one whose validation NDCG@10 is within one
+bootstrap standard error of the best's (the paired difference, users resampled). Simpler means fewer of the
+LLM's parts in use (a weight above 0), then the fusion method: fixed α, then reciprocal-rank fusion, then
+adaptive α. Both the best and the selected config are reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from actors.rerank import FusionConfig, fuse
+from actors.retrieval_query import RetrievalWeights
+from tune.branches import BranchScores, ranked_lists
+from tune.metrics import DEFAULT_KS, MetricContext, ndcg_gains, paired_bootstrap
+
+METHOD_ORDER = {"fixed": 0, "rrf": 1, "adaptive": 2}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One config that may be chosen: where it came from (``source``: the search's row), the fusion and the
+    retrieval weights."""
+
+    source: str
+    config: FusionConfig
+    weights: RetrievalWeights
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}/{self.config.method}"
+
+    @property
+    def complexity(self) -> tuple[int, int]:
+        """(LLM parts in use, method rank): lower is simpler."""
+        return (int(self.weights.llm > 0) + int(self.weights.enriched > 0), METHOD_ORDER[self.config.method])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "config": asdict(self.config), "weights": asdict(self.weights)}
+
+
+def candidates(source: str, search: dict[str, Any]) -> list[Candidate]:
+    """The best config of each method of one search (``tune.search.run_search``'s ``by_method``)."""
+    return [Candidate(source, FusionConfig(**b["config"]), RetrievalWeights(**b["weights"]))
+            for b in search["by_method"].values()]  # fmt: skip
+
+
+def target_ranks(b: BranchScores, c: Candidate, ctx: MetricContext) -> np.ndarray:
+    """Each user's rank of the target in the candidate's fused list (``n_items + 1``: outside it)."""
+    b = b.with_weights(c.weights)
+    fused = fuse(b.cf, b.retrieval, b.history_len, c.config, max(DEFAULT_KS))
+    return ranked_lists(fused.ids, b.targets, b.history_len, ctx.n_items).ranks
+
+
+def select(pool: Sequence[Candidate], valid: BranchScores, ctx: MetricContext) -> dict[str, Any]:
+    """The one-standard-error choice among ``pool`` on the validation branches: ``{"best", "selected"}``
+    (each a candidate with its validation NDCG@10) and the table of every candidate against the best."""
+    if not pool:
+        raise ValueError("select needs at least one candidate")
+    ranks = {c.name: target_ranks(valid, c, ctx) for c in pool}
+    ndcg = {name: float(ndcg_gains(r, 10).mean()) for name, r in ranks.items()}
+    best = max(pool, key=lambda c: (ndcg[c.name], [-x for x in c.complexity]))
+    table = []
+    for c in sorted(pool, key=lambda c: (c.complexity, -ndcg[c.name])):
+        pb = paired_bootstrap(ranks[best.name], ranks[c.name])
+        table.append({"candidate": c.name, "complexity": list(c.complexity), "valid_ndcg10": round(ndcg[c.name], 5),
+                      "below_best": round(pb["diff"], 5), "se": round(pb["se"], 5),
+                      "within_one_se": bool(pb["diff"] <= pb["se"])})  # fmt: skip
+    within = {t["candidate"] for t in table if t["within_one_se"]}  # the best itself always is
+    chosen = next(c for c in sorted(pool, key=lambda c: (c.complexity, -ndcg[c.name])) if c.name in within)
+    return {
+        "best": best.as_dict() | {"name": best.name, "valid_ndcg10": ndcg[best.name]},
+        "selected": chosen.as_dict() | {"name": chosen.name, "valid_ndcg10": ndcg[chosen.name]},
+        "table": table,
+    }
+
+
+LLM_PARTS = {"llm": "query", "enriched": "enrich"}  # retrieval weight -> the report's name for its use
+
+
+def use_name(tuned: tuple[str, ...]) -> str:
+    """The report's name for the LLM parts among ``tuned``: nollm, enrich, query or llm (both)."""
+    parts = [w for w in ("llm", "enriched") if w in tuned]
+    return "nollm" if not parts else LLM_PARTS[parts[0]] if len(parts) == 1 else "llm"
+
+
+def choose(
+    paths,
+    corpus,
+    cf: str,
+    tuned: tuple[str, ...],
+    valid: BranchScores,
+    ctx: MetricContext,
+    search_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The searches of ``tuned`` and of every simpler set (the same without some of its LLM parts), each
+    cached (``tune.search.cached_search``), then ``select`` over all their candidates. Returns ``select``'s
+    answer plus ``searches`` (use name -> search)."""
+    from itertools import combinations
+
+    from tune.search import cached_search
+
+    base = tuple(w for w in tuned if w not in LLM_PARTS)
+    llm = [w for w in tuned if w in LLM_PARTS]
+    sets = [base + extra for r in range(len(llm) + 1) for extra in combinations(llm, r)]
+    searches = {use_name(t): cached_search(paths, corpus, cf, t, **(search_kwargs or {})) for t in sets}
+    pool = [c for name, search in searches.items() for c in candidates(name, search)]
+    return select(pool, valid, ctx) | {"searches": searches}
