@@ -211,30 +211,24 @@ class RSSSampler:
 
 
 def offline_fused(root: Path, users: list[str], k: int = 10) -> dict[str, list[str]]:
-    """The offline test-stage fusion of ``fusion.json``'s config for ``users``: item ids, best first, from
-    the branch cache ``tune.branches_store`` keeps (computed here with the model's saved config if absent)."""
-    import numpy as np
-
+    """The offline test-stage fusion of ``fusion.json``'s config for ``users``: item ids, best first, from the
+    branches ``tune.branches_store.compute`` gives those users (the trained model as saved)."""
+    from actors.cf import model_class
     from actors.rerank import fuse
     from data_prep.artifacts import ArtifactPaths
     from data_prep.corpus import Corpus
     from serve.config import ServeAppConfig
     from serve.state import load_fusion
-    from tune.branches import BranchScores
-    from tune.branches_store import branch_file, load_or_compute
+    from tune.branches_store import compute
 
     paths = ArtifactPaths(root)
     setup = load_fusion(ServeAppConfig(artifacts=str(root)))
     cf = json.loads(paths.fusion.read_text()).get("cf", "sasrec")
     corpus = Corpus.load(paths)
-    cache = branch_file(paths, "test", cf, setup.weights, corpus)
-    if cache.is_file():  # as computed (with the CF config it was trained with)
-        b = BranchScores.load(cache).with_weights(setup.weights)
-    else:
-        b = load_or_compute(paths, corpus, "test", cf, setup.weights)
-    row_of = {str(corpus.user_ids[u]): r for r, u in enumerate(b.users)}
-    rows = np.array([row_of[u] for u in users])
-    fused = fuse(b.cf.take(rows), b.retrieval.take(rows), b.history_len[rows], setup.config, k)
+    row_of = {str(corpus.user_ids[u]): r for r, u in enumerate(corpus.eval_users("test"))}
+    model = model_class(cf).load(paths.model_dir(cf))
+    b = compute(paths, corpus, "test", model, setup.weights, users=[row_of[u] for u in users])
+    fused = fuse(b.cf, b.retrieval, b.history_len, setup.config, k)
     return {u: corpus.item_ids[fused.ids[i]].tolist() for i, u in enumerate(users)}
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from data_prep.artifacts import fingerprint
 
@@ -67,7 +69,10 @@ def write_part(folder: Path, frame: pd.DataFrame) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
     tmp = folder / f".{final.name}.tmp"
-    frame.to_parquet(tmp, index=False)
+    # without pandas' own metadata: Ray Data hands over Arrow-backed columns (a list column's dtype
+    # "list<item: string>[pyarrow]"), which that metadata records and pandas then cannot read back
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata(None), tmp)
     tmp.replace(final)
     return final
 

@@ -33,9 +33,10 @@ def show(title: str, body: dict[str, Any], status: int, answer: dict[str, Any]) 
         print(json.dumps(answer, indent=2))
         return
     q = answer["query"]
-    print(
-        f"query ({q['source']}): {q['text']!r}" + (f"  + intent {q['intent']!r}" if q.get("intent") else "")
-    )
+    more = len(q.get("texts", [])) - 1
+    text = (f"{q['text']!r}" + (f" (+{more} more)" if more > 0 else "") if q["text"] else
+            f"none (retrieval from the vectors of history items {q['items']}: the fusion gives the LLM query no weight)")  # fmt: skip
+    print(f"query ({q['source']}): {text}" + (f"  + intent {q['intent']!r}" if q.get("intent") else ""))
     print(
         f"alpha (CF weight) {answer['alpha']}, degraded {answer['degraded']}, timings ms {answer['timings_ms']}"
     )
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         url = start_app(args, "127.0.0.1", a.port)
         print(f"q2rec app is up on {url}")
         requests = [
-            ("a known user (the query written by the batch job)", {"user_id": a.user, "k": 10}),
+            ("a known user", {"user_id": a.user, "k": 10}),
             ("the same user with a free-text intent",
              {"user_id": a.user, "k": 5, "query": "a light-hearted comedy for a family evening"}),
             ("a cold-start user: a history, no user id",

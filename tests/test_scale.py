@@ -85,6 +85,15 @@ def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
     assert valid.cf.mode == valid.retrieval.mode == "topn" and valid.cf.ids.shape == (USERS, 200)
     assert default_row_mode(ITEMS) == "full"  # the switch above is what made these lists top-N only
     assert not valid.tunable  # above full rows the retrieval answer is computed for one set of weights
+    from data_prep.train import load_trained
+    from tune.branches_store import compute
+
+    model = load_trained(small, "sasrec", {"epochs": 2, "full_softmax_max_items": 100, "negatives": 64})
+    some = compute(
+        small, corpus, "valid", model, RetrievalWeights(), users=[0, 5, 7]
+    )  # what serve_latency checks
+    np.testing.assert_array_equal(some.cf.ids, valid.cf.ids[[0, 5, 7]])
+    np.testing.assert_array_equal(some.retrieval.ids, valid.retrieval.ids[[0, 5, 7]])
     with pytest.raises(ValueError, match="hold the retrieval answer for RetrievalWeights"):
         valid.with_weights(RetrievalWeights(recent=0.5))
 

@@ -18,11 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from actors.branch import BranchOutput, RowMode
-from actors.cf import CFModel
 from actors.rerank import FusionConfig, fuse
 from actors.retrieval_query import QueryParts, RetrievalWeights, item_vectors
 from actors.retriever import ExactRetriever
-from data_prep.corpus import Corpus, Stage
 from tune.metrics import DEFAULT_KS, MetricContext, RankedBatch, compute_metrics
 
 
@@ -125,22 +123,20 @@ class BranchScores:
         return replace(self, cf=self.cf.with_rows(mode), retrieval=self.retrieval.with_rows(mode))
 
 
-def cf_topn(model: CFModel, corpus: Corpus, stage: Stage, n: int, rows: RowMode = "full") -> BranchOutput:
-    users = corpus.eval_users(stage)
-    return model.rank(corpus.histories(stage, users), n, rows=rows)
+FUSE_USERS = 8192  # users fused at once: the fusion's working arrays stay bounded, whatever the user count
 
 
-def assemble(
-    corpus: Corpus,
-    stage: Stage,
-    cf: BranchOutput,
-    retrieval: BranchOutput,
-    weights: RetrievalWeights,
-    parts: RetrievalParts | None = None,
-) -> BranchScores:
-    users = corpus.eval_users(stage)
-    hist_len = np.array([len(h) for h in corpus.histories(stage, users)])
-    return BranchScores(users, corpus.target(stage)[users], hist_len, cf, retrieval, weights, parts)
+def fused_lists(b: BranchScores, cfg: FusionConfig, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (n_users, k), alpha (n_users,)) of every user's fused top-``k``, ``FUSE_USERS`` users at a time
+    (a user's list depends on that user's branches only)."""
+    ids, alpha = [], []
+    for start in range(0, len(b.users), FUSE_USERS):
+        rows = slice(start, start + FUSE_USERS)
+        f = fuse(b.cf.take(rows), b.retrieval.take(rows), b.history_len[rows], cfg, k)
+        ids.append(f.ids)
+        alpha.append(f.alpha)
+    width = min(x.shape[1] for x in ids)  # a chunk whose users have shorter lists fuses fewer
+    return np.concatenate([x[:, :width] for x in ids]), np.concatenate(alpha)
 
 
 def evaluate_fused(
@@ -153,8 +149,8 @@ def evaluate_fused(
     """Fuse every user's branches (the retrieval side with ``weights``, default the computed ones) and compute
     metrics; a target outside the fused list is a miss."""
     b = b.with_weights(weights) if weights is not None else b
-    fused = fuse(b.cf, b.retrieval, b.history_len, cfg, max(ks))
-    return evaluate_lists(fused.ids, b.targets, b.history_len, ctx, ks)
+    ids, _ = fused_lists(b, cfg, max(ks))
+    return evaluate_lists(ids, b.targets, b.history_len, ctx, ks)
 
 
 def ranked_lists(top: np.ndarray, targets: np.ndarray, history_len: np.ndarray, n_items: int) -> RankedBatch:

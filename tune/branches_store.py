@@ -23,7 +23,7 @@ from actors.branch import default_row_mode
 from actors.retrieval_query import QueryParts, RetrievalWeights, text_directions
 from data_prep.artifacts import ArtifactPaths, fingerprint, read_json
 from data_prep.corpus import Corpus, Stage
-from tune.branches import BranchScores, RetrievalParts, assemble, cf_topn
+from tune.branches import BranchScores, RetrievalParts
 
 log = logging.getLogger(__name__)
 TOP_N = 200
@@ -96,23 +96,40 @@ def load_or_compute(
     cf_overrides: dict[str, Any] | None = None,
 ) -> BranchScores:
     """Top-``n`` of both branches for every evaluable user of ``stage``, the retrieval side for ``weights``
-    (default: the last item's vector alone), with the part rows where they fit (CF config overridden by
-    ``cf_overrides``, as ``data_prep.train --set`` trained it)."""
+    (default: the last item's vector alone), with the query parts where a trial may use them (CF config
+    overridden by ``cf_overrides``, as ``data_prep.train --set`` trained it)."""
     from data_prep.train import load_trained
 
     weights = weights or RetrievalWeights()
     model = load_trained(paths, cf, cf_overrides)
+    path = branch_file(paths, stage, cf, weights, corpus)
+    if path.is_file():
+        return BranchScores.load(path).with_weights(weights)
+    scores = compute(paths, corpus, stage, model, weights, n)
+    scores.save(path)
+    return scores
+
+
+def compute(
+    paths: ArtifactPaths,
+    corpus: Corpus,
+    stage: Stage,
+    model,
+    weights: RetrievalWeights,
+    n: int = TOP_N,
+    users: np.ndarray | None = None,
+) -> BranchScores:
+    """Both branches of ``stage`` for ``users`` (default: every evaluable one) with a loaded CF model, the
+    retrieval side for ``weights``; nothing cached. ``users`` are indices into the stage's evaluable users."""
     meta_path, desc_path = paths.item_vectors("metadata"), paths.item_vectors("description")
     if not meta_path.is_file():
         raise FileNotFoundError(f"{meta_path}: run `python -m data_prep.index --text metadata` first")
     if weights.enriched and not desc_path.is_file():
         raise FileNotFoundError(f"{desc_path}: the enriched weight needs `python -m data_prep.index --text "
                                 "description` (after data_prep.enrich)")  # fmt: skip
-    path = branch_file(paths, stage, cf, weights, corpus)
-    if path.is_file():
-        return BranchScores.load(path).with_weights(weights)
-    users = corpus.eval_users(stage)
-    histories = corpus.histories(stage, users)
+    everyone = corpus.eval_users(stage)
+    rows = np.arange(len(everyone)) if users is None else np.asarray(users, dtype=np.int64)
+    histories = corpus.histories(stage, everyone[rows])
     texts = query_texts(paths, corpus, stage)
     if weights.llm and texts is None:
         raise FileNotFoundError(
@@ -120,22 +137,23 @@ def load_or_compute(
         )
     metadata = np.load(meta_path)
     description = np.load(desc_path) if desc_path.is_file() else None
-    parts = QueryParts.build(metadata, histories, llm_directions(texts) if texts is not None else None)
+    llm = llm_directions([texts[r] for r in rows]) if texts is not None else None
+    parts = QueryParts.build(metadata, histories, llm)
     rows_mode = default_row_mode(corpus.n_items)
-    cf_part = cf_topn(model, corpus, stage, n, rows_mode)
+    cf_part = model.rank(histories, n, rows=rows_mode)
     kept = None
     if tunable(corpus, stage, metadata.shape[1]):
         kept = RetrievalParts.build(parts, metadata, description, histories)
         ret_part = kept.output(weights, n)
     else:
         log.info("%s: %d users x %d items: too large to score every item per trial; one retrieval answer, "
-                 "for %s", stage, len(users), corpus.n_items, weights)  # fmt: skip
+                 "for %s", stage, len(rows), corpus.n_items, weights)  # fmt: skip
         ret_part = fixed_retrieval(paths, metadata, description, weights).search(
             parts.vectors(weights), n, exclude=histories, rows=rows_mode
         )
-    scores = assemble(corpus, stage, cf_part, ret_part, weights, kept)
-    scores.save(path)
-    return scores
+    hist_len = np.array([len(h) for h in histories])
+    return BranchScores(everyone[rows], corpus.target(stage)[everyone[rows]], hist_len, cf_part, ret_part, weights,
+                        kept)  # fmt: skip
 
 
 def fixed_retrieval(paths: ArtifactPaths, metadata: np.ndarray, description: np.ndarray | None,

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from actors.rerank import FusionConfig, fuse
+from actors.rerank import FusionConfig
 from actors.retrieval_query import RetrievalWeights
 from data_prep.artifacts import ArtifactPaths
 from data_prep.corpus import Corpus
-from tune.branches import BranchScores, ranked_lists
+from tune.branches import BranchScores, fused_lists, ranked_lists
 from tune.experiments import CF_MODELS
 from tune.harness import evaluate_scorer
 from tune.metrics import DEFAULT_KS, MetricContext, by_history_length, compute_metrics
@@ -45,8 +45,8 @@ def fused_metrics(
     b: BranchScores, cfg: FusionConfig, ctx: MetricContext, weights: RetrievalWeights | None = None
 ) -> dict[str, Any]:
     b = b.with_weights(weights) if weights is not None else b
-    fused = fuse(b.cf, b.retrieval, b.history_len, cfg, max(DEFAULT_KS))
-    return list_metrics(fused.ids, b, ctx) | {"mean_alpha": float(fused.alpha.mean())}
+    ids, alpha = fused_lists(b, cfg, max(DEFAULT_KS))
+    return list_metrics(ids, b, ctx) | {"mean_alpha": float(alpha.mean())}
 
 
 def cf_rows(paths: ArtifactPaths, corpus: Corpus, ctx: MetricContext, overrides: Overrides) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from actors.rerank import FusionConfig, fuse
+from actors.rerank import FusionConfig
 from actors.retrieval_query import RetrievalWeights
-from tune.branches import BranchScores, ranked_lists
+from tune.branches import BranchScores, fused_lists, ranked_lists
 from tune.metrics import DEFAULT_KS, MetricContext, ndcg_gains, paired_bootstrap
 
 METHOD_ORDER = {"fixed": 0, "rrf": 1, "adaptive": 2}
@@ -56,8 +56,8 @@ def candidates(source: str, search: dict[str, Any]) -> list[Candidate]:
 def target_ranks(b: BranchScores, c: Candidate, ctx: MetricContext) -> np.ndarray:
     """Each user's rank of the target in the candidate's fused list (``n_items + 1``: outside it)."""
     b = b.with_weights(c.weights)
-    fused = fuse(b.cf, b.retrieval, b.history_len, c.config, max(DEFAULT_KS))
-    return ranked_lists(fused.ids, b.targets, b.history_len, ctx.n_items).ranks
+    ids, _ = fused_lists(b, c.config, max(DEFAULT_KS))
+    return ranked_lists(ids, b.targets, b.history_len, ctx.n_items).ranks
 
 
 def select(pool: Sequence[Candidate], valid: BranchScores, ctx: MetricContext) -> dict[str, Any]:

@@ -68,3 +68,17 @@ def test_query_spec_follows_prompt_settings_model_and_enrichment(ml100k, ml100k_
         root / "items_enriched.parquet"
     )
     assert fp() != base  # the prompts quote the enriched descriptions
+
+
+def test_a_part_with_an_arrow_backed_list_column_reads_back(tmp_path):
+    """Ray Data hands batches over with Arrow-backed dtypes (the queries' list column among them); a part
+    written from such a frame reads back as plain lists."""
+    import pyarrow as pa
+
+    from data_prep.parts import read_parts, write_part
+
+    frame = pd.DataFrame({"key": ["a", "b"], "queries": [["x", "y"], ["z"]]})
+    frame["queries"] = frame["queries"].astype(pd.ArrowDtype(pa.list_(pa.string())))
+    write_part(tmp_path, frame)
+    back = read_parts(tmp_path, ["key", "queries"])
+    assert back["key"].tolist() == ["a", "b"] and [list(q) for q in back["queries"]] == [["x", "y"], ["z"]]

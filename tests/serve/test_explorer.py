@@ -49,7 +49,7 @@ def test_known_user_shows_ten_items_with_titles_and_branch_ranks(serve_url, brow
     assert [r["title"] for r in rows] == [it["title"] for it in api["items"]]
     marked = browser.eval("[...document.querySelectorAll('#history li.in-query')].map(li => li.dataset.id)")
     assert marked and marked == api["query"]["items"]
-    assert browser.eval("$('query-text').textContent") == api["query"]["text"]
+    assert browser.eval("$('query-text').textContent") == " · ".join(api["query"]["texts"])
     assert browser.eval("location.search") == "?user_id=1"
     browser.screenshot(tmp_path / "known_user.png")
 

@@ -145,3 +145,16 @@ def test_one_standard_error_rule_prefers_the_simpler_config_unless_clearly_beate
     assert tie["selected"]["name"] == "nollm/fixed"
     row = next(r for r in tie["table"] if r["candidate"] == "nollm/adaptive")
     assert row["complexity"] == [0, 2] and {"below_best", "se", "within_one_se"} <= set(row)
+
+
+def test_users_are_fused_in_chunks_with_the_same_answer(monkeypatch):
+    from actors.rerank import fuse
+    from tune.branches import fused_lists
+
+    b = branches(n_users=40)
+    cfg = FusionConfig(method="adaptive", a=0.3, b=0.2, c=1.0)
+    whole = fuse(b.cf, b.retrieval, b.history_len, cfg, 10)
+    monkeypatch.setattr("tune.branches.FUSE_USERS", 7)
+    ids, alpha = fused_lists(b, cfg, 10)
+    np.testing.assert_array_equal(ids, whole.ids)
+    np.testing.assert_allclose(alpha, whole.alpha)
