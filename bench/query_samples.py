@@ -11,7 +11,9 @@ one first) make the LLM query part; for each, the fused SASRec row with the LLM 
 (``fused_sasrec_query``: the last item, the items before it and the queries, weights searched from 0 with the
 fusion on validation) is searched with Ray Tune and its best-on-validation config applied to test. The
 table gives valid and test NDCG@10 and the test difference from one query with its 95% paired bootstrap
-interval; the retrieval branch alone (the queries only) is shown beside it.
+interval; the retrieval branch alone (the queries only) is shown beside it, with the user's query texts
+pooled (the normalised mean of their vectors, what the system uses) and with the max over the texts'
+similarities instead.
 """
 
 from __future__ import annotations
@@ -79,8 +81,27 @@ def quality(source: Path, scratch: Path, queries: Path, use: int, trials: int) -
     fused = fused_metrics(test, cfg, ctx, w)
     alone = RetrievalWeights(last=0.0, llm=1.0)
     qv, qt = (list_metrics(b.with_weights(alone).retrieval.ids, b, ctx) for b in (valid, test))
+    mv, mt = (max_pooled(paths, corpus, stage, b, ctx) for stage, b in (("valid", valid), ("test", test)))
     return {"use": use, "valid": search["valid"]["NDCG@10"], "test": fused["NDCG@10"], "ranks": fused["target_ranks"],
-            "weights": search["weights"], "query_valid": qv["NDCG@10"], "query_test": qt["NDCG@10"]}  # fmt: skip
+            "weights": search["weights"], "query_valid": qv["NDCG@10"], "query_test": qt["NDCG@10"],
+            "max_valid": mv["NDCG@10"], "max_test": mt["NDCG@10"]}  # fmt: skip
+
+
+def max_pooled(paths, corpus, stage: str, b, ctx) -> dict:
+    """The LLM queries alone with max pooling: an item's score is the largest similarity between it and any
+    of the user's query texts (history items never listed)."""
+    from actors.branch import BranchOutput
+    from actors.encoder import TextEncoder
+    from tune.branches_store import query_texts
+    from tune.rows import list_metrics
+
+    texts = query_texts(paths, corpus, stage)
+    unique = list(dict.fromkeys(t for ts in texts for t in ts))
+    vecs = dict(zip(unique, np.asarray(TextEncoder().encode(unique), dtype=np.float32), strict=True))
+    items = b.parts.metadata
+    rows = np.stack([(np.stack([vecs[t] for t in ts]) @ items.T).max(axis=0) for ts in texts])
+    rows[b.parts.mask_rows, b.parts.mask_cols] = -np.inf
+    return list_metrics(BranchOutput.from_rows(rows, b.retrieval.n, "topn").ids, b, ctx)
 
 
 def main() -> int:
@@ -121,12 +142,14 @@ def main() -> int:
     one = rows[0]
     print(f"\nfused_sasrec_query with each user's first k queries ({args.trials} trials on valid, best config on "
           "test; test difference from k = 1 with its 95% paired bootstrap interval):\n")  # fmt: skip
-    print("| k | valid NDCG@10 | test NDCG@10 | vs k = 1 | llm weight | queries alone: valid | test |")
-    print("|---:|---:|---:|---|---:|---:|---:|")
+    print("| k | valid NDCG@10 | test NDCG@10 | vs k = 1 | llm weight | queries alone, pooled: valid | test "
+          "| max over queries: valid | test |")  # fmt: skip
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         pb = paired_bootstrap(r["ranks"], one["ranks"])
         print(f"| {r['use']} | {r['valid']:.4f} | {r['test']:.4f} | {pb['diff']:+.4f} [{pb['ci95_low']:+.4f}, "
-              f"{pb['ci95_high']:+.4f}] | {r['weights']['llm']:.2f} | {r['query_valid']:.4f} | {r['query_test']:.4f} |")  # fmt: skip
+              f"{pb['ci95_high']:+.4f}] | {r['weights']['llm']:.2f} | {r['query_valid']:.4f} | {r['query_test']:.4f} | "
+              f"{r['max_valid']:.4f} | {r['max_test']:.4f} |")  # fmt: skip
     print(f"\nsummary: {costs[-1]['samples']} queries per user cost {costs[-1]['seconds'] / base['seconds']:.2f}x the "
           f"job time of one; test NDCG@10 " + ", ".join(f"k={r['use']} {r['test']:.4f}" for r in rows))  # fmt: skip
     return 0 if np.isfinite(one["test"]) else 1
