@@ -264,13 +264,23 @@ def softmax_baseline(name: str, artifacts: Path, epochs: int) -> list[dict]:
 def llm_sample(name: str, artifacts: Path, items: int, users: int) -> list[dict]:
     """The LLM stages on a sample (GPU work at full size): enrichment of the first ``items`` items and the
     valid and test queries of the first ``users`` users, with the packaged model on this box's engine;
-    tokens and seconds per item and per user, for the capacity model."""
+    tokens and seconds per item and per user, for the capacity model. They run on a copy of the prepared
+    dataset under ``<artifacts>/llm-sample``: a partial enrichment or query file in the dataset itself
+    would stand for the whole catalog in every later stage (Serve, the branches)."""
     import pandas as pd
 
     from data_prep.artifacts import ArtifactPaths
 
-    paths = ArtifactPaths.for_dataset(name, str(artifacts))
-    common = ["--dataset", name, "--artifacts", str(artifacts)]
+    source = ArtifactPaths.for_dataset(name, str(artifacts))
+    root = artifacts / "llm-sample"
+    paths = ArtifactPaths.for_dataset(name, str(root))
+    if paths.root.exists():
+        shutil.rmtree(paths.root)
+    paths.root.mkdir(parents=True)
+    for file in ("interactions.parquet", "items.parquet", "train.parquet", "valid.parquet", "test.parquet",
+                 "prepare.json"):  # fmt: skip
+        shutil.copy(source.root / file, paths.root / file)
+    common = ["--dataset", name, "--artifacts", str(root)]
     py = sys.executable
     out = []
     jobs = [("enrichment", "item", [py, "-m", "data_prep.enrich", *common, "--limit", str(items)], paths.items_enriched, items),

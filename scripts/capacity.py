@@ -2,12 +2,12 @@
 
     python scripts/capacity.py --items 1000000 --users 100000 --gpus 8 [--rps 200] [--queries-per-user 1]
 
-Two kinds of input, kept apart (the README's "Sizing a cluster" gives their sources):
-- measured here (``bench/scale.py`` and ``bench/serve_latency.py --catalogs``): tokens per item of
-  enrichment and per user query with the project's prompts, Ray Data's efficiency against the bare engine,
-  and the per-request time of each Serve deployment at a million items;
+Three kinds of input, kept apart (the README's "Sizing a cluster" gives their sources):
+- measured here (``make demo``'s report and ``bench/scale.py``'s LLM sample): tokens per item of
+  enrichment and per user query with the project's prompts, Ray Data's efficiency against the bare engine;
 - cited: an LLM's generated tokens per second on one GPU with vLLM (``--gpu-tokens-per-s``), from a
-  published benchmark (default: Llama-3.1-8B on one H100; see the README).
+  published benchmark (default: Llama-3.1-8B on one H100; see the README);
+- estimated: the per-request time of each Serve deployment (``bench/serve_latency.py`` measures your own).
 
 Enrichment takes items x completion tokens per item / (GPUs x tokens per second x efficiency); batch
 queries the same per user and query. A deployment needs rps x seconds per request / utilisation replicas
@@ -83,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu-tokens-per-s", type=float, default=5777.0,
                     help="cited: Llama-3.1-8B (FP8) on one H100 with vLLM, MLPerf Inference v5.1 offline")  # fmt: skip
     ap.add_argument("--pipeline-efficiency", type=float, default=0.85, help="measured here (Ray Data / bare)")
-    ap.add_argument("--cf-ms", type=float, default=10.0, help="measured here: SASRec, 1M items, per request")
     ap.add_argument(
-        "--retrieval-ms", type=float, default=5.0, help="measured here: IVF, 1M items, per request"
+        "--cf-ms", type=float, default=10.0, help="estimate: SASRec, per request (see the README)"
     )
-    ap.add_argument("--ingress-ms", type=float, default=5.0, help="measured here: HTTP, fan-out and fusion")
+    ap.add_argument("--retrieval-ms", type=float, default=5.0, help="estimate: retrieval, per request")
+    ap.add_argument("--ingress-ms", type=float, default=5.0, help="estimate: HTTP, fan-out and fusion")
     ap.add_argument("--utilisation", type=float, default=0.6, help="target busy fraction of a replica")
     a = ap.parse_args(argv)
     w = Workload(a.items, a.users, a.gpus, a.rps, a.queries_per_user, a.events_per_s)
