@@ -23,7 +23,7 @@ METHODS = ("fixed", "adaptive", "rrf")
 @dataclass(frozen=True)
 class LLMUse:
     """Which parts a fused row may use: the retrieval weights it searches (the others stay 0, ``last`` 1).
-    Its selection also weighs the rows without some of its LLM parts (``tune.selection.choose``)."""
+    Its selection also weighs the rows without some of its LLM parts (``tune.search.choose``)."""
 
     name: str
     tuned: tuple[str, ...]

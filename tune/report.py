@@ -37,7 +37,8 @@ from tune.harness import metric_context
 from tune.metrics import BOOTSTRAP_RESAMPLES, DEFAULT_KS, paired_bootstrap
 from tune.render import markdown, plot, stage_table
 from tune.rows import Overrides, branch_pair, cf_rows, fused_metrics, lastitem_row, list_metrics, row_result
-from tune.selection import choose, use_name
+from tune.search import choose
+from tune.selection import use_name
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import logging
 import sys
 import time
 from dataclasses import asdict, fields, replace
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from actors.retrieval_query import WEIGHTS, RetrievalWeights
 from data_prep.artifacts import ArtifactPaths, fingerprint, read_json, write_json
 from tune.branches import BranchScores, evaluate_fused
 from tune.metrics import MetricContext
+from tune.selection import LLM_PARTS, candidates, select, use_name
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +294,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def choose(
+    paths,
+    corpus,
+    cf: str,
+    tuned: tuple[str, ...],
+    valid: BranchScores,
+    ctx: MetricContext,
+    search_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The searches of ``tuned`` and of every simpler set (the same without some of its LLM parts), each
+    cached (``cached_search``), then ``tune.selection.select`` over all their candidates. Returns
+    ``select``'s answer plus ``searches`` (use name -> search)."""
+    base = tuple(w for w in tuned if w not in LLM_PARTS)
+    llm = [w for w in tuned if w in LLM_PARTS]
+    sets = [base + extra for r in range(len(llm) + 1) for extra in combinations(llm, r)]
+    searches = {use_name(t): cached_search(paths, corpus, cf, t, **(search_kwargs or {})) for t in sets}
+    pool = [c for name, search in searches.items() for c in candidates(name, search)]
+    return select(pool, valid, ctx) | {"searches": searches}
+
+
 def select_fusion(
     paths: ArtifactPaths,
     corpus,
@@ -303,11 +325,10 @@ def select_fusion(
     cf_overrides: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """What ``fusion.json`` holds: the search of ``weights`` (a ``--weights`` spec) and of every simpler set,
-    and the config the one-standard-error rule selects among them (``tune.selection.choose``), with its
+    and the config the one-standard-error rule selects among them (``choose``), with its
     validation metrics; ``best`` is the best on validation."""
     from tune.branches_store import load_or_compute
     from tune.harness import metric_context
-    from tune.selection import choose, use_name
 
     valid = load_or_compute(paths, corpus, "valid", cf, cf_overrides=cf_overrides)
     tuned = resolve_weights(weights, paths, valid)

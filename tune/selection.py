@@ -90,27 +90,3 @@ def use_name(tuned: tuple[str, ...]) -> str:
     """The report's name for the LLM parts among ``tuned``: nollm, enrich, query or llm (both)."""
     parts = [w for w in ("llm", "enriched") if w in tuned]
     return "nollm" if not parts else LLM_PARTS[parts[0]] if len(parts) == 1 else "llm"
-
-
-def choose(
-    paths,
-    corpus,
-    cf: str,
-    tuned: tuple[str, ...],
-    valid: BranchScores,
-    ctx: MetricContext,
-    search_kwargs: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The searches of ``tuned`` and of every simpler set (the same without some of its LLM parts), each
-    cached (``tune.search.cached_search``), then ``select`` over all their candidates. Returns ``select``'s
-    answer plus ``searches`` (use name -> search)."""
-    from itertools import combinations
-
-    from tune.search import cached_search
-
-    base = tuple(w for w in tuned if w not in LLM_PARTS)
-    llm = [w for w in tuned if w in LLM_PARTS]
-    sets = [base + extra for r in range(len(llm) + 1) for extra in combinations(llm, r)]
-    searches = {use_name(t): cached_search(paths, corpus, cf, t, **(search_kwargs or {})) for t in sets}
-    pool = [c for name, search in searches.items() for c in candidates(name, search)]
-    return select(pool, valid, ctx) | {"searches": searches}
