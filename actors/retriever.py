@@ -94,25 +94,41 @@ def build_index(vectors: np.ndarray, config: IndexConfig):
     return index
 
 
-def recall_sample(vectors: np.ndarray, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The recall sample: up to ``n_queries`` random catalog rows, and each one's exact top 10 among the
-    other items (inner product; itself left out)."""
+@dataclass(frozen=True)
+class RecallSample:
+    """Queries (m, d) with each one's exact top 10 (m, 10); ``skip``: the item each query leaves out (its
+    own row, when the queries are catalog items), or None."""
+
+    queries: np.ndarray
+    truth: np.ndarray
+    skip: np.ndarray | None = None
+
+
+def recall_sample(
+    vectors: np.ndarray, n_queries: int, seed: int = 0, queries: np.ndarray | None = None
+) -> RecallSample:
+    """The recall sample: up to ``n_queries`` random rows of ``queries`` (default: of the catalog, each
+    leaving itself out) and each one's exact top 10 by inner product."""
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(vectors), min(n_queries, len(vectors)), replace=False))
-    q = vectors[rows]
+    pool = vectors if queries is None else np.asarray(queries, dtype=np.float32)
+    rows = np.sort(rng.choice(len(pool), min(n_queries, len(pool)), replace=False))
+    q = np.ascontiguousarray(pool[rows])
+    skip = rows if queries is None else None
     truth = np.empty((len(rows), RECALL_K), dtype=np.int64)
     for start in range(0, len(rows), 256):
         scores = q[start : start + 256] @ vectors.T
-        scores[np.arange(len(scores)), rows[start : start + 256]] = -np.inf
+        if skip is not None:
+            scores[np.arange(len(scores)), skip[start : start + 256]] = -np.inf
         truth[start : start + 256] = top_scores(scores, RECALL_K)[0]
-    return rows, truth
+    return RecallSample(q, truth, skip)
 
 
-def index_recall(index, vectors: np.ndarray, rows: np.ndarray, truth: np.ndarray) -> float:
-    """Mean recall@10 of ``index`` on the recall sample (``recall_sample``)."""
-    _, ids = index.search(np.ascontiguousarray(vectors[rows]), RECALL_K + 1)
-    hits = [len(set(got[got != r][:RECALL_K].tolist()) & set(want.tolist()))
-            for r, got, want in zip(rows, ids, truth, strict=True)]  # fmt: skip
+def index_recall(index, sample: RecallSample) -> float:
+    """Mean recall@10 of ``index`` on ``sample`` (``recall_sample``)."""
+    _, ids = index.search(sample.queries, RECALL_K + 1)
+    skip = sample.skip if sample.skip is not None else np.full(len(ids), -2)
+    hits = [len(set(got[got != s][:RECALL_K].tolist()) & set(want.tolist()))
+            for s, got, want in zip(skip, ids, sample.truth, strict=True)]  # fmt: skip
     return float(np.mean(hits)) / RECALL_K
 
 
@@ -247,29 +263,40 @@ class FaissRetriever(Retriever):
         self.config = config or IndexConfig()
 
     @classmethod
-    def build(cls, vectors: np.ndarray, item_ids: Sequence[str], config: IndexConfig | None = None):
+    def build(
+        cls,
+        vectors: np.ndarray,
+        item_ids: Sequence[str],
+        config: IndexConfig | None = None,
+        queries: np.ndarray | None = None,
+    ):
         """Build the index ``config`` says for this many items; an approximate one has its recall@10 against
-        exact search measured (and IVF its nprobe tuned to ``target_recall``), kept in ``build_info``."""
+        exact search measured (and IVF its nprobe tuned to ``target_recall``), kept in ``build_info``. The
+        recall is measured on ``queries`` when given (the queries the index will serve), else on catalog
+        items."""
         config = (config or IndexConfig()).resolved(len(vectors))
         index = build_index(vectors, config)
         retriever = cls(index, vectors, item_ids, config)
-        retriever.build_info = {"recall_at_10": 1.0} if config.kind == "flat" else retriever._measure_recall()
+        retriever.build_info = (
+            {"recall_at_10": 1.0} if config.kind == "flat" else retriever._measure_recall(queries)
+        )
         return retriever
 
-    def _measure_recall(self) -> dict:
+    def _measure_recall(self, queries: np.ndarray | None = None) -> dict:
         t0 = time.perf_counter()
-        rows, truth = recall_sample(self.vectors, self.config.recall_queries, self.config.seed)
+        sample = recall_sample(self.vectors, self.config.recall_queries, self.config.seed, queries)
         if self.config.kind == "ivf" and not self.config.ivf_nprobe:
             nprobe = 1
             while True:
                 self.index.nprobe = nprobe
-                recall = index_recall(self.index, self.vectors, rows, truth)
+                recall = index_recall(self.index, sample)
                 if recall >= self.config.target_recall or nprobe >= self.config.ivf_nlist:
                     break
                 nprobe = min(2 * nprobe, self.config.ivf_nlist)
             self.config = replace(self.config, ivf_nprobe=nprobe)
-        recall = index_recall(self.index, self.vectors, rows, truth)
-        return {"recall_at_10": round(recall, 4), "recall_queries": len(rows),
+        recall = index_recall(self.index, sample)
+        return {"recall_at_10": round(recall, 4), "recall_queries": len(sample.queries),
+                "recall_on": "catalog items" if queries is None else "given queries",
                 "recall_s": round(time.perf_counter() - t0, 2)}  # fmt: skip
 
     def _top(self, q, k, excl):
@@ -290,12 +317,15 @@ class FaissRetriever(Retriever):
             out_ids[short], out_scores[short] = ids_s, scores_s
         return out_ids, out_scores
 
-    def save(self, folder: str | Path, meta: dict | None = None) -> Path:
+    def save(self, folder: str | Path, meta: dict | None = None, with_vectors: bool = True) -> Path:
+        """Write the index, item ids, ``index.json`` and (``with_vectors``) the item vectors into ``folder``;
+        without them, ``load`` must be given the vectors (an owner that keeps them elsewhere)."""
         import faiss
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / "vectors.npy", self.vectors)
+        if with_vectors:
+            np.save(folder / "vectors.npy", self.vectors)
         faiss.write_index(self.index, str(folder / "faiss.index"))
         (folder / "item_ids.json").write_text(json.dumps(self.item_ids.tolist()))
         info = {"config": asdict(self.config), "size": self.size, "dim": self.dim}
@@ -304,7 +334,8 @@ class FaissRetriever(Retriever):
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> FaissRetriever:
+    def load(cls, folder: str | Path, vectors: np.ndarray | None = None) -> FaissRetriever:
+        """The retriever ``save`` wrote; ``vectors``: the item vectors, when they were saved elsewhere."""
         import faiss
 
         folder = Path(folder)
@@ -318,7 +349,9 @@ class FaissRetriever(Retriever):
         elif config.kind == "ivf":
             index.nprobe = config.ivf_nprobe or 1
         ids = json.loads((folder / "item_ids.json").read_text())
-        return cls(index, np.load(folder / "vectors.npy"), ids, config)
+        if vectors is None:
+            vectors = np.load(folder / "vectors.npy")
+        return cls(index, vectors, ids, config)
 
 
 class LastItemRetriever(Retriever):

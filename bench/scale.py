@@ -188,8 +188,8 @@ def index_baseline(folder: Path, queries: int = 1000) -> list[dict]:
     from actors.retriever import FaissRetriever, IndexConfig, build_index, index_recall, recall_sample
 
     vectors = np.ascontiguousarray(np.load(folder / "vectors.npy"), dtype=np.float32)
-    rows, truth = recall_sample(vectors, queries)
-    q = np.ascontiguousarray(vectors[rows])
+    sample = recall_sample(vectors, queries)
+    q = sample.queries
     saved = json.loads((folder / "index.json").read_text())
     out = []
     for kind in ("flat", "ivf"):
@@ -211,7 +211,7 @@ def index_baseline(folder: Path, queries: int = 1000) -> list[dict]:
         for start in range(0, len(q), 256):
             index.search(q[start : start + 256], 11)
         qps = len(q) / (time.perf_counter() - t0)
-        recall = 1.0 if kind == "flat" else index_recall(index, vectors, rows, truth)
+        recall = 1.0 if kind == "flat" else index_recall(index, sample)
         out.append({"index": kind if kind == "flat" else f"ivf nlist={cfg.ivf_nlist} nprobe={cfg.ivf_nprobe}",
                     "build_s": round(build_s, 1), "qps": round(qps), "recall_at_10": round(recall, 4)})  # fmt: skip
     return out

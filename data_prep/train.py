@@ -16,7 +16,7 @@ import ast
 import json
 import logging
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +73,45 @@ def fit_and_save(root: str, model: str, config: Any, key: str) -> dict[str, Any]
     valid = ValidationSet(corpus.histories("valid", users), corpus.valid_target[users])
     cf = model_class(model)(config).fit(corpus.train_seqs, corpus.n_items, valid)
     cf.fit_info["fingerprint"] = key
+    _build_index(cf, valid.histories)
     cf.save(paths.model_dir(model))
     return cf.fit_info
+
+
+def _build_index(cf: CFModel, queries) -> None:
+    """The item index the model's config asks for (``CFModel.build_index``), its recall measured on
+    ``queries`` (validation histories), logged."""
+    if cf.wanted_index() is None:
+        cf.build_index()  # drops any index: exact ranking
+        return
+    log.info("%s: building its %s item index over %d items", cf.name, cf.wanted_index().kind, cf.n_items)
+    info = cf.build_index(queries).build_info
+    log.info("%s: item index built in %.1f s, recall@10 against exact ranking %.4f (%d validation users)",
+             cf.name, info["build_s"], info["recall_at_10"], info["recall_queries"])  # fmt: skip
+
+
+def update_index(paths: ArtifactPaths, cf: CFModel) -> CFModel:
+    """A saved model whose item index is not the one its config asks for (a model trained before the index
+    existed, or ``--set sasrec.index=...``): the index built (or dropped) and saved beside the weights."""
+    if cf.index_is_current():
+        return cf
+    corpus = Corpus.load(paths)
+    users = corpus.eval_users("valid")
+    _build_index(cf, corpus.histories("valid", users))
+    cf.save_index(paths.model_dir(cf.name))
+    return cf
 
 
 def _saved_fingerprint(folder: Path) -> str | None:
     if not (folder / "config.json").is_file():
         return None
     return read_json(folder / "config.json").get("fit_info", {}).get("fingerprint")
+
+
+def with_runtime_fields(cf: CFModel, config: Any) -> CFModel:
+    """``cf`` with ``config``'s runtime fields (how it runs, not what it learnt: threads, its item index)."""
+    cf.config = replace(cf.config, **{k: getattr(config, k) for k in cf.RUNTIME_FIELDS})
+    return cf
 
 
 def load_trained(paths: ArtifactPaths, model: str, overrides: dict[str, Any] | None = None) -> CFModel:
@@ -96,7 +127,12 @@ def load_trained(paths: ArtifactPaths, model: str, overrides: dict[str, Any] | N
         raise ModelNotTrained(
             f"{folder}: the saved {model} was trained on other data or with another config; run `{command}`"
         )
-    return model_class(model).load(folder)
+    cf = with_runtime_fields(model_class(model).load(folder), config)
+    if not cf.index_is_current():
+        want = cf.wanted_index()
+        raise ModelNotTrained(f"{folder}: the saved {model}'s item index is not the one its config asks for "
+                              f"({want.kind if want else 'none: exact'}); run `{command}`")  # fmt: skip
+    return cf
 
 
 def train(
@@ -122,7 +158,7 @@ def train(
     folder = paths.model_dir(model)
     if not force and _saved_fingerprint(folder) == key:
         log.info("%s: reusing trained model in %s", model, folder)
-        return model_class(model).load(folder)
+        return update_index(paths, with_runtime_fields(model_class(model).load(folder), config))
     manifest = read_json(paths.prepare_manifest)
     model_class(model)(config).check_fits(int(manifest["users"]), int(manifest["items"]))  # before any work
     init_ray(quiet=not show_progress)

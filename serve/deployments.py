@@ -173,7 +173,8 @@ class RetrievalDeployment:
 
 @serve.deployment
 class CFDeployment:
-    """A trained CF model (SASRec, EASE, …) scoring the whole catalog for a batch of histories."""
+    """A trained CF model (SASRec, EASE, …) ranking the whole catalog for a batch of histories: by scoring
+    every item, or, for a model saved with an item index (SASRec above 100,000 items), by searching it."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         from actors.cf import model_class
@@ -186,13 +187,17 @@ class CFDeployment:
                 f"{folder}: no trained {cfg.cf_model}; run `python -m data_prep.train --models {cfg.cf_model}` first"
             )
         self.model = model_class(cfg.cf_model).load(folder)
+        if not self.model.index_is_current():
+            log.warning("cf: %s over %d items has no item index: every request scores the whole catalog; run "
+                        "`python -m data_prep.train --models %s` to build it", cfg.cf_model, self.model.n_items,
+                        cfg.cf_model)  # fmt: skip
         self.rows = cfg.rows_for(self.model.n_items)
         self.score.set_max_batch_size(cfg.branch_batch_size)
         self.model.rank([np.array([0])], 10, rows=self.rows)  # the first call pays for setting up
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def score(self, requests: list[CFRequest]) -> list[BranchOutput]:
-        """Each request's history scored against the whole catalog (``CFModel.rank``)."""
+        """Each request's history ranked against the whole catalog (``CFModel.rank``)."""
         ns = [r.n for r in requests]
         out = self.model.rank([np.asarray(r.history, dtype=np.int64) for r in requests], max(ns),
                               exclude=[np.asarray(r.exclude, dtype=np.int64) for r in requests], rows=self.rows)  # fmt: skip

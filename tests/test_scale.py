@@ -17,14 +17,15 @@ from actors.retrieval_query import RetrievalWeights
 ROOT = Path(__file__).resolve().parents[1]
 USERS, ITEMS = 300, 400
 NAME = f"synthetic-{USERS}x{ITEMS}-s0"
-SASREC = [
-    "--set",
-    "sasrec.epochs=2",
-    "--set",
-    "sasrec.full_softmax_max_items=100",
-    "--set",
-    "sasrec.negatives=64",
-]
+# sampled softmax and an IVF item index, as above 50,000 and 100,000 items
+SASREC_SET = {"epochs": 2, "full_softmax_max_items": 100, "negatives": 64, "index": "ivf"}
+
+
+def sasrec_sets(values: dict) -> list[str]:
+    return [a for k, v in values.items() for a in ("--set", f"sasrec.{k}={v}")]
+
+
+SASREC = sasrec_sets(SASREC_SET)
 
 
 def bench_scale():
@@ -72,6 +73,9 @@ def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
     assert train_main(cli(small, "--models", "pop,sasrec", *SASREC)) == 0
     fit = json.loads((small.model_dir("sasrec") / "config.json").read_text())["fit_info"]
     assert fit["softmax"] == "sampled" and fit["epochs_run"] == 2
+    cf_index = json.loads((small.model_dir("sasrec") / "index" / "index.json").read_text())
+    assert cf_index["config"]["kind"] == "ivf" and cf_index["recall_on"] == "given queries"
+    assert 0.9 <= cf_index["recall_at_10"] <= 1.0 and cf_index["recall_queries"] == USERS  # validation users
 
     assert index_main(cli(small, "--text", "metadata", "--exact-max-items", "100")) == 0
     info = json.loads((small.index_dir("metadata") / "index.json").read_text())
@@ -80,15 +84,15 @@ def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
 
     monkeypatch.setattr("tune.branches_store.default_row_mode", lambda n: "topn")  # as above 20,000 items
     corpus = Corpus.load(small)
-    valid = load_or_compute(small, corpus, "valid", "sasrec",
-                            cf_overrides={"epochs": 2, "full_softmax_max_items": 100, "negatives": 64})  # fmt: skip
+    valid = load_or_compute(small, corpus, "valid", "sasrec", cf_overrides=SASREC_SET)
     assert valid.cf.mode == valid.retrieval.mode == "topn" and valid.cf.ids.shape == (USERS, 200)
     assert default_row_mode(ITEMS) == "full"  # the switch above is what made these lists top-N only
     assert not valid.tunable  # above full rows the retrieval answer is computed for one set of weights
     from data_prep.train import load_trained
     from tune.branches_store import compute
 
-    model = load_trained(small, "sasrec", {"epochs": 2, "full_softmax_max_items": 100, "negatives": 64})
+    model = load_trained(small, "sasrec", SASREC_SET)
+    assert model.index is not None  # the CF lists above came from the item index
     some = compute(
         small, corpus, "valid", model, RetrievalWeights(), users=[0, 5, 7]
     )  # what serve_latency checks
@@ -109,3 +113,9 @@ def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
     results = json.loads(out.read_text())["results"]
     ndcg = {m: results[m]["test"]["NDCG@10"] for m in ("pop", "sasrec")}
     assert all(0 < v <= 1 for v in ndcg.values()) and np.isfinite(list(ndcg.values())).all()
+
+    weights = small.model_dir("sasrec") / "weights.pt"
+    trained = weights.stat().st_mtime_ns
+    assert train_main(cli(small, "--models", "sasrec", *sasrec_sets(SASREC_SET | {"index": "flat"}))) == 0
+    assert not (small.model_dir("sasrec") / "index").exists()  # exact ranking asked: the index is dropped
+    assert weights.stat().st_mtime_ns == trained  # and the model is reused, not trained again

@@ -3,12 +3,19 @@
 A model is fitted on per-user item sequences (dense item indices, chronological) and scores any batch of
 histories against the whole catalog. ``save`` writes ``config.json`` beside the weights; ``load`` reads
 both back. Every model passes the shared contract test in ``tests/actors/test_cf_contract.py``.
+
+A model whose scores are inner products of a user vector and item vectors (SASRec) may carry an item
+index (``build_index``; an IVF index above ``IndexConfig.exact_max_items`` items): ``rank`` then searches
+it instead of scoring every item, so a request's work does not grow with the catalog. The index is saved
+beside the weights with its recall@10 against exact ranking, measured on real users' vectors.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +26,7 @@ import numpy as np
 
 from actors.branch import BranchOutput, RowMode
 from actors.ranking import mask_items, ndcg_at_k, target_ranks, topk
+from actors.retriever import FaissRetriever, IndexConfig
 
 Histories = Sequence[np.ndarray]
 GIB = 1024**3
@@ -78,6 +86,7 @@ class CFModel(ABC):
     name: ClassVar[str]
     Config: ClassVar[type]
     WEIGHTS: ClassVar[str] = "weights.npz"
+    INDEX: ClassVar[str] = "index"  # the item index's folder, beside the weights
     # config fields that change how a fit runs, not what it learns (left out of a trained model's fingerprint)
     RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ()
 
@@ -91,6 +100,7 @@ class CFModel(ABC):
         self.config = config if config is not None else self.Config()
         self.n_items = 0
         self.fit_info: dict[str, Any] = {}
+        self.index: FaissRetriever | None = None  # item index that ``rank`` searches (``build_index``)
 
     def memory_needed(self, n_users: int, n_items: int) -> int | None:
         """Peak bytes a fit on this many users and items needs, for models whose memory grows faster than
@@ -128,6 +138,44 @@ class CFModel(ABC):
     @abstractmethod
     def _set_state(self, state: dict[str, np.ndarray]) -> None: ...
 
+    def item_vectors(self) -> np.ndarray | None:
+        """(n_items, d) item vectors when every score is an inner product ``user_vectors(h) @ item_vectors().T``
+        (a factorised model); None for a model whose scores are not (the default)."""
+        return None
+
+    def user_vectors(self, histories: Histories) -> np.ndarray:
+        """(len(histories), d) float32 user vectors of a factorised model (see ``item_vectors``)."""
+        raise NotImplementedError(f"{self.name} is not a factorised model: it has no user vectors")
+
+    def wanted_index(self) -> IndexConfig | None:
+        """The item index this model's config asks for at its catalog size (its ``index`` field, default
+        auto: IVF above ``IndexConfig.exact_max_items`` items), or None: exact ranking (also for a model
+        that is not factorised)."""
+        if self.item_vectors() is None:
+            return None
+        config = IndexConfig(kind=getattr(self.config, "index", "auto")).resolved(self.n_items)
+        return None if config.kind == "flat" else config
+
+    def index_is_current(self) -> bool:
+        """Whether the index held (or its absence) is the one ``wanted_index`` asks for."""
+        want = self.wanted_index()
+        have = self.index.config.kind if self.index is not None else None
+        return (want.kind if want is not None else None) == have
+
+    def build_index(self, queries: Histories | None = None) -> FaissRetriever | None:
+        """Build the index ``wanted_index`` asks for and have ``rank`` search it (None, and no index: exact
+        ranking). Its recall@10 against exact ranking is measured on the user vectors of ``queries``
+        (histories; default: catalog items as queries) and kept in the index's ``build_info``."""
+        config = self.wanted_index()
+        self.index = None
+        if config is None:
+            return None
+        q = self.user_vectors(queries) if queries is not None and len(queries) else None
+        t0 = time.perf_counter()
+        self.index = FaissRetriever.build(self.item_vectors(), np.arange(self.n_items).astype(str), config, q)
+        self.index.build_info["build_s"] = round(time.perf_counter() - t0, 1)
+        return self.index
+
     def recommend(
         self, histories: Histories, k: int, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +198,8 @@ class CFModel(ABC):
     ) -> BranchOutput:
         """The CF branch's answer: top-``n`` per history as a ``BranchOutput``, ``exclude`` (default: the
         histories themselves) never listed, with the full score rows or their statistics by ``rows``.
-        Histories are scored ``batch_size`` at a time (default: ``score_batch_size`` of the catalog)."""
+        Histories are scored ``batch_size`` at a time (default: ``score_batch_size`` of the catalog); with
+        an item index, the top-n is the index's search with the user vectors (no row of every item)."""
         batch_size = batch_size or score_batch_size(self.n_items)
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -160,6 +209,10 @@ class CFModel(ABC):
         parts = []
         for start in range(0, len(histories), batch_size):
             end = start + batch_size
+            if self.index is not None:
+                q = self.user_vectors(histories[start:end])
+                parts.append(self.index.search(q, n, exclude=exclude[start:end], rows=rows))
+                continue
             scores = mask_items(self.score(histories[start:end]), exclude[start:end])
             parts.append(BranchOutput.from_rows(scores, n, rows))
         if not parts:
@@ -181,6 +234,7 @@ class CFModel(ABC):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self._save_weights(path / self.WEIGHTS)
+        self.save_index(path)
         meta = {
             "model": self.name,
             "n_items": self.n_items,
@@ -189,6 +243,14 @@ class CFModel(ABC):
         }
         (path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         return path
+
+    def save_index(self, path: str | Path) -> None:
+        """Write the item index into ``path/index`` (the vectors stay in the weights), or remove an old one."""
+        folder = Path(path) / self.INDEX
+        if folder.exists():
+            shutil.rmtree(folder)
+        if self.index is not None:
+            self.index.save(folder, {"model": self.name}, with_vectors=False)
 
     def _save_weights(self, file: Path) -> None:
         np.savez(file, **self._state())
@@ -207,6 +269,8 @@ class CFModel(ABC):
         model.n_items = int(meta["n_items"])
         model.fit_info = meta.get("fit_info", {})
         model._set_state(model._load_weights(path / cls.WEIGHTS))
+        if (path / cls.INDEX / "faiss.index").is_file():
+            model.index = FaissRetriever.load(path / cls.INDEX, model.item_vectors())
         return model
 
 

@@ -48,6 +48,9 @@ class SASRecConfig:
     full_softmax_max_items: int = 50_000
     negatives: int = 1024  # sampled softmax: negatives per batch, drawn by training popularity
     valid_sample: int = 10_000  # early stopping scores at most this many validation users (0: all)
+    index: str = (
+        "auto"  # ranking: an item index of this kind (auto: IVF above 100,000 items), or flat (exact)
+    )
 
 
 class CausalBlock(nn.Module):
@@ -151,7 +154,7 @@ class SASRec(CFModel):
     name = "sasrec"
     Config = SASRecConfig
     WEIGHTS = "weights.pt"
-    RUNTIME_FIELDS = ("progress", "threads", "max_memory_gb")
+    RUNTIME_FIELDS = ("progress", "threads", "max_memory_gb", "index")
     too_large_hint = (
         "lower sasrec.batch_size or sasrec.max_len (the softmax holds batch_size x max_len x its width of "
         "scores at once), or set sasrec.loss = 'sampled' (sasrec.negatives wide)"
@@ -273,19 +276,36 @@ class SASRec(CFModel):
         return torch.cat([pos, neg_logits], dim=1), labels
 
     @torch.inference_mode()
-    def score(self, histories: Histories, batch_size: int = 512) -> np.ndarray:
+    def user_vectors(self, histories: Histories, batch_size: int = 512) -> np.ndarray:
+        """(len(histories), hidden) float32: each history's last transformer state (its scores are the inner
+        products with ``item_vectors``)."""
         self._check_histories(histories)
         if self.net.training:  # eval() walks every module: a third of a one-user call's time
             self.net.eval()
         device = self._device()
-        out = np.zeros((len(histories), self.n_items), dtype=np.float32)
+        out = np.zeros((len(histories), self.config.hidden), dtype=np.float32)
         lengths = np.fromiter((min(len(h), self.config.max_len) for h in histories), dtype=np.int64)
         for idx in length_batches(lengths, batch_size, None):
             width = max(int(lengths[idx].max()), 1)
             seq = torch.from_numpy(
                 _left_pad([np.asarray(histories[i], dtype=np.int64) + 1 for i in idx], width)
             )
-            out[idx] = self.net.logits(self.net(seq.to(device))[:, -1]).float().cpu().numpy()
+            out[idx] = self.net(seq.to(device))[:, -1].float().cpu().numpy()
+        return out
+
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, hidden) float32: the item embeddings (row 0 of the table, the padding id, left out)."""
+        weight = self.net.item_emb.weight.detach()[1:]
+        return weight.float().cpu().numpy() if weight.device.type != "cpu" else weight.numpy()
+
+    @torch.inference_mode()
+    def score(self, histories: Histories, batch_size: int = 512) -> np.ndarray:
+        states = torch.from_numpy(self.user_vectors(histories, batch_size)).to(self._device())
+        out = np.zeros((len(histories), self.n_items), dtype=np.float32)
+        for start in range(0, len(states), batch_size):
+            out[start : start + batch_size] = (
+                self.net.logits(states[start : start + batch_size]).float().cpu().numpy()
+            )
         return out
 
     def _state(self) -> dict[str, np.ndarray]:

@@ -168,3 +168,41 @@ def test_rank_is_the_branch_output_of_recommend(fitted, mode):
     assert everything.ids.shape == (2, N_ITEMS - 3)  # masked items are never listed
     for row, hist in zip(everything.ids, QUERY, strict=True):
         assert not set(row) & set(hist.tolist())
+
+
+@pytest.mark.parametrize("mode", ["stats", "topn"])
+def test_an_item_index_ranks_as_exact_ranking_does(fitted, mode, tmp_path):
+    """A factorised model's scores are its user vectors times its item vectors; with an item index (one IVF
+    list here, so exhaustive) ``rank`` searches it and gives the exact answer; the index is saved beside the
+    weights and dropped when the config no longer asks for it. Other models never get one."""
+    import copy
+    from dataclasses import replace
+
+    model, _ = fitted
+    model = copy.copy(model)  # the fixture is shared: this one's config and index are its own
+    if model.item_vectors() is None:
+        assert model.wanted_index() is None and model.build_index(QUERY) is None and model.index is None
+        return
+    np.testing.assert_allclose(
+        model.score(QUERY), model.user_vectors(QUERY) @ model.item_vectors().T, rtol=1e-5
+    )
+    exact = model.rank(QUERY, n=4, rows=mode)
+    assert model.wanted_index() is None  # auto: exact ranking at 10 items
+    model.config = replace(model.config, index="ivf")
+    index = model.build_index(QUERY)
+    assert index is model.index and index.config.kind == "ivf" and index.build_info["recall_at_10"] == 1.0
+    assert index.build_info["recall_on"] == "given queries" and model.index_is_current()
+    out = model.rank(QUERY, n=4, rows=mode)
+    np.testing.assert_array_equal(out.ids, exact.ids)
+    np.testing.assert_allclose(out.scores, exact.scores, rtol=1e-5)
+    if mode == "stats":
+        np.testing.assert_allclose(out.stats.mean, exact.stats.mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(out.stats.max, exact.stats.max, rtol=1e-5)
+    model.save(tmp_path / "m")
+    again = type(model).load(tmp_path / "m")
+    assert again.index is not None and not (tmp_path / "m" / "index" / "vectors.npy").exists()
+    np.testing.assert_array_equal(again.rank(QUERY, n=4, rows=mode).ids, exact.ids)
+    model.config = replace(model.config, index="auto")
+    assert not model.index_is_current() and model.build_index() is None
+    model.save(tmp_path / "m")
+    assert type(model).load(tmp_path / "m").index is None and not (tmp_path / "m" / "index").exists()

@@ -73,7 +73,10 @@ def test_nan_scores_are_rejected():
         rank_batch(np.array([[np.nan, 1.0]]), [np.array([], dtype=int)], np.array([1]), 1)
 
 
-def test_fast_topk_equals_a_full_stable_sort_under_heavy_ties():
+@pytest.mark.parametrize("selector", ["argpartition", "torch.topk"])
+def test_fast_topk_equals_a_full_stable_sort_under_heavy_ties(selector, monkeypatch):
+    if selector == "torch.topk":  # the path of rows of a million items, on small rows
+        monkeypatch.setattr("actors.ranking.TORCH_TOPK_MIN_ITEMS", 1)
     rng = np.random.default_rng(0)
     for _ in range(300):
         n, m, k = rng.integers(1, 30), rng.integers(2, 200), rng.integers(1, 40)
