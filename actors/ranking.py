@@ -20,8 +20,8 @@ def mask_items(scores: np.ndarray, item_lists: Sequence[np.ndarray]) -> np.ndarr
     return scores
 
 
-# rows at least this long find their k best with torch.topk (threaded, about 10x numpy's argpartition on
-# rows of a million items); shorter ones with argpartition
+# rows at least this long find their k best with torch.topk (6 to 9 times faster than numpy's argpartition
+# on rows of a million items, measured on 2 cores); shorter ones with argpartition
 TORCH_TOPK_MIN_ITEMS = 65_536
 
 

@@ -335,7 +335,9 @@ class FaissRetriever(Retriever):
 
     @classmethod
     def load(cls, folder: str | Path, vectors: np.ndarray | None = None) -> FaissRetriever:
-        """The retriever ``save`` wrote; ``vectors``: the item vectors, when they were saved elsewhere."""
+        """The retriever ``save`` wrote; ``vectors``: the item vectors, when they were saved elsewhere. Saved
+        vectors are memory-mapped, read-only: a search reads only the rows it needs (the history items of a
+        query), and replicas on one machine share the file's pages."""
         import faiss
 
         folder = Path(folder)
@@ -350,7 +352,7 @@ class FaissRetriever(Retriever):
             index.nprobe = config.ivf_nprobe or 1
         ids = json.loads((folder / "item_ids.json").read_text())
         if vectors is None:
-            vectors = np.load(folder / "vectors.npy")
+            vectors = np.load(folder / "vectors.npy", mmap_mode="r")
         return cls(index, vectors, ids, config)
 
 

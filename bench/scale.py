@@ -9,7 +9,8 @@ Each stage is the project's own CLI in a subprocess (the Ray cluster it starts i
 default index kind), branches (both branches' top-N for valid and test users, ``tune.branches_store``),
 search (``tune.search`` over the cached branches) and evaluate (``tune.evaluate``: full ranking of pop and
 SASRec on valid and test). For each (stage, size) the table gives the wall time, the peak resident memory
-of the stage's whole process tree (sampled every 0.2 s) and the bytes it wrote. A stage that refuses a
+of the stage's whole process tree (RSS summed, sampled every 0.2 s; and PSS summed, every second, which
+counts a page shared by several processes, such as Ray's object store, once in all) and the bytes it wrote. A stage that refuses a
 size (EASE's memory check) shows its error text instead. Per stage, the growth exponents are the slopes of
 log time and log memory against log users and log items over the sizes run.
 
@@ -52,7 +53,10 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
-def tree_rss(pid: int) -> int:
+def tree_memory(pid: int, pss: bool = False) -> int:
+    """Bytes resident in the process tree of ``pid``: the sum of its RSS, or with ``pss`` of its PSS
+    (proportional set size: a page shared by n processes, such as Ray's object store mapped into every
+    worker, counts 1/n in each, so the sum is what the tree really holds)."""
     import psutil
 
     try:
@@ -63,24 +67,29 @@ def tree_rss(pid: int) -> int:
     total = 0
     for p in procs:
         with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
-            total += p.memory_info().rss
+            total += p.memory_full_info().pss if pss else p.memory_info().rss
     return total
 
 
 def run_measured(cmd: list[str], log_file: Path) -> dict:
-    """Run ``cmd``; its wall time, the peak RSS of its process tree, its exit code and its last lines."""
+    """Run ``cmd``; its wall time, the peak RSS and peak PSS of its process tree (RSS every 0.2 s, PSS every
+    second), its exit code and its last lines."""
     env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
                         "TRANSFORMERS_OFFLINE": "1", "RAY_AIR_NEW_OUTPUT": "0", "PYTHONPATH": str(ROOT)}  # fmt: skip
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    peak = [0]
+    peak = {"rss": 0, "pss": 0}
     with log_file.open("w") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         done = threading.Event()
 
         def sample() -> None:
+            tick = 0
             while not done.wait(0.2):
-                peak[0] = max(peak[0], tree_rss(proc.pid))
+                peak["rss"] = max(peak["rss"], tree_memory(proc.pid))
+                tick += 1
+                if tick % 5 == 0:
+                    peak["pss"] = max(peak["pss"], tree_memory(proc.pid, pss=True))
 
         watcher = threading.Thread(target=sample, daemon=True)
         watcher.start()
@@ -89,7 +98,8 @@ def run_measured(cmd: list[str], log_file: Path) -> dict:
         done.set()
         watcher.join()
     tail = [line for line in log_file.read_text().splitlines() if line.strip()][-3:]
-    return {"rc": rc, "wall_s": round(wall, 2), "peak_rss_gib": round(peak[0] / GIB, 3), "tail": tail}
+    return {"rc": rc, "wall_s": round(wall, 2), "peak_rss_gib": round(peak["rss"] / GIB, 3),
+            "peak_pss_gib": round(peak["pss"] / GIB, 3), "tail": tail}  # fmt: skip
 
 
 BRANCHES = """
@@ -323,12 +333,15 @@ def main() -> None:
             rows.append(run_stage(stage, users, items, args.artifacts, args))
             if stage == "generate" and rows[-1]["rc"] != 0:
                 break
-    print("\n| stage | users | items | wall s | peak RSS GiB | output GiB | result |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("\n| stage | users | items | wall s | peak RSS GiB | peak PSS GiB | output GiB | result |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         result = "ok" if r["rc"] == 0 else f"refused: {r.get('error', '')[:200]}"
+        pss = (
+            f"{r['peak_pss_gib']:.2f}" if "peak_pss_gib" in r else "n/a"
+        )  # a record from before PSS was kept
         print(f"| {r['stage']} | {r['users']:,} | {r['items']:,} | {r['wall_s']:.1f} | {r['peak_rss_gib']:.2f} | "
-              f"{r['output_gib']:.3f} | {result} |")  # fmt: skip
+              f"{pss} | {r['output_gib']:.3f} | {result} |")  # fmt: skip
     print("\n| stage | time exponent | memory exponent |")
     print("|---|---|---|")
     for stage in stages:

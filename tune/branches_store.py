@@ -163,8 +163,8 @@ def fixed_retrieval(paths: ArtifactPaths, metadata: np.ndarray, description: np.
     from actors.retrieval_query import item_vectors
     from actors.retriever import FaissRetriever, IndexConfig
 
-    if not weights.enriched:
-        return FaissRetriever.load(paths.index_dir("metadata"))
+    if not weights.enriched:  # the index's vectors are ``metadata``, already in memory
+        return FaissRetriever.load(paths.index_dir("metadata"), metadata)
     config = replace(
         IndexConfig(**read_json(paths.index_dir("metadata") / "index.json")["config"]), ivf_nprobe=0
     )

@@ -94,7 +94,8 @@ def run(
         def scorer(users: np.ndarray, histories: list[np.ndarray], model=model) -> np.ndarray:
             return model.score(histories)
 
-        res = {stage: evaluate_scorer(scorer, corpus, stage, ctx, ks) for stage in ("valid", "test")}
+        res = {stage: evaluate_scorer(scorer, corpus, stage, ctx, ks, label=f"{name} {stage}")
+               for stage in ("valid", "test")}  # fmt: skip
         results[name] = {
             "valid": {k: v for k, v in res["valid"].items() if k != "by_history_length"},
             "test": {k: v for k, v in res["test"].items() if k != "by_history_length"},

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from actors.cf.base import score_batch_size
 from data_prep.corpus import Corpus, Stage
@@ -32,15 +33,18 @@ def evaluate_scorer(
     ks: Sequence[int] = DEFAULT_KS,
     batch_size: int | None = None,
     with_ranks: bool = False,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``scorer`` on ``stage`` plus ``by_history_length`` (a nested dict); with ``with_ranks``,
-    also ``target_ranks``: each user's 1-based target rank (for paired comparisons)."""
+    also ``target_ranks``: each user's 1-based target rank (for paired comparisons). With ``label``, a
+    progress bar of that name over the user batches."""
     ctx = ctx or metric_context(corpus)
     batch_size = batch_size or score_batch_size(corpus.n_items)
     users = corpus.eval_users(stage)
     targets = corpus.target(stage)
     batches = []
-    for start in range(0, len(users), batch_size):
+    starts = range(0, len(users), batch_size)
+    for start in tqdm(starts, desc=label, unit="batch", mininterval=5, disable=label is None):
         u = users[start : start + batch_size]
         hist = corpus.histories(stage, u)
         scores = scorer(u, hist)

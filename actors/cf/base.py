@@ -89,6 +89,8 @@ class CFModel(ABC):
     INDEX: ClassVar[str] = "index"  # the item index's folder, beside the weights
     # config fields that change how a fit runs, not what it learns (left out of a trained model's fingerprint)
     RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ()
+    # every score is an inner product ``user_vectors(h) @ item_vectors().T`` (so an item index can rank)
+    FACTORISED: ClassVar[bool] = False
 
     @classmethod
     def for_remote_fit(cls, config: Any, num_cpus: float) -> Any:
@@ -110,6 +112,7 @@ class CFModel(ABC):
     def check_fits(self, n_users: int, n_items: int, limit_bytes: int | None = None) -> None:
         """Raise ``ModelTooLarge`` (naming the size, the memory needed and a model that fits) when a fit
         would need more than ``limit_bytes`` (default: the config's ``max_memory_gb``, else 80% of RAM)."""
+        self.wanted_index(n_items)  # a bad index kind is an error before the fit, not after it
         need = self.memory_needed(n_users, n_items)
         if need is None:
             return
@@ -138,22 +141,24 @@ class CFModel(ABC):
     @abstractmethod
     def _set_state(self, state: dict[str, np.ndarray]) -> None: ...
 
-    def item_vectors(self) -> np.ndarray | None:
-        """(n_items, d) item vectors when every score is an inner product ``user_vectors(h) @ item_vectors().T``
-        (a factorised model); None for a model whose scores are not (the default)."""
-        return None
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, d) float32 item vectors of a ``FACTORISED`` model."""
+        raise NotImplementedError(f"{self.name} is not a factorised model: it has no item vectors")
 
     def user_vectors(self, histories: Histories) -> np.ndarray:
-        """(len(histories), d) float32 user vectors of a factorised model (see ``item_vectors``)."""
+        """(len(histories), d) float32 user vectors of a ``FACTORISED`` model."""
         raise NotImplementedError(f"{self.name} is not a factorised model: it has no user vectors")
 
-    def wanted_index(self) -> IndexConfig | None:
-        """The item index this model's config asks for at its catalog size (its ``index`` field, default
-        auto: IVF above ``IndexConfig.exact_max_items`` items), or None: exact ranking (also for a model
-        that is not factorised)."""
-        if self.item_vectors() is None:
+    def wanted_index(self, n_items: int | None = None) -> IndexConfig | None:
+        """The item index this model's config asks for at its catalog size (or ``n_items``): its ``index``
+        field, default auto (IVF above ``IndexConfig.exact_max_items`` items); None: exact ranking (also for
+        a model that is not factorised)."""
+        if not self.FACTORISED:
             return None
-        config = IndexConfig(kind=getattr(self.config, "index", "auto")).resolved(self.n_items)
+        kind = getattr(self.config, "index", "auto")
+        if kind not in ("auto", "flat", "ivf", "hnsw"):
+            raise ValueError(f"{self.name}.index must be auto, flat, ivf or hnsw; got {kind!r}")
+        config = IndexConfig(kind=kind).resolved(self.n_items if n_items is None else n_items)
         return None if config.kind == "flat" else config
 
     def index_is_current(self) -> bool:

@@ -48,9 +48,7 @@ class SASRecConfig:
     full_softmax_max_items: int = 50_000
     negatives: int = 1024  # sampled softmax: negatives per batch, drawn by training popularity
     valid_sample: int = 10_000  # early stopping scores at most this many validation users (0: all)
-    index: str = (
-        "auto"  # ranking: an item index of this kind (auto: IVF above 100,000 items), or flat (exact)
-    )
+    index: str = "auto"  # rank through an item index: auto (IVF above 100,000 items), flat (exact), ivf, hnsw
 
 
 class CausalBlock(nn.Module):
@@ -155,6 +153,7 @@ class SASRec(CFModel):
     Config = SASRecConfig
     WEIGHTS = "weights.pt"
     RUNTIME_FIELDS = ("progress", "threads", "max_memory_gb", "index")
+    FACTORISED = True
     too_large_hint = (
         "lower sasrec.batch_size or sasrec.max_len (the softmax holds batch_size x max_len x its width of "
         "scores at once), or set sasrec.loss = 'sampled' (sasrec.negatives wide)"

@@ -180,7 +180,7 @@ def test_an_item_index_ranks_as_exact_ranking_does(fitted, mode, tmp_path):
 
     model, _ = fitted
     model = copy.copy(model)  # the fixture is shared: this one's config and index are its own
-    if model.item_vectors() is None:
+    if not model.FACTORISED:
         assert model.wanted_index() is None and model.build_index(QUERY) is None and model.index is None
         return
     np.testing.assert_allclose(
@@ -206,3 +206,8 @@ def test_an_item_index_ranks_as_exact_ranking_does(fitted, mode, tmp_path):
     assert not model.index_is_current() and model.build_index() is None
     model.save(tmp_path / "m")
     assert type(model).load(tmp_path / "m").index is None and not (tmp_path / "m" / "index").exists()
+
+
+def test_an_unknown_index_kind_is_refused_before_the_fit(sequences):
+    with pytest.raises(ValueError, match=r"sasrec.index must be auto, flat, ivf or hnsw; got 'ivfpq'"):
+        SASRec(SASRecConfig(index="ivfpq", epochs=1, progress=False)).fit(sequences, N_ITEMS)
