@@ -40,9 +40,9 @@ def _k_best(scores: np.ndarray, k: int) -> np.ndarray:
 def topk(scores: np.ndarray, k: int) -> np.ndarray:
     """(n_rows, min(k, n_items)) item indices, best first.
 
-    A partial selection finds the k best per row; rows where a tie straddles the k-th place are re-ranked
-    with a full stable sort, so the result always equals ``argsort(-scores, kind="stable")[:, :k]``. Scores
-    must not be NaN.
+    A partial selection finds the k best per row; in rows where a tie straddles the k-th place, the items
+    scoring at least the k-th score are re-ranked with a stable sort, so the result always equals
+    ``argsort(-scores, kind="stable")[:, :k]``. Scores must not be NaN.
     """
     n_items = scores.shape[1]
     k = min(k, n_items)
@@ -57,8 +57,9 @@ def topk(scores: np.ndarray, k: int) -> np.ndarray:
     order = np.lexsort((part, -part_scores), axis=1)
     out = np.take_along_axis(part, order, axis=1)
     straddle = np.flatnonzero(ties_total != ties_kept)
-    if len(straddle):
-        out[straddle] = np.argsort(-scores[straddle], axis=1, kind="stable")[:, :k]
+    for row in straddle:  # the candidates in index order, so the stable sort puts tied ones by index
+        cand = np.flatnonzero(scores[row] >= kth[row, 0])
+        out[row] = cand[np.argsort(-scores[row, cand], kind="stable")[:k]]
     return out
 
 
