@@ -188,9 +188,9 @@ class CFDeployment:
             )
         self.model = model_class(cfg.cf_model).load(folder)
         if not self.model.index_is_current():
-            log.warning("cf: %s over %d items has no item index: every request scores the whole catalog; run "
-                        "`python -m data_prep.train --models %s` to build it", cfg.cf_model, self.model.n_items,
-                        cfg.cf_model)  # fmt: skip
+            log.warning("cf: %s over %d items is saved without the item index its config asks for (requests "
+                        "then score the whole catalog); run `python -m data_prep.train --models %s`",
+                        cfg.cf_model, self.model.n_items, cfg.cf_model)  # fmt: skip
         self.rows = cfg.rows_for(self.model.n_items)
         self.score.set_max_batch_size(cfg.branch_batch_size)
         self.model.rank([np.array([0])], 10, rows=self.rows)  # the first call pays for setting up

@@ -114,8 +114,12 @@ def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
     ndcg = {m: results[m]["test"]["NDCG@10"] for m in ("pop", "sasrec")}
     assert all(0 < v <= 1 for v in ndcg.values()) and np.isfinite(list(ndcg.values())).all()
 
+    from tune.branches_store import branch_file
+
     weights = small.model_dir("sasrec") / "weights.pt"
     trained = weights.stat().st_mtime_ns
+    cached = branch_file(small, "valid", "sasrec", RetrievalWeights(), corpus)
     assert train_main(cli(small, "--models", "sasrec", *sasrec_sets(SASREC_SET | {"index": "flat"}))) == 0
     assert not (small.model_dir("sasrec") / "index").exists()  # exact ranking asked: the index is dropped
     assert weights.stat().st_mtime_ns == trained  # and the model is reused, not trained again
+    assert branch_file(small, "valid", "sasrec", RetrievalWeights(), corpus) != cached  # lists of the index

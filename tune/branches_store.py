@@ -67,10 +67,11 @@ def tunable(corpus: Corpus, stage: Stage, dim: int) -> bool:
 
 
 def _inputs(paths: ArtifactPaths, cf: str) -> list[Any]:
-    """The branches' inputs by content: the training split, the trained model, the item vectors and the
-    metadata index's kind, the LLM queries, plus the cache format."""
+    """The branches' inputs by content: the training split, the trained model and its item index (if any),
+    the item vectors and the metadata index's kind, the LLM queries, plus the cache format."""
     info = paths.index_dir("metadata") / "index.json"
-    return [FORMAT, paths.split("train"), paths.model_dir(cf) / "config.json", paths.item_vectors("metadata"),
+    return [FORMAT, paths.split("train"), paths.model_dir(cf) / "config.json",
+            paths.model_dir(cf) / "index" / "index.json", paths.item_vectors("metadata"),
             read_json(info)["config"] if info.is_file() else None, paths.item_vectors("description"),
             paths.user_queries]  # fmt: skip
 
