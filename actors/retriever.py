@@ -126,7 +126,7 @@ def recall_sample(
 def index_recall(index, sample: RecallSample) -> float:
     """Mean recall@10 of ``index`` on ``sample`` (``recall_sample``)."""
     _, ids = index.search(sample.queries, RECALL_K + 1)
-    skip = sample.skip if sample.skip is not None else np.full(len(ids), -2)
+    skip = sample.skip if sample.skip is not None else np.full(len(ids), -2)  # -2: never a FAISS id
     hits = [len(set(got[got != s][:RECALL_K].tolist()) & set(want.tolist()))
             for s, got, want in zip(skip, ids, sample.truth, strict=True)]  # fmt: skip
     return float(np.mean(hits)) / RECALL_K

@@ -213,13 +213,11 @@ class CFModel(ABC):
             raise ValueError(f"exclude has {len(exclude)} rows for {len(histories)} histories")
         parts = []
         for start in range(0, len(histories), batch_size):
-            end = start + batch_size
+            h, e = histories[start : start + batch_size], exclude[start : start + batch_size]
             if self.index is not None:
-                q = self.user_vectors(histories[start:end])
-                parts.append(self.index.search(q, n, exclude=exclude[start:end], rows=rows))
-                continue
-            scores = mask_items(self.score(histories[start:end]), exclude[start:end])
-            parts.append(BranchOutput.from_rows(scores, n, rows))
+                parts.append(self.index.search(self.user_vectors(h), n, exclude=e, rows=rows))
+            else:
+                parts.append(BranchOutput.from_rows(mask_items(self.score(h), e), n, rows))
         if not parts:
             return BranchOutput.empty(0)
         k = min(p.n for p in parts)  # a batch whose users have fewer unmasked items lists fewer

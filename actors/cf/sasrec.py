@@ -294,8 +294,7 @@ class SASRec(CFModel):
 
     def item_vectors(self) -> np.ndarray:
         """(n_items, hidden) float32: the item embeddings (row 0 of the table, the padding id, left out)."""
-        weight = self.net.item_emb.weight.detach()[1:]
-        return weight.float().cpu().numpy() if weight.device.type != "cpu" else weight.numpy()
+        return self.net.item_emb.weight.detach()[1:].float().cpu().numpy()  # no copy of float32 on CPU
 
     @torch.inference_mode()
     def score(self, histories: Histories, batch_size: int = 512) -> np.ndarray:
