@@ -11,6 +11,10 @@ confidence (top-1 margin of the softmax over its top-N scores, or 1 − normalis
 (``None``: degraded online) is a case of the same function: α is 1 or 0 and the other branch's ranking
 stands. Every output item carries its provenance: its rank (1-based; 0 = absent) and raw score in each
 branch.
+
+``cf_candidates = K`` turns the same scoring into the **serial** architecture: only the CF branch's top-K
+can be answered, and the retrieval branch only reorders them (its true score where the full row is there,
+else its list's floor). With K = 0 (the default) the answer is drawn from both lists: the parallel design.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class FusionConfig:
     confidence: Literal["margin", "entropy"] = "margin"
     rrf_k: float = 60.0
     max_alpha: float = 1.0  # upper bound of every user's α (a free-text intent online lowers it)
+    cf_candidates: int = 0  # serial: only CF's top-K may be answered (0: parallel, both lists' union)
 
 
 @dataclass
@@ -106,7 +111,8 @@ def fuse(
         cf, alpha = BranchOutput.empty(n_users), np.zeros(n_users)
     if retrieval is None:
         retrieval, alpha = BranchOutput.empty(n_users), np.ones(n_users)
-    cf, retrieval = cf.head(cfg.n), retrieval.head(cfg.n)
+    serial = cfg.cf_candidates > 0 and cf.n > 0  # with no CF list (degraded) the retrieval ranking stands
+    cf, retrieval = cf.head(cfg.cf_candidates if serial else cfg.n), retrieval.head(cfg.n)
     cf_ids, cf_scores, ret_ids, ret_scores = cf.ids, cf.scores, retrieval.ids, retrieval.scores
     n_cf, n_ret = cf_ids.shape[1], ret_ids.shape[1]
     if alpha is None:
@@ -159,8 +165,12 @@ def fuse(
     rv = np.where(np.isnan(rv), ret_floor, rv)
     fused = alpha[:, None] * cfv + (1.0 - alpha[:, None]) * rv
     fused[second] = -np.inf
+    eligible = ~second
+    if serial:  # only CF's candidates can be answered
+        eligible &= vals[:, 2] > 0
+        fused[~eligible] = -np.inf
     # columns are sorted by item id, so ties go to the lower id whatever the branch order
-    pick = topk(fused, min(k, int((~second).sum(axis=1).min())))
+    pick = topk(fused, min(k, int(eligible.sum(axis=1).min())))
     picked = np.take_along_axis(vals, pick[:, None, :], axis=2)
 
     return Fused(

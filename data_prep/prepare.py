@@ -33,12 +33,19 @@ class PrepareConfig:
     reviews: str | None = None
     meta: str | None = None
     kcore: int = 0
+    cold_items: float = 0.0  # a seeded fraction of items without training interactions (data_prep.split)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cold_items < 1.0:
+            raise DataError(f"--cold-items must be a fraction in [0, 1), got {self.cold_items!r}")
 
     @property
     def name(self) -> str:
-        """The artifacts folder name: the dataset name, or a generic folder's base name."""
+        """The artifacts folder name: the dataset name, or a generic folder's base name; a cold-item split
+        gets its own folder (``ml-100k-cold0.1``)."""
         p = Path(self.dataset)
-        return p.name if (p.is_dir() or "/" in self.dataset) else self.dataset
+        base = p.name if (p.is_dir() or "/" in self.dataset) else self.dataset
+        return f"{base}-cold{self.cold_items:g}" if self.cold_items else base
 
 
 def load_dataset(cfg: PrepareConfig) -> RawDataset:
@@ -63,14 +70,17 @@ def already_prepared(paths: ArtifactPaths, config: dict) -> bool:
     return paths.is_prepared() and read_json(paths.prepare_manifest).get("config") == config
 
 
-def write_prepared(ds: RawDataset, paths: ArtifactPaths, config: dict, kcore: int = 0) -> ArtifactPaths:
-    """Write a validated dataset in the canonical layout, split it, and record ``config`` in prepare.json."""
+def write_prepared(
+    ds: RawDataset, paths: ArtifactPaths, config: dict, kcore: int = 0, cold_items: float = 0.0
+) -> ArtifactPaths:
+    """Write a validated dataset in the canonical layout, split it (``cold_items``: the fraction of items
+    without training interactions), and record ``config`` in prepare.json."""
     paths.root.mkdir(parents=True, exist_ok=True)
     ds.interactions.to_parquet(paths.interactions, index=False)
     ds.items.to_parquet(paths.items, index=False)
     if ds.reviews is not None:
         ds.reviews.to_parquet(paths.reviews, index=False)
-    split = leave_one_out(ds.interactions, kcore_k=kcore)
+    split = leave_one_out(ds.interactions, kcore_k=kcore, cold_items=cold_items)
     for name in ("train", "valid", "test"):
         getattr(split, name).to_parquet(paths.split(name), index=False)
     manifest = {
@@ -82,6 +92,8 @@ def write_prepared(ds: RawDataset, paths: ArtifactPaths, config: dict, kcore: in
         "notes": ds.notes,
         "split": split.summary(),
     }
+    if split.cold_items:
+        manifest["cold_item_ids"] = list(split.cold_items)
     write_json(paths.prepare_manifest, manifest)
     log.info("prepared %s: %s", paths.root, manifest)
     return paths
@@ -95,7 +107,7 @@ def prepare(
     if not force and already_prepared(paths, asdict(cfg)):
         log.info("%s: already prepared, reusing", paths.root)
         return paths
-    return write_prepared(load_dataset(cfg), paths, asdict(cfg), cfg.kcore)
+    return write_prepared(load_dataset(cfg), paths, asdict(cfg), cfg.kcore, cfg.cold_items)
 
 
 def ensure_prepared(dataset: str, artifacts_root: str | Path | None = None) -> ArtifactPaths:
@@ -114,12 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reviews", help="Amazon reviews JSON lines (.json or .json.gz)")
     ap.add_argument("--meta", help="Amazon metadata lines (.json or .json.gz)")
     ap.add_argument("--kcore", type=int, default=0, help="k-core filter before splitting (0 = off)")
+    ap.add_argument("--cold-items", type=float, default=0.0, metavar="F",
+                    help="remove every training interaction of a seeded fraction F of the items (they stay in the "
+                    "catalog and can be targets); written to <dataset>-coldF")  # fmt: skip
     ap.add_argument("--artifacts", help="artifacts root (default: ./artifacts or $Q2REC_ARTIFACTS)")
     ap.add_argument("--force", action="store_true", help="redo even if the artifacts exist")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = PrepareConfig(args.dataset, args.path, args.reviews, args.meta, args.kcore)
     try:
+        cfg = PrepareConfig(args.dataset, args.path, args.reviews, args.meta, args.kcore, args.cold_items)
         paths = prepare(cfg, args.artifacts, force=args.force)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

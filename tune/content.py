@@ -21,6 +21,7 @@ from data_prep.corpus import Corpus
 from data_prep.index import VARIANTS
 from tune.evaluate import markdown_table
 from tune.harness import evaluate_scorer, metric_context
+from tune.metrics import BREAKDOWNS
 
 
 def lastitem_scorer(item_vectors: np.ndarray):
@@ -42,7 +43,7 @@ def ablation(paths: ArtifactPaths, variants: tuple[str, ...] = VARIANTS) -> dict
         ctx = metric_context(corpus, vectors)
         scorer = lastitem_scorer(vectors)
         res = {s: evaluate_scorer(scorer, corpus, s, ctx) for s in ("valid", "test")}
-        results[f"lastitem_{variant}"] = {s: {k: v for k, v in r.items() if k != "by_history_length"}
+        results[f"lastitem_{variant}"] = {s: {k: v for k, v in r.items() if k not in BREAKDOWNS}
                                           for s, r in res.items()}  # fmt: skip
     return results
 

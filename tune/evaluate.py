@@ -25,7 +25,7 @@ from data_prep.prepare import ensure_prepared
 from data_prep.schema import DataError
 from data_prep.train import ModelNotTrained, load_trained, parse_overrides
 from tune.harness import evaluate_scorer, metric_context
-from tune.metrics import DEFAULT_KS, HEAD_FRACTION
+from tune.metrics import BREAKDOWNS, DEFAULT_KS, GROUP_SHARE, HEAD_FRACTION
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,14 @@ def protocol(paths: ArtifactPaths, corpus: Corpus, ks: tuple[int, ...]) -> dict[
         "novelty": "mean -log2(pop_i / n_train_users), pop_i = distinct training users of item i (min 1)",
         "tail": f"TailRecall counts users whose target is outside the {int(HEAD_FRACTION * 100)}% most popular items",
         "recall": "one target per user, so Recall@K = HitRate@K",
+        "popularity_groups": f"items ordered by training popularity (distinct users): head = the most popular "
+        f"holding the first {GROUP_SHARE:.0%} of training interactions, tail = the least popular holding the "
+        f"last {GROUP_SHARE:.0%} (and every item unseen in training), mid = the rest; by_target_popularity "
+        "gives Recall@10 and NDCG@10 of the users whose target is in each group, and of those whose target "
+        "is cold (no training interaction) or warm",
+        "arp": "ARP@K = mean training popularity (distinct users) of the recommended items; TailShare@K = "
+        "share of recommended items in the tail group",
+        "cold_items": manifest["split"].get("cold_items", 0),
     }
 
 
@@ -97,9 +105,9 @@ def run(
         res = {stage: evaluate_scorer(scorer, corpus, stage, ctx, ks, label=f"{name} {stage}")
                for stage in ("valid", "test")}  # fmt: skip
         results[name] = {
-            "valid": {k: v for k, v in res["valid"].items() if k != "by_history_length"},
-            "test": {k: v for k, v in res["test"].items() if k != "by_history_length"},
-            "by_history_length": {s: res[s]["by_history_length"] for s in res},
+            "valid": {k: v for k, v in res["valid"].items() if k not in BREAKDOWNS},
+            "test": {k: v for k, v in res["test"].items() if k not in BREAKDOWNS},
+            **{b: {s: res[s][b] for s in res} for b in BREAKDOWNS},
             "fit_info": {k: v for k, v in model.fit_info.items() if k != "history"},
         }
         timings[name] = {

@@ -8,7 +8,12 @@
   (+ the enriched descriptions on the item side), ``fused_B_query`` (+ the LLM queries) and
   ``fused_B_llm`` (both). Each searches its retrieval weights (every range from 0) with the fusion on
   validation; the final config is chosen by the one-standard-error rule (``tune.selection``) among its own
-  candidates and those of its simpler rows, and applied unchanged to test.
+  candidates and those of its simpler rows, and applied unchanged to test;
+- for each backbone B and K in ``SERIAL_KS``, ``serial_B_retrieval_kK``: the serial architecture the
+  parallel design is measured against. CF's top-K is reordered by the same fusion of CF and retrieval
+  scores, searched on validation with the same retrieval weights as the widest fused row, but only CF's K
+  candidates can be answered (``FusionConfig.cf_candidates``): the same signals confined to CF's list, so
+  its distance to ``fused_B_<use>`` measures the information bottleneck alone.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 CF_MODELS = ("pop", "ease", "sasrec")
 BACKBONES = ("sasrec", "ease")
 METHODS = ("fixed", "adaptive", "rrf")
+SERIAL_KS = (20, 50)  # CF list lengths of the serial rows
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,30 @@ class FusedRow:
 def fused_rows(available: tuple[str, ...]) -> list[FusedRow]:
     """The fused rows whose LLM inputs are ``available`` (of ``llm``, ``enriched``), per backbone."""
     return [FusedRow(cf, use) for cf in BACKBONES for use in LLM_USES if set(use.needs) <= set(available)]
+
+
+@dataclass(frozen=True)
+class SerialRow:
+    """One serial row: the backbone's top-``k`` reordered by the fusion, with the parts of ``use``."""
+
+    cf: str
+    k: int
+    use: LLMUse
+
+    @property
+    def name(self) -> str:
+        return f"serial_{self.cf}_retrieval_k{self.k}"
+
+    @property
+    def parallel(self) -> str:
+        """The fused row with the same backbone and the same parts: what it is compared with."""
+        return FusedRow(self.cf, self.use).name
+
+
+def serial_rows(available: tuple[str, ...]) -> list[SerialRow]:
+    """The serial rows, per backbone and K, each with the widest LLM use whose inputs are ``available``."""
+    widest = [use for use in LLM_USES if set(use.needs) <= set(available)][-1]
+    return [SerialRow(cf, k, widest) for cf in BACKBONES for k in SERIAL_KS]
 
 
 # names of earlier reports, kept for one release: each points at the row that took its place

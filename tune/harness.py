@@ -15,7 +15,15 @@ from tqdm.auto import tqdm
 
 from actors.cf.base import score_batch_size
 from data_prep.corpus import Corpus, Stage
-from tune.metrics import DEFAULT_KS, MetricContext, by_history_length, compute_metrics, concat, rank_batch
+from tune.metrics import (
+    DEFAULT_KS,
+    MetricContext,
+    by_history_length,
+    by_target_popularity,
+    compute_metrics,
+    concat,
+    rank_batch,
+)
 
 Scorer = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
 
@@ -35,7 +43,8 @@ def evaluate_scorer(
     with_ranks: bool = False,
     label: str | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``scorer`` on ``stage`` plus ``by_history_length`` (a nested dict); with ``with_ranks``,
+    """Metrics of ``scorer`` on ``stage`` plus the nested breakdowns ``by_history_length`` and
+    ``by_target_popularity`` (``tune.metrics.BREAKDOWNS``); with ``with_ranks``,
     also ``target_ranks``: each user's 1-based target rank (for paired comparisons). With ``label``, a
     progress bar of that name over the user batches."""
     ctx = ctx or metric_context(corpus)
@@ -54,6 +63,7 @@ def evaluate_scorer(
     ranked = concat(batches)
     out: dict[str, Any] = compute_metrics(ranked, ctx, ks)
     out["by_history_length"] = by_history_length(ranked, k=min(ks))
+    out["by_target_popularity"] = by_target_popularity(ranked, ctx, k=min(ks))
     if with_ranks:
         out["target_ranks"] = ranked.ranks
     return out

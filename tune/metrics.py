@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -17,6 +18,13 @@ from actors.ranking import mask_items, ndcg_at_k, ndcg_gains, target_ranks, topk
 DEFAULT_KS = (10, 20)
 DEFAULT_LENGTH_BUCKETS = (0, 20, 50, 100, 200)  # lower edges of history-length buckets
 HEAD_FRACTION = 0.2
+# popularity groups of items: head = the most popular items holding the first GROUP_SHARE of the training
+# interactions, tail = the least popular holding the last GROUP_SHARE (every item never seen in training
+# among them), mid = the rest
+GROUP_SHARE = 0.2
+GROUPS = ("head", "mid", "tail")
+# the nested per-user-group results an evaluation adds beside its flat metrics
+BREAKDOWNS = ("by_history_length", "by_target_popularity")
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -65,6 +73,31 @@ class MetricContext:
         n_head = math.ceil(HEAD_FRACTION * self.n_items)
         return np.argsort(-self.item_popularity, kind="stable")[:n_head]
 
+    @cached_property
+    def groups(self) -> np.ndarray:
+        """(n_items,) index into ``GROUPS`` of each item's popularity group (``popularity_groups``)."""
+        return popularity_groups(self.item_popularity)
+
+
+def popularity_groups(popularity: np.ndarray, share: float = GROUP_SHARE) -> np.ndarray:
+    """(n_items,) int8 group of each item by training popularity: 0 head, 1 mid, 2 tail (``GROUPS``).
+
+    Items are ordered from the most popular (ties: lower index first). An item is head while the items more
+    popular than it hold less than ``share`` of all interactions, and tail once they hold at least
+    ``1 - share`` of them, so the head holds about the first ``share`` of the interactions and the tail the
+    last ``share``; an item no training user has seen is always tail.
+    """
+    pop = np.asarray(popularity, dtype=np.float64)
+    order = np.argsort(-pop, kind="stable")
+    counts = pop[order]
+    total = counts.sum()
+    before = (np.cumsum(counts) - counts) / total if total > 0 else np.ones(len(pop))
+    group = np.where(before < share, 0, np.where(before >= 1.0 - share, 2, 1))
+    group[counts == 0] = 2
+    out = np.empty(len(pop), dtype=np.int8)
+    out[order] = group
+    return out
+
 
 def accuracy(ranks: np.ndarray, k: int) -> tuple[float, float]:
     """(Recall@k, NDCG@k) for one target per user."""
@@ -86,7 +119,9 @@ def intra_list_distance(top: np.ndarray, embeddings: np.ndarray) -> float:
 def compute_metrics(
     ranked: RankedBatch, ctx: MetricContext, ks: Sequence[int] = DEFAULT_KS
 ) -> dict[str, float]:
-    """Recall, HitRate, NDCG, Coverage, Novelty, ILD (with embeddings) and TailRecall at each K, plus MRR."""
+    """Recall, HitRate, NDCG, Coverage, Novelty, ILD (with embeddings), TailRecall, ARP (the mean training
+    popularity, in distinct users, of the recommended items) and TailShare (the share of recommended items in
+    the tail popularity group) at each K, plus MRR."""
     out: dict[str, float] = {}
     info = -np.log2(np.maximum(ctx.item_popularity, 1) / max(ctx.n_train_users, 1))
     tail_users = ~np.isin(ranked.targets, ctx.head_items())
@@ -98,6 +133,8 @@ def compute_metrics(
         out[f"NDCG@{k}"] = ndcg
         out[f"Coverage@{k}"] = len(np.unique(top)) / ctx.n_items
         out[f"Novelty@{k}"] = float(info[top].mean())
+        out[f"ARP@{k}"] = float(ctx.item_popularity[top].mean())
+        out[f"TailShare@{k}"] = float((ctx.groups[top] == GROUPS.index("tail")).mean())
         out[f"TailRecall@{k}"] = (
             float((ranked.ranks[tail_users] <= k).mean()) if tail_users.any() else float("nan")
         )
@@ -124,17 +161,46 @@ def by_history_length(
     return out
 
 
+def by_target_popularity(ranked: RankedBatch, ctx: MetricContext, k: int = 10) -> dict[str, dict[str, float]]:
+    """Recall@k and NDCG@k of the users whose target is in each popularity group (``head``, ``mid``,
+    ``tail``), and of those whose target no training user has seen (``cold``) or has (``warm``), with user
+    counts; an empty group is left out."""
+    group = ctx.groups[ranked.targets]
+    seen = ctx.item_popularity[ranked.targets] > 0
+    sets = {name: group == i for i, name in enumerate(GROUPS)} | {"cold": ~seen, "warm": seen}
+    out: dict[str, dict[str, float]] = {}
+    for name, sel in sets.items():
+        if sel.any():
+            recall, ndcg = accuracy(ranked.ranks[sel], k)
+            out[name] = {"users": int(sel.sum()), f"Recall@{k}": recall, f"NDCG@{k}": ndcg}
+    return out
+
+
+def gains(ranks: np.ndarray, k: int = 10, metric: str = "NDCG") -> np.ndarray:
+    """Per-user NDCG@k or Recall@k (``metric``) for one target per user, from 1-based ranks."""
+    if metric == "NDCG":
+        return ndcg_gains(ranks, k)
+    if metric == "Recall":
+        return (np.asarray(ranks) <= k).astype(np.float64)
+    raise ValueError(f"metric must be 'NDCG' or 'Recall', got {metric!r}")
+
+
 def paired_bootstrap(
-    ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 10, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+    ranks_a: np.ndarray,
+    ranks_b: np.ndarray,
+    k: int = 10,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    metric: str = "NDCG",
 ) -> dict[str, float]:
-    """NDCG@k of A minus B on the same users, with a 95% paired bootstrap interval (users resampled) and the
-    bootstrap standard error of the difference (``se``).
+    """NDCG@k (or Recall@k, ``metric``) of A minus B on the same users, with a 95% paired bootstrap interval
+    (users resampled) and the bootstrap standard error of the difference (``se``).
 
     An interval that contains 0 means the two cannot be told apart on this test set.
     """
     if ranks_a.shape != ranks_b.shape:
         raise ValueError(f"paired ranks differ in shape: {ranks_a.shape} vs {ranks_b.shape}")
-    diff = ndcg_gains(ranks_a, k) - ndcg_gains(ranks_b, k)
+    diff = gains(ranks_a, k, metric) - gains(ranks_b, k, metric)
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])

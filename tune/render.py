@@ -9,10 +9,39 @@ from typing import Any
 import numpy as np
 
 from tune.evaluate import markdown_table
-from tune.experiments import CF_MODELS
+from tune.experiments import BACKBONES, CF_MODELS
+from tune.metrics import GROUPS
 
 TABLE_METRICS = ("Recall@10", "NDCG@10", "Recall@20", "NDCG@20", "MRR", "Coverage@10", "Novelty@10", "ILD@10",
-                 "TailRecall@10")  # fmt: skip
+                 "TailRecall@10", "ARP@10", "TailShare@10")  # fmt: skip
+TARGET_GROUPS = (*GROUPS, "cold")
+
+
+def popularity_rows(results: dict[str, Any]) -> list[str]:
+    """The rows the popularity plot compares, per backbone: CF alone, its serial rows, its fused rows (without
+    and with the LLM), then last-item retrieval."""
+    names = []
+    for cf in BACKBONES:
+        names += [cf] + sorted(n for n in results if n.startswith(f"serial_{cf}_"))
+        names += [n for n in (f"fused_{cf}_nollm", f"fused_{cf}_llm") if n in results]
+    return [n for n in [*names, "retrieval_lastitem"] if n in results]
+
+
+def group_table(report: dict[str, Any]) -> str:
+    """Markdown: each row's test Recall@10 and NDCG@10 by the target's popularity group (user counts in the
+    header), with ARP@10 and TailShare@10."""
+    results = report["results"]
+    counts = next((r["by_target_popularity"] for r in results.values() if r.get("by_target_popularity")), {})
+    groups = [g for g in TARGET_GROUPS if g in counts]
+    head = " | ".join(f"{g} ({counts[g]['users']}) R@10 / N@10" for g in groups)
+    lines = [f"| row | {head} | ARP@10 | TailShare@10 |", "|---|" + "---:|" * (len(groups) + 2)]
+    for name, row in results.items():
+        by = row.get("by_target_popularity", {})
+        cells = [f"{by[g]['Recall@10']:.4f} / {by[g]['NDCG@10']:.4f}" if g in by else "" for g in groups]
+        t = row["test"]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {t.get('ARP@10', np.nan):.1f} | "
+                     f"{t.get('TailShare@10', np.nan):.3f} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def plot(report: dict[str, Any], out: Path) -> list[Path]:
@@ -58,6 +87,31 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
     files.append(out / "by_history_length.png")
     fig.savefig(files[-1], dpi=110)
     plt.close(fig)
+
+    names = [n for n in popularity_rows(results) if results[n].get("by_target_popularity")]
+    if names:
+        groups = [g for g in TARGET_GROUPS if g in results[names[0]]["by_target_popularity"]]
+        fig, ax = plt.subplots(
+            figsize=(max(9, 1.2 * len(names) * len(groups) / 3), 5), constrained_layout=True
+        )
+        width = 0.8 / len(names)
+        cmap = plt.get_cmap("tab20")
+        for i, n in enumerate(names):
+            by = results[n]["by_target_popularity"]
+            vals = [by.get(g, {}).get("Recall@10", np.nan) for g in groups]
+            ax.bar(np.arange(len(groups)) + (i - (len(names) - 1) / 2) * width, vals, width, label=n,
+                   color=cmap(i % 20))  # fmt: skip
+        counts = results[names[0]]["by_target_popularity"]
+        ax.set_xticks(range(len(groups)), [f"{g}\n({counts[g]['users']} users)" for g in groups])
+        ax.set_xlabel("popularity group of the test target (training interactions: head = first 20%, tail = last "
+                      "20%; cold = never seen in training)")  # fmt: skip
+        ax.set_ylabel("Recall@10 (test)")
+        ax.set_title(f"{p['dataset']}: CF alone, serial (CF's top-K reordered) and parallel (fused) rows")
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3, axis="y")
+        files.append(out / "by_popularity.png")
+        fig.savefig(files[-1], dpi=110)
+        plt.close(fig)
     return files
 
 
@@ -83,6 +137,25 @@ def markdown(report: dict[str, Any], plots: list[Path]) -> str:
                      f"{'beyond' if c['separable'] else 'within'} noise")  # fmt: skip
         gain = f"{c['ndcg10_gain']:+.1%}" if c["ndcg10_gain"] is not None else "n/a"
         lines.append(f"- {name}: NDCG@10 gain {gain}{noise}; {c['test']}")
+    lines += [
+        "",
+        "## By the popularity of the test target",
+        "",
+        p.get("popularity_groups", ""),
+        "",
+        group_table(report),
+        "",
+    ]
+    cold = report.get("cold_items", {})
+    if cold.get("cold_target_users"):
+        lines += ["## Cold targets (test users whose target no training user has seen)", "",
+                  f"{cold['cold_target_users']} cold-target and {cold['warm_target_users']} warm-target users; "
+                  "each fused and serial row against its CF backbone, Recall@10 difference with its 95% paired "
+                  "bootstrap interval:", ""]  # fmt: skip
+        for name, sides in cold.items():
+            if isinstance(sides, dict) and sides:
+                lines.append(f"- {name}: " + "; ".join(
+                    f"{part} {c['Recall@10']} diff {c['recall10_diff']:+.4f} {c['ci95']}" for part, c in sides.items()))  # fmt: skip
     lines += ["", "## Does the LLM help? (test NDCG@10 minus the backbone's no-LLM row, 95% interval)", ""]
     for name, row in report["results"].items():
         if "vs_nollm" in row:

@@ -2,9 +2,10 @@
 
     python -m tune.report --dataset ml-100k --out artifacts/ml-100k/report [--trials 200] [--no-llm]
 
-Writes ``report.json`` (``{"protocol", "results": {"<method>": {"valid", "test", ...}}, "comparisons",
-"aliases", "cost"}``), ``report.md`` and two PNG plots (metric bars per method; NDCG@10 by history-length
-bucket), and prints the test table, led by the fused rows. The rows are ``tune.experiments``; each is
+Writes ``report.json`` (``{"protocol", "results": {"<method>": {"valid", "test", "by_history_length",
+"by_target_popularity", ...}}, "comparisons", "cold_items", "aliases", "cost"}``), ``report.md`` and three
+PNG plots (metric bars per method; NDCG@10 by history-length bucket; Recall@10 by the target's popularity
+group), and prints the test table, led by the fused and serial rows, and the popularity-group table. The rows are ``tune.experiments``; each is
 evaluated by ``tune.rows`` and rendered by ``tune.render``. Every fused row's fusion and retrieval weights
 are searched with Ray Tune on the validation branches (``tune.search.cached_search``, reused while its
 inputs are unchanged); its final config is chosen by the one-standard-error rule (``tune.selection``) and
@@ -32,13 +33,13 @@ from data_prep.artifacts import ArtifactPaths, read_json, write_json
 from data_prep.corpus import Corpus
 from data_prep.train import parse_overrides
 from tune.evaluate import protocol
-from tune.experiments import ALIASES, METHODS, fused_rows
+from tune.experiments import ALIASES, METHODS, fused_rows, serial_rows
 from tune.harness import metric_context
 from tune.metrics import BOOTSTRAP_RESAMPLES, DEFAULT_KS, paired_bootstrap
-from tune.render import markdown, plot, stage_table
+from tune.render import group_table, markdown, plot, stage_table
 from tune.rows import Overrides, branch_pair, cf_rows, fused_metrics, lastitem_row, list_metrics, row_result
-from tune.search import choose
-from tune.selection import use_name
+from tune.search import cached_search, choose
+from tune.selection import candidates, select, use_name
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,21 @@ def paired(ranks: dict[str, np.ndarray], a: str, b: str, base: float) -> dict[st
     }
 
 
+def comparison_pairs(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """``COMPARISONS``, then each serial row's parallel counterpart against it."""
+    serial = [
+        (r["fusion"]["parallel"], name) for name, r in results.items() if "parallel" in r.get("fusion", {})
+    ]
+    return [*COMPARISONS, *serial]
+
+
 def comparisons(results: dict[str, Any], ranks: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Measured test differences of each (row, baseline) pair present: the metrics side by side, the
-    relative NDCG@10 gain, and (with per-user ranks) the paired bootstrap interval of the difference."""
+    """Measured test differences of each (row, baseline) pair present (``comparison_pairs``): the metrics side
+    by side, the relative NDCG@10 gain, and (with per-user ranks) the paired bootstrap interval of the
+    difference."""
     ranks = ranks or {}
     out: dict[str, Any] = {}
-    for a, b in COMPARISONS:
+    for a, b in comparison_pairs(results):
         if not {a, b} <= results.keys():
             continue
         ta, tb = results[a]["test"], results[b]["test"]
@@ -85,6 +95,28 @@ def comparisons(results: dict[str, Any], ranks: dict[str, np.ndarray] | None = N
             "ndcg10_gain": round(ta["NDCG@10"] / base - 1, 4) if base > 0 else None,
             **paired(ranks, a, b, base),
         }
+    return out
+
+
+def cold_items(results: dict[str, Any], ranks: dict[str, np.ndarray], cold: np.ndarray) -> dict[str, Any]:
+    """Each fused and serial row against its CF backbone on the test users whose target is cold (no training
+    interaction) and on the others: Recall@10 of both and the difference's 95% paired bootstrap interval."""
+    out: dict[str, Any] = {"cold_target_users": int(cold.sum()), "warm_target_users": int((~cold).sum())}
+    for name, row in results.items():
+        cf = row.get("fusion", {}).get("cf")
+        if cf is None or ranks.get(name) is None or ranks.get(cf) is None:
+            continue
+        sides = {}
+        for part, sel in (("cold", cold), ("warm", ~cold)):
+            if not sel.any():
+                continue
+            a, b = ranks[name][sel], ranks[cf][sel]
+            pb = paired_bootstrap(a, b, metric="Recall")
+            lo, hi = pb["ci95_low"], pb["ci95_high"]
+            sides[part] = {"Recall@10": {name: round(float((a <= 10).mean()), 4), cf: round(float((b <= 10).mean()), 4)},
+                           "recall10_diff": round(pb["diff"], 4), "ci95": [round(lo, 4), round(hi, 4)],
+                           "separable": bool(lo > 0 or hi < 0)}  # fmt: skip
+        out[f"{name}_vs_{cf}"] = sides
     return out
 
 
@@ -152,26 +184,47 @@ def build_report(
 
     t0 = time.perf_counter()
     searches, fused = {}, {}
-    for row in fused_rows(available):
-        valid, test = branch_pair(paths, corpus, row.cf, overrides)
-        tuned = row.use.tuned if valid.tunable else ()
-        choice = choose(paths, corpus, row.cf, tuned, valid, ctx,
-                        {"trials": trials, "methods": METHODS, "cf_overrides": overrides.get(row.cf)})  # fmt: skip
-        searches[row.name] = choice["searches"][use_name(tuned)]
+
+    def tuned_row(name: str, cf: str, use: str, tuned: tuple[str, ...], choice: dict[str, Any], valid, test,
+                  **extra: Any) -> None:  # fmt: skip
+        """The row of a searched config: the selected config's valid and test metrics, the best-on-valid
+        config's test metrics (its ranks in ``fused``)."""
         chosen, best = choice["selected"], choice["best"]
         cfg, w = FusionConfig(**chosen["config"]), RetrievalWeights(**chosen["weights"])
         best_cfg, best_w = FusionConfig(**best["config"]), RetrievalWeights(**best["weights"])
         best_test = fused_metrics(test, best_cfg, ctx, best_w)
-        fused[row.name] = best_test.pop("target_ranks")
-        results[row.name] = row_result(
+        fused[name] = best_test.pop("target_ranks")
+        results[name] = row_result(
             fused_metrics(valid, cfg, ctx, w), fused_metrics(test, cfg, ctx, w),
-            fusion={"cf": row.cf, "uses": row.use.name, "tuned_weights": list(tuned), "selected": chosen,
-                    "best": best | {"test": {k: v for k, v in best_test.items() if k != "by_history_length"}},
-                    "selection": choice["table"], "rows": test.cf.mode},
+            fusion={"cf": cf, "uses": use, "tuned_weights": list(tuned), "selected": chosen,
+                    "best": best | {"test": {k: v for k, v in best_test.items() if not k.startswith("by_")}},
+                    "selection": choice["table"], "rows": test.cf.mode, **extra},
         )  # fmt: skip
-        log.info("%s: test NDCG@10 %.4f (selected %s; best on valid %s: %.4f)", row.name,
-                 results[row.name]["test"]["NDCG@10"], chosen["name"], best["name"], best_test["NDCG@10"])  # fmt: skip
+        log.info("%s: test NDCG@10 %.4f (selected %s; best on valid %s: %.4f)", name,
+                 results[name]["test"]["NDCG@10"], chosen["name"], best["name"], best_test["NDCG@10"])  # fmt: skip
+
+    kwargs = {"trials": trials, "methods": METHODS}
+    for row in fused_rows(available):
+        valid, test = branch_pair(paths, corpus, row.cf, overrides)
+        tuned = row.use.tuned if valid.tunable else ()
+        choice = choose(
+            paths, corpus, row.cf, tuned, valid, ctx, kwargs | {"cf_overrides": overrides.get(row.cf)}
+        )
+        searches[row.name] = choice["searches"][use_name(tuned)]
+        tuned_row(row.name, row.cf, row.use.name, tuned, choice, valid, test)
     seconds["fusion_search_and_evaluate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    for srow in serial_rows(available):  # one search each, the selection among its methods' best configs
+        valid, test = branch_pair(paths, corpus, srow.cf, overrides)
+        tuned = srow.use.tuned if valid.tunable else ()
+        search = cached_search(paths, corpus, srow.cf, tuned, cf_overrides=overrides.get(srow.cf),
+                               fixed={"cf_candidates": srow.k}, **kwargs)  # fmt: skip
+        searches[srow.name] = search
+        choice = select(candidates(use_name(tuned), search), valid, ctx)
+        tuned_row(srow.name, srow.cf, srow.use.name, tuned, choice, valid, test, cf_candidates=srow.k,
+                  parallel=srow.parallel)  # fmt: skip
+    seconds["serial_search_and_evaluate"] = time.perf_counter() - t0
 
     proto = protocol(paths, corpus, DEFAULT_KS) | {
         "fused_and_query_rows": "ranked lists of the fused top-20 (from each branch's top-200); a target "
@@ -182,12 +235,15 @@ def build_report(
         "one-standard-error rule over a paired bootstrap of validation users (tune.selection) and applied "
         "unchanged to test; 'fusion.best' is the best-on-validation config and its test numbers",
         "llm_inputs": list(available) or "none",
+        "serial_rows": "serial_B_retrieval_kK: only the backbone's top-K can be answered, reordered by the same "
+        "fusion of CF and retrieval scores (searched on validation like the fused rows, with the widest fused "
+        "row's retrieval weights; one search, the selection among its methods); compared with that fused row",
     }
     ranks = {name: row.pop("test_ranks", None) for name, row in results.items()}
-    for name, row in results.items():  # the LLM rows against their backbone's no-LLM row, on test
+    for name, row in results.items():  # the fused LLM rows against their backbone's no-LLM row, on test
         uses = row.get("fusion", {}).get("uses")
         base = f"fused_{row['fusion']['cf']}_nollm" if uses else None
-        if uses and uses != "nollm" and base in results:
+        if name.startswith("fused_") and uses and uses != "nollm" and base in results:
             d = paired_bootstrap(ranks[name], ranks[base])
             b = paired_bootstrap(fused[name], fused[base])
             row["vs_nollm"] = {"ndcg10_diff": round(d["diff"], 4),
@@ -198,12 +254,14 @@ def build_report(
     proto["comparisons_noise"] = ("each comparison's NDCG@10 difference comes with a 95% paired bootstrap "
                                   f"interval over the test users ({BOOTSTRAP_RESAMPLES:,} resamples); "
                                   "'separable: false' means it contains 0")  # fmt: skip
-    fused_first = {n: results[n] for n in results if n.startswith("fused_")}
+    fused_first = {n: results[n] for n in results if n.startswith(("fused_", "serial_"))}
     ordered = fused_first | {n: r for n, r in results.items() if n not in fused_first}
+    targets = corpus.test_target[corpus.eval_users("test")]
     return {
         "protocol": proto,
         "results": ordered,
         "comparisons": comparisons(results, ranks),
+        "cold_items": cold_items(results, ranks, ctx.item_popularity[targets] == 0),
         "aliases": {old: new for old, new in ALIASES.items() if new in results},
         "cost": cost(paths, searches, {k: round(v, 1) for k, v in seconds.items()}),
     }
@@ -247,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p = report["protocol"]
     print(f"\n{p['dataset']} test ({p['test_users']} users; {p['split']}; {p['ranking']}):\n")
     print(stage_table(report))
+    print(f"\nby the popularity group of the test target ({p['popularity_groups'].split(';')[0]}):\n")
+    print(group_table(report))
     for name, row in report["results"].items():
         if "vs_nollm" in row:
             v = row["vs_nollm"]
@@ -264,6 +324,15 @@ def main(argv: list[str] | None = None) -> int:
             line += (f", difference {c['ndcg10_diff']:+.4f}, 95% paired bootstrap [{lo:+.4f}, {hi:+.4f}]: "
                      f"{'beyond' if c['separable'] else 'within'} noise")  # fmt: skip
         print(line)
+    cold = report["cold_items"]
+    if cold["cold_target_users"]:
+        print(f"\ncold targets ({cold['cold_target_users']} test users; no training interaction), Recall@10 "
+              "against the CF backbone, 95% paired bootstrap:")  # fmt: skip
+        for name, sides in cold.items():
+            if isinstance(sides, dict) and "cold" in sides:
+                print("  " + name + ": " + "; ".join(
+                    f"{part} {c['recall10_diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]"
+                    for part, c in sides.items()))  # fmt: skip
     print(f"\nwrote {out / 'report.json'}, {out / 'report.md'} and {len(plots)} plots")
     return 0
 

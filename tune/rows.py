@@ -1,7 +1,7 @@
 """The evaluation of one report row: CF alone, last-item retrieval, a query branch, or a tuned fusion.
 
-Each row has ``valid`` and ``test`` metrics, the test ``by_history_length`` buckets, and the per-user
-test ranks (``test_ranks``, for paired comparisons; the report takes them out before writing).
+Each row has ``valid`` and ``test`` metrics, the test breakdowns (``by_history_length`` buckets,
+``by_target_popularity`` groups), and the per-user test ranks (``test_ranks``, for paired comparisons; the report takes them out before writing).
 """
 
 from __future__ import annotations
@@ -17,19 +17,27 @@ from data_prep.corpus import Corpus
 from tune.branches import BranchScores, fused_lists, ranked_lists
 from tune.experiments import CF_MODELS
 from tune.harness import evaluate_scorer
-from tune.metrics import DEFAULT_KS, MetricContext, by_history_length, compute_metrics
+from tune.metrics import (
+    BREAKDOWNS,
+    DEFAULT_KS,
+    MetricContext,
+    by_history_length,
+    by_target_popularity,
+    compute_metrics,
+)
 
 Overrides = dict[str, dict[str, Any]]
 
 
 def row_result(valid: dict[str, Any], test: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """Split off ``by_history_length`` and the per-user ``target_ranks`` (both kept for test only) from two
-    metric dicts. ``test_ranks`` is for paired comparisons and is taken out before the report is written."""
-    split_off = ("by_history_length", "target_ranks")
+    """Split off the breakdowns (``tune.metrics.BREAKDOWNS``) and the per-user ``target_ranks`` (all kept for
+    test only) from two metric dicts. ``test_ranks`` is for paired comparisons and is taken out before the
+    report is written."""
+    split_off = (*BREAKDOWNS, "target_ranks")
     row = {
         "valid": {k: v for k, v in valid.items() if k not in split_off},
         "test": {k: v for k, v in test.items() if k not in split_off},
-        "by_history_length": test.get("by_history_length", {}),
+        **{k: test.get(k, {}) for k in BREAKDOWNS},
         "test_ranks": test.get("target_ranks"),
     }
     return row | extra
@@ -37,8 +45,11 @@ def row_result(valid: dict[str, Any], test: dict[str, Any], **extra: Any) -> dic
 
 def list_metrics(top: np.ndarray, b: BranchScores, ctx: MetricContext) -> dict[str, Any]:
     ranked = ranked_lists(top, b.targets, b.history_len, ctx.n_items)
-    return compute_metrics(ranked, ctx, DEFAULT_KS) | {"by_history_length": by_history_length(ranked),
-                                                       "target_ranks": ranked.ranks}  # fmt: skip
+    return compute_metrics(ranked, ctx, DEFAULT_KS) | {
+        "by_history_length": by_history_length(ranked),
+        "by_target_popularity": by_target_popularity(ranked, ctx),
+        "target_ranks": ranked.ranks,
+    }
 
 
 def fused_metrics(

@@ -110,11 +110,11 @@ def to_weights(config: dict[str, Any], base: RetrievalWeights) -> RetrievalWeigh
     return replace(base, **{w: float(config[f"w_{w}"]) for w in WEIGHTS if f"w_{w}" in config})
 
 
-def trial(config: dict[str, Any], branches: BranchScores, ctx: MetricContext) -> None:
+def trial(config: dict[str, Any], branches: BranchScores, ctx: MetricContext, fixed: dict[str, Any]) -> None:
     from ray import tune
 
     weights = to_weights(config, branches.weights)
-    metrics = evaluate_fused(branches, to_fusion(config), ctx, ks=(10,), weights=weights)
+    metrics = evaluate_fused(branches, to_fusion(config | fixed), ctx, ks=(10,), weights=weights)
     tune.report({TUNE_KEYS[k]: v for k, v in metrics.items() if k in TUNE_KEYS})
 
 
@@ -129,10 +129,12 @@ def run_search(
     name: str = "fusion",
     concurrency: int = 1,
     tuned: tuple[str, ...] = (),
+    fixed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Returns ``{"config": best FusionConfig dict, "weights": its retrieval weights, "valid": its metrics,
     "by_method": the same for the best trial of each method, "trials": n, "seconds": s}``. ``tuned`` names
-    the retrieval weights searched (the branches must keep part rows for them).
+    the retrieval weights searched (the branches must keep part rows for them); ``fixed`` holds
+    ``FusionConfig`` fields every trial keeps (``{"cf_candidates": 20}``: the serial architecture).
 
     ``concurrency=1`` makes a seeded search reproducible: the same inputs give the same best config. With
     more trials at once TPE sees results in whatever order they finish, so reruns differ.
@@ -147,6 +149,10 @@ def run_search(
     if tuned and not branches.tunable:
         raise ValueError(f"retrieval weights {list(tuned)} cannot be tuned here: the catalog is too large for "
                          "the part rows (tune.branches_store); search with --weights none")  # fmt: skip
+    fixed = dict(fixed or {})
+    unknown = set(fixed) - {f.name for f in fields(FusionConfig)}
+    if unknown:
+        raise ValueError(f"fixed: unknown FusionConfig field(s) {sorted(unknown)}")
     init_ray(quiet=True)
     metrics = OBJECTIVES[objective]
     modes = ["max"] * len(metrics)
@@ -158,7 +164,7 @@ def run_search(
     )
     t0 = time.perf_counter()
     tuner = tune.Tuner(
-        tune.with_parameters(trial, branches=branches, ctx=ctx),
+        tune.with_parameters(trial, branches=branches, ctx=ctx, fixed=fixed),
         param_space=search_space(methods, tuned),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
@@ -172,7 +178,7 @@ def run_search(
     seconds = time.perf_counter() - t0
 
     def summary(result) -> dict[str, Any]:
-        return {"config": asdict(to_fusion(result.config)),
+        return {"config": asdict(to_fusion(result.config | fixed)),
                 "weights": asdict(to_weights(result.config, branches.weights)),
                 "valid": {k: result.metrics[m] for k, m in TUNE_KEYS.items() if m in result.metrics}}  # fmt: skip
 
@@ -185,7 +191,7 @@ def run_search(
     best = summary(results.get_best_result(metric="ndcg10", mode="max"))
     return best | {"by_method": by_method, "tuned_weights": list(tuned), "trials": len(results),
                    "seconds": round(seconds, 2), "objective": metrics, "methods": list(methods),
-                   "concurrency": concurrency}  # fmt: skip
+                   "concurrency": concurrency, "fixed": fixed}  # fmt: skip
 
 
 def available_weights(paths: ArtifactPaths) -> tuple[str, ...]:
@@ -224,12 +230,14 @@ def cached_search(
     methods: tuple[str, ...] = METHODS,
     cf_overrides: dict[str, Any] | None = None,
     base: RetrievalWeights | None = None,
+    fixed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``run_search`` on the valid branches of ``cf``, tuning the retrieval weights ``tuned`` (names, or a
-    ``--weights`` spec) from ``base``; reused while its inputs are unchanged.
+    ``--weights`` spec) from ``base``, with the fusion fields ``fixed``; reused while its inputs are unchanged.
 
     The result is kept under ``tune/searches/`` keyed by the branch file (which fingerprints the model,
-    vectors and queries), the tuned weights, the base weights, the methods, the trial count and the objective.
+    vectors and queries), the tuned weights, the base weights, the fixed fields, the methods, the trial count
+    and the objective.
     """
     from tune.branches_store import branch_file, load_or_compute
     from tune.harness import metric_context
@@ -240,13 +248,16 @@ def cached_search(
         tuned = resolve_weights(tuned, paths, branches)
     stem = branch_file(paths, "valid", cf, base, corpus).stem
     # the search space, the fusion fields and the base weights
-    space = fingerprint(SEARCH_VERSION, asdict(FusionConfig()), asdict(base), list(tuned), length=8)
-    key = f"{stem}_{'-'.join(methods)}_{'-'.join(tuned) or 'fixed'}_{trials}_{objective}_{space}"
+    space = fingerprint(
+        SEARCH_VERSION, asdict(FusionConfig()), asdict(base), list(tuned), fixed or {}, length=8
+    )
+    serial = f"_serial{fixed['cf_candidates']}" if (fixed or {}).get("cf_candidates") else ""
+    key = f"{stem}_{'-'.join(methods)}_{'-'.join(tuned) or 'fixed'}{serial}_{trials}_{objective}_{space}"
     cache = paths.searches / f"{key}.json"
     if cache.is_file():
         return read_json(cache)
     out = run_search(branches, metric_context(corpus), paths.tune, trials, objective, methods=methods,
-                     name=key, tuned=tuned)  # fmt: skip
+                     name=key, tuned=tuned, fixed=fixed)  # fmt: skip
     out |= {"cf": cf}
     write_json(cache, out)
     return out

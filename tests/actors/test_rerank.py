@@ -124,3 +124,30 @@ def test_a_missing_branch_leaves_the_other_ones_ranking():
     ret_only = fuse(None, RET, H, FusionConfig(method="rrf"), 2)
     assert ret_only.ids.tolist() == [[3, 4]] and ret_only.alpha[0] == 0.0
     assert ret_only.retrieval_score[0].tolist() == pytest.approx([0.9, 0.8])
+
+
+def test_serial_answers_only_cf_candidates_reordered_by_the_fusion():
+    # CF's top-2 is {1, 2}; retrieval alone would answer 3, 4, 5 first, but serially only 1 and 2 can be
+    # answered, and with all the weight on retrieval (item 2 scores above item 1 there) the order flips
+    cf = BranchOutput(CF_IDS, CF_S)
+    ret = BranchOutput(np.array([[3, 2, 1]]), np.array([[0.9, 0.8, 0.1]]))
+    out = fuse(cf, ret, H, FusionConfig(method="fixed", alpha=0.0, cf_candidates=2), 5)
+    assert out.ids.tolist() == [[2, 1]]
+    parallel = fuse(cf, ret, H, FusionConfig(method="fixed", alpha=0.0), 5)
+    assert parallel.ids[0, 0] == 3  # the parallel answer reaches beyond CF's list
+    cf_only = fuse(cf, ret, H, FusionConfig(method="fixed", alpha=1.0, cf_candidates=3), 5)
+    assert cf_only.ids.tolist() == [[1, 2, 3]]
+
+
+def test_serial_uses_the_full_row_for_candidates_missing_from_the_retrieval_list():
+    full = np.array([[-np.inf, 0.2, 0.6, 0.9, 0.8, 0.7]], dtype=np.float32)
+    cfg = FusionConfig(method="fixed", alpha=0.0, cf_candidates=3)
+    # CF's candidates 1, 2, 3; only 3 is in retrieval's list (3, 4, 5): 2 and 1 take their true scores
+    assert fuse(CF, BranchOutput(RET_IDS, RET_S, full=full), H, cfg, 3).ids.tolist() == [[3, 2, 1]]
+    # without the row both sit at the list's floor, tied, and the lower id goes first
+    assert fuse(CF, RET, H, cfg, 3).ids.tolist() == [[3, 1, 2]]
+
+
+def test_serial_without_a_cf_branch_leaves_the_retrieval_ranking():
+    out = fuse(None, RET, H, FusionConfig(cf_candidates=2), 3)
+    assert out.ids.tolist() == [[3, 4, 5]]

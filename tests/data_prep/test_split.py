@@ -70,3 +70,33 @@ def test_split_is_chronological_per_user(ml100k):
     assert np.all(last_train.loc[valid.index].to_numpy() <= valid["timestamp"].to_numpy())
     assert np.all(valid.loc[test.index, "timestamp"].to_numpy() <= test["timestamp"].to_numpy())
     assert len(train) + len(valid) + len(test) == 100_000
+
+
+def test_cold_items_lose_their_training_interactions_only():
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{rng.integers(40)}", t) for u in range(30) for t in range(8)]
+    df = _frame(rows)
+    plain, cold = leave_one_out(df), leave_one_out(df, cold_items=0.25, seed=1)
+    assert len(cold.cold_items) == round(0.25 * df.item_id.nunique())
+    assert not cold.train.item_id.isin(cold.cold_items).any()
+    # validation and test are untouched: cold items stay targets
+    pd.testing.assert_frame_equal(cold.valid, plain.valid)
+    pd.testing.assert_frame_equal(cold.test, plain.test)
+    kept = plain.train[~plain.train.item_id.isin(cold.cold_items)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(cold.train, kept)
+    assert cold.summary()["cold_items"] == len(cold.cold_items)
+    assert cold.summary()["cold_test_targets"] == int(plain.test.item_id.isin(cold.cold_items).sum())
+    assert leave_one_out(df, cold_items=0.25, seed=1).cold_items == cold.cold_items  # seeded
+    assert leave_one_out(df, cold_items=0.25, seed=2).cold_items != cold.cold_items
+
+
+def test_cold_items_fraction_is_checked():
+    import pytest
+
+    from data_prep.schema import DataError
+
+    with pytest.raises(ValueError, match="cold_items must be a fraction in \\[0, 1\\), got 1.5"):
+        leave_one_out(_frame([("u", "x", 1), ("u", "y", 2), ("u", "z", 3)]), cold_items=1.5)
+    with pytest.raises(DataError, match="--cold-items must be a fraction in \\[0, 1\\), got -0.1"):
+        PrepareConfig(cold_items=-0.1)
+    assert PrepareConfig(cold_items=0.1).name == "ml-100k-cold0.1" and PrepareConfig().name == "ml-100k"

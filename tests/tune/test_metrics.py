@@ -9,9 +9,11 @@ from actors.ranking import mask_items, target_ranks, topk
 from tune.metrics import (
     MetricContext,
     by_history_length,
+    by_target_popularity,
     compute_metrics,
     intra_list_distance,
     paired_bootstrap,
+    popularity_groups,
     rank_batch,
 )
 
@@ -49,6 +51,9 @@ def test_hand_computed_metrics():
     # head = ceil(0.2 * 5) = 1 item (item 0); both targets are tail; only user 0 hits at 2
     assert m["TailRecall@2"] == 0.5
     assert "ILD@2" not in m
+    # groups of pop [4, 3, 2, 1, 1] (11 interactions): head = item 0 (0 before it), tail = items 3 and 4
+    # (9/11 and 10/11 >= 0.8 before them); lists [1, 2] and [0, 1] hold no tail item
+    assert m["ARP@2"] == pytest.approx((3 + 2 + 4 + 3) / 4) and m["TailShare@2"] == 0.0
 
 
 def test_ild_of_orthogonal_and_identical_items():
@@ -94,3 +99,34 @@ def test_paired_bootstrap_known_answers():
     assert half["se"] == pytest.approx(0.5 / np.sqrt(400), rel=0.1)  # the standard error of a mean of 0/1
     with pytest.raises(ValueError, match="shape"):
         paired_bootstrap(np.ones(3), np.ones(4))
+
+
+def test_popularity_groups_split_the_interactions_by_share():
+    # 100 interactions: item 0 holds 40 (head: nothing before it), items 1-2 the next 40 (mid: 40 and 60
+    # before them), items 3-6 the last 20 (tail: 80 or more before them), item 7 was never seen (tail)
+    pop = np.array([40, 25, 15, 8, 6, 4, 2, 0])
+    assert popularity_groups(pop).tolist() == [0, 1, 1, 2, 2, 2, 2, 2]
+    # ties keep the lower index first; a catalog no one has seen is all tail
+    assert popularity_groups(np.array([1, 1, 1, 1, 1])).tolist() == [0, 1, 1, 1, 2]
+    assert popularity_groups(np.zeros(3, dtype=int)).tolist() == [2, 2, 2]
+
+
+def test_by_target_popularity_counts_users_per_group():
+    pop = np.array([40, 25, 15, 8, 6, 4, 2, 0])
+    ctx = MetricContext(n_items=8, item_popularity=pop, n_train_users=50)
+    scores = np.tile(np.arange(8.0)[::-1], (4, 1))  # everyone ranks 0, 1, 2, ...
+    ranked = rank_batch(scores, [np.array([], dtype=int)] * 4, np.array([0, 1, 5, 7]), max_k=3)
+    out = by_target_popularity(ranked, ctx, k=3)
+    assert out["head"] == {"users": 1, "Recall@3": 1.0, "NDCG@3": 1.0}
+    assert out["mid"]["users"] == 1 and out["mid"]["Recall@3"] == 1.0
+    assert out["tail"] == {"users": 2, "Recall@3": 0.0, "NDCG@3": 0.0}
+    assert out["cold"] == {"users": 1, "Recall@3": 0.0, "NDCG@3": 0.0} and out["warm"]["users"] == 3
+    m = compute_metrics(ranked, ctx, ks=(3,))
+    assert m["ARP@3"] == pytest.approx((40 + 25 + 15) / 3) and m["TailShare@3"] == 0.0
+
+
+def test_paired_bootstrap_of_recall():
+    r = paired_bootstrap(np.array([1, 5, 11, 20]), np.array([11, 11, 11, 3]), metric="Recall")
+    assert r["diff"] == pytest.approx((1 + 1 + 0 - 1) / 4)
+    with pytest.raises(ValueError, match="'MAP'"):
+        paired_bootstrap(np.ones(2), np.ones(2), metric="MAP")

@@ -52,13 +52,19 @@ def _metrics(ndcg, cov=0.3, tail=0.05):
     return {"Recall@10": 2 * ndcg, "NDCG@10": ndcg, "Coverage@10": cov, "TailRecall@10": tail}
 
 
+def _groups(recall):
+    return {g: {"users": n, "Recall@10": recall * f, "NDCG@10": recall * f / 2}
+            for g, n, f in (("head", 5, 2), ("mid", 3, 1), ("tail", 1, 0.5))}  # fmt: skip
+
+
 def _report():
     results = {
         "ease": {"valid": _metrics(0.08), "test": _metrics(0.07)},
-        "sasrec": {"valid": _metrics(0.10), "test": _metrics(0.09, 0.34, 0.08)},
+        "sasrec": {"valid": _metrics(0.10), "test": _metrics(0.09, 0.34, 0.08), "by_target_popularity": _groups(0.1)},
         "retrieval_lastitem": {"valid": _metrics(0.027), "test": _metrics(0.03)},
         "retrieval_query": {"valid": _metrics(0.02), "test": _metrics(0.02)},
         "fused_sasrec_llm": {"valid": _metrics(0.10), "test": _metrics(0.091, 0.40, 0.09),
+                             "by_target_popularity": _groups(0.12),
                              "by_history_length": {"0-19": {"users": 5, "Recall@10": 0.2, "NDCG@10": 0.1}}},
         "fused_ease_llm": {"valid": _metrics(0.09), "test": _metrics(0.0805), "fusion": {
             "cf": "ease", "uses": "llm", "tuned_weights": ["last", "llm"], "rows": "full",
@@ -121,7 +127,7 @@ def test_comparisons_say_whether_a_difference_is_beyond_noise():
 def test_plots_and_markdown_are_written(tmp_path):
     report = _report()
     files = plot(report, tmp_path)
-    assert [f.name for f in files] == ["metrics_test.png", "by_history_length.png"]
+    assert [f.name for f in files] == ["metrics_test.png", "by_history_length.png", "by_popularity.png"]
     assert all(f.stat().st_size > 10_000 for f in files)
     md = markdown(report, files)
     assert (
@@ -129,6 +135,9 @@ def test_plots_and_markdown_are_written(tmp_path):
         and "fused_ease_llm_vs_ease: NDCG@10 gain +15.0%" in md
         and "fused_ease_llm: selected -0.0020 [-0.006, 0.001], best on valid -0.0040" in md
         and "![metrics_test](metrics_test.png)" in md
+        and "| row | head (5) R@10 / N@10 | mid (3) R@10 / N@10 | tail (1) R@10 / N@10 | ARP@10 | TailShare@10 |"
+        in md
+        and "| fused_sasrec_llm | 0.2400 / 0.1200 | 0.1200 / 0.0600 | 0.0600 / 0.0300 |" in md
     )
     assert "| valid |" not in stage_table(report)
     json.dumps(report)  # the report is plain JSON
@@ -153,18 +162,33 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     fused = {f"fused_{cf}_{u}" for cf in ("sasrec", "ease") for u in ("nollm", "enrich", "query", "llm")}
+    serial = {f"serial_{cf}_retrieval_k{k}" for cf in ("sasrec", "ease") for k in (20, 50)}
     assert (
-        set(report["results"]) == {"pop", "ease", "sasrec", "retrieval_lastitem", "retrieval_query"} | fused
+        set(report["results"])
+        == {"pop", "ease", "sasrec", "retrieval_lastitem", "retrieval_query"} | fused | serial
     )
-    assert list(report["results"])[:8] == [
-        r for r in report["results"] if r.startswith("fused_")
-    ]  # fused first
+    assert list(report["results"])[:12] == [
+        r for r in report["results"] if r.startswith(("fused_", "serial_"))
+    ]  # fused and serial first
     res = report["results"]
     assert res["pop"]["test"]["Recall@10"] == pytest.approx(0.0859, abs=0.001)  # the cross-checked protocol
     for name, row in res.items():
         for stage in ("valid", "test"):
             assert 0 < row[stage]["NDCG@10"] < 1 and row[stage]["users"] == 943, (name, stage)
         assert set(row["by_history_length"]) >= {"20-49", "200+"}
+        groups = row["by_target_popularity"]
+        assert set(groups) >= {"head", "mid", "tail", "warm"}
+        assert sum(groups[g]["users"] for g in ("head", "mid", "tail")) == 943
+        assert 0 <= row["test"]["TailShare@10"] <= 1 and row["test"]["ARP@10"] > 0
+    assert res["pop"]["test"]["TailShare@10"] == 0.0  # the most popular items are head items
+    for name in serial:
+        f = res[name]["fusion"]
+        k = f["cf_candidates"]
+        assert f["selected"]["config"]["cf_candidates"] == k and f["parallel"] == f"fused_{f['cf']}_llm"
+        assert f["tuned_weights"] == ["last", "recent", "llm", "enriched"]  # the widest fused row's
+        if k == 20:  # only CF's top-20 can be answered: no target CF ranks below 20 is found
+            assert res[name]["test"]["Recall@10"] <= res[f["cf"]]["test"]["Recall@20"] + 1e-12
+        assert report["comparisons"][f"{f['parallel']}_vs_{name}"]["ndcg10_diff_ci95"]
     for name in fused:
         f = res[name]["fusion"]
         assert f["rows"] == "full" and f["selected"]["valid_ndcg10"] <= f["best"]["valid_ndcg10"] + 1e-12
@@ -186,7 +210,16 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
     )  # enrich never uses the queries
     assert set(report["comparisons"]) == {"fused_ease_llm_vs_ease", "fused_sasrec_llm_vs_sasrec",
                                           "fused_ease_nollm_vs_ease", "fused_sasrec_nollm_vs_sasrec",
-                                          "retrieval_query_vs_retrieval_lastitem"}  # fmt: skip
+                                          "retrieval_query_vs_retrieval_lastitem"} | {
+        f"fused_{cf}_llm_vs_serial_{cf}_retrieval_k{k}" for cf in ("sasrec", "ease") for k in (20, 50)}  # fmt: skip
+    cold = report["cold_items"]
+    assert cold["cold_target_users"] + cold["warm_target_users"] == 943
+    assert set(cold["fused_sasrec_llm_vs_sasrec"]["warm"]) == {
+        "Recall@10",
+        "recall10_diff",
+        "ci95",
+        "separable",
+    }
     assert report["aliases"]["fused_adaptive_ease"] == "fused_ease_llm"
     assert all("test_ranks" not in row for row in res.values())
     assert {p.name for p in out.iterdir()} == {
@@ -194,9 +227,12 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
         "report.md",
         "metrics_test.png",
         "by_history_length.png",
+        "by_popularity.png",
     }
     printed = capsys.readouterr().out
     assert "| fused_ease_llm | test |" in printed and "fused_ease_llm vs ease without the LLM" in printed
+    assert "| serial_ease_retrieval_k20 | test |" in printed and "| row | head (" in printed
+    assert "serial_" not in "".join(r for r in res if "vs_nollm" in res[r])  # serial rows carry no vs_nollm
 
     code = main(["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--trials", "6", "--out",
                  str(tmp_path / "nollm"), "--no-llm", *sets])  # fmt: skip
@@ -209,5 +245,6 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
         "retrieval_lastitem",
         "fused_sasrec_nollm",
         "fused_ease_nollm",
-    }
+    } | {f"serial_{cf}_retrieval_k{k}" for cf in ("sasrec", "ease") for k in (20, 50)}
+    assert nollm["serial_ease_retrieval_k20"]["fusion"]["tuned_weights"] == ["last", "recent"]
     assert nollm["fused_ease_nollm"]["test"] == res["fused_ease_nollm"]["test"]  # the same search, reused
