@@ -95,7 +95,7 @@ def write_prepared(
     if split.cold_items:
         manifest["cold_item_ids"] = list(split.cold_items)
     write_json(paths.prepare_manifest, manifest)
-    log.info("prepared %s: %s", paths.root, manifest)
+    log.info("prepared %s: %s", paths.root, {k: v for k, v in manifest.items() if k != "cold_item_ids"})
     return paths
 
 

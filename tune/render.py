@@ -156,6 +156,9 @@ def markdown(report: dict[str, Any], plots: list[Path]) -> str:
             if isinstance(sides, dict) and sides:
                 lines.append(f"- {name}: " + "; ".join(
                     f"{part} {c['Recall@10']} diff {c['recall10_diff']:+.4f} {c['ci95']}" for part, c in sides.items()))  # fmt: skip
+    if report.get("llm_rerank"):
+        lines += ["", "## The serial LLM reranker (on a seeded sample of test users)", "```",
+                  *[x.strip("\n") for x in llm_rerank_lines(report)], "```"]  # fmt: skip
     lines += ["", "## Does the LLM help? (test NDCG@10 minus the backbone's no-LLM row, 95% interval)", ""]
     for name, row in report["results"].items():
         if "vs_nollm" in row:
@@ -176,6 +179,26 @@ def markdown(report: dict[str, Any], plots: list[Path]) -> str:
     lines += ["", "## Cost", "", "```", _json(report["cost"]), "```", ""]
     lines += [f"![{f.stem}]({f.name})" for f in plots]
     return "\n".join(lines) + "\n"
+
+
+def llm_rerank_lines(report: dict[str, Any]) -> list[str]:
+    """The serial LLM reranker on its sample: each row's test NDCG@10 there, the paired differences, the
+    position bias and the cost per user."""
+    lines = []
+    for cf, c in report.get("llm_rerank", {}).items():
+        row = report["results"][f"serial_{cf}_llm"]["llm_rerank"]
+        b = row["position_bias"]
+        cost = "; ".join(f"{k} {v['seconds_per_user']} s, {v['prompt_tokens_per_user']:.0f} + "
+                         f"{v['completion_tokens_per_user']:.0f} tokens" for k, v in row["passes"].items())  # fmt: skip
+        lines += [f"\nserial_{cf}_llm: {cf}'s top-{row['k']} reranked by the LLM ({row['mode']}, the better mode on "
+                  f"valid: {row['valid_ndcg10_by_mode']}), on a seeded sample of {c['users']} test users:",
+                  "  test NDCG@10 on the sample: " + ", ".join(f"{n} {v['NDCG@10']:.4f}" for n, v in c["rows"].items())]  # fmt: skip
+        lines += [f"  {k}: {v['ndcg10_diff']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]"
+                  for k, v in c.items() if k.endswith(f"_vs_serial_{cf}_llm")]  # fmt: skip
+        lines += [f"  position bias (listwise, the same {row['k']} candidates given as ranked and reversed): Kendall "
+                  f"tau {b['kendall_tau']:.3f}, top-1 the same for {b['top1_same']:.0%} of users",
+                  f"  per user: {cost}"]  # fmt: skip
+    return lines
 
 
 def _json(obj: Any) -> str:

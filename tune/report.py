@@ -27,17 +27,28 @@ from typing import Any
 
 import numpy as np
 
+from actors.llm_rerank import MODES
 from actors.rerank import FusionConfig
 from actors.retrieval_query import RetrievalWeights
 from data_prep.artifacts import ArtifactPaths, read_json, write_json
 from data_prep.corpus import Corpus
 from data_prep.train import parse_overrides
+from tune import llm_rerank
 from tune.evaluate import protocol
-from tune.experiments import ALIASES, METHODS, fused_rows, serial_rows
+from tune.experiments import ALIASES, BACKBONES, METHODS, fused_rows, serial_rows
 from tune.harness import metric_context
-from tune.metrics import BOOTSTRAP_RESAMPLES, DEFAULT_KS, paired_bootstrap
-from tune.render import group_table, markdown, plot, stage_table
-from tune.rows import Overrides, branch_pair, cf_rows, fused_metrics, lastitem_row, list_metrics, row_result
+from tune.metrics import BOOTSTRAP_RESAMPLES, DEFAULT_KS, ndcg_gains, paired_bootstrap
+from tune.render import group_table, llm_rerank_lines, markdown, plot, stage_table
+from tune.rows import (
+    Overrides,
+    branch_pair,
+    cf_rows,
+    fused_metrics,
+    lastitem_row,
+    list_metrics,
+    lists_metrics,
+    row_result,
+)
 from tune.search import cached_search, choose
 from tune.selection import candidates, select, use_name
 
@@ -117,6 +128,46 @@ def cold_items(results: dict[str, Any], ranks: dict[str, np.ndarray], cold: np.n
                            "recall10_diff": round(pb["diff"], 4), "ci95": [round(lo, 4), round(hi, 4)],
                            "separable": bool(lo > 0 or hi < 0)}  # fmt: skip
         out[f"{name}_vs_{cf}"] = sides
+    return out
+
+
+def llm_rerank_row(results: dict[str, Any], cf: str, arrays: dict[str, np.ndarray], summary: dict[str, Any],
+                   valid, test, ctx) -> dict[str, Any]:  # fmt: skip
+    """Add ``serial_<cf>_llm`` to ``results``: the LLM reranker's mode that is better on valid NDCG@10, its
+    valid and test metrics on the reranked sample. Returns what the sample comparison needs."""
+    pos = arrays["positions"]
+
+    def metrics(b, key: str) -> dict[str, Any]:
+        return lists_metrics(arrays[key], b.targets[pos], b.history_len[pos], ctx)
+
+    valid_ndcg = {m: metrics(valid, f"valid_{m}")["NDCG@10"] for m in MODES}
+    mode = max(MODES, key=lambda m: (valid_ndcg[m], m == "listwise"))
+    name = f"serial_{cf}_llm"
+    results[name] = row_result(metrics(valid, f"valid_{mode}"), metrics(test, f"test_{mode}"),
+                               llm_rerank={"mode": mode, "valid_ndcg10_by_mode": valid_ndcg,
+                                           "users": int(len(pos)), "k": summary["spec"]["k"],
+                                           "engine": summary["spec"]["engine"], "passes": summary["passes"],
+                                           "position_bias": summary["position_bias"]})  # fmt: skip
+    return {"name": name, "positions": pos}
+
+
+def sample_comparisons(
+    results: dict[str, Any], ranks: dict[str, np.ndarray], cf: str, info: dict[str, Any]
+) -> dict[str, Any]:
+    """Every row that bears on the serial LLM reranker, on its sample of test users: NDCG@10 and Recall@10,
+    and the paired differences of the fused row and of CF alone against it."""
+    pos, name = info["positions"], info["name"]
+    fused = [n for n in results if n.startswith(f"fused_{cf}_")]
+    rows = [cf, *sorted(n for n in results if n.startswith(f"serial_{cf}_retrieval")), *fused[-1:], name]
+    sample = {n: ranks[n][pos] if n != name else ranks[n] for n in rows if ranks.get(n) is not None}
+    out: dict[str, Any] = {"users": int(len(pos)), "rows": {
+        n: {"NDCG@10": round(float(ndcg_gains(r, 10).mean()), 4), "Recall@10": round(float((r <= 10).mean()), 4)}
+        for n, r in sample.items()}}  # fmt: skip
+    for a in [n for n in sample if n != name]:
+        pb = paired_bootstrap(sample[a], sample[name])
+        lo, hi = pb["ci95_low"], pb["ci95_high"]
+        out[f"{a}_vs_{name}"] = {"ndcg10_diff": round(pb["diff"], 4), "ci95": [round(lo, 4), round(hi, 4)],
+                                 "separable": bool(lo > 0 or hi < 0)}  # fmt: skip
     return out
 
 
@@ -225,6 +276,12 @@ def build_report(
         tuned_row(srow.name, srow.cf, srow.use.name, tuned, choice, valid, test, cf_candidates=srow.k,
                   parallel=srow.parallel)  # fmt: skip
     seconds["serial_search_and_evaluate"] = time.perf_counter() - t0
+    reranked = {}
+    for cf in () if no_llm else BACKBONES:  # the LLM reranker's rows, where tune.llm_rerank ran
+        loaded = llm_rerank.load(paths, cf)
+        if loaded is not None:
+            valid, test = branch_pair(paths, corpus, cf, overrides)
+            reranked[cf] = llm_rerank_row(results, cf, *loaded, valid, test, ctx)
 
     proto = protocol(paths, corpus, DEFAULT_KS) | {
         "fused_and_query_rows": "ranked lists of the fused top-20 (from each branch's top-200); a target "
@@ -254,6 +311,7 @@ def build_report(
     proto["comparisons_noise"] = ("each comparison's NDCG@10 difference comes with a 95% paired bootstrap "
                                   f"interval over the test users ({BOOTSTRAP_RESAMPLES:,} resamples); "
                                   "'separable: false' means it contains 0")  # fmt: skip
+    samples = {cf: sample_comparisons(results, ranks, cf, info) for cf, info in reranked.items()}
     fused_first = {n: results[n] for n in results if n.startswith(("fused_", "serial_"))}
     ordered = fused_first | {n: r for n, r in results.items() if n not in fused_first}
     targets = corpus.test_target[corpus.eval_users("test")]
@@ -262,6 +320,7 @@ def build_report(
         "results": ordered,
         "comparisons": comparisons(results, ranks),
         "cold_items": cold_items(results, ranks, ctx.item_popularity[targets] == 0),
+        "llm_rerank": samples,
         "aliases": {old: new for old, new in ALIASES.items() if new in results},
         "cost": cost(paths, searches, {k: round(v, 1) for k, v in seconds.items()}),
     }
@@ -323,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             lo, hi = c["ndcg10_diff_ci95"]
             line += (f", difference {c['ndcg10_diff']:+.4f}, 95% paired bootstrap [{lo:+.4f}, {hi:+.4f}]: "
                      f"{'beyond' if c['separable'] else 'within'} noise")  # fmt: skip
+        print(line)
+    for line in llm_rerank_lines(report):
         print(line)
     cold = report["cold_items"]
     if cold["cold_target_users"]:

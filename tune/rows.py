@@ -44,7 +44,14 @@ def row_result(valid: dict[str, Any], test: dict[str, Any], **extra: Any) -> dic
 
 
 def list_metrics(top: np.ndarray, b: BranchScores, ctx: MetricContext) -> dict[str, Any]:
-    ranked = ranked_lists(top, b.targets, b.history_len, ctx.n_items)
+    return lists_metrics(top, b.targets, b.history_len, ctx)
+
+
+def lists_metrics(
+    top: np.ndarray, targets: np.ndarray, history_len: np.ndarray, ctx: MetricContext
+) -> dict[str, Any]:
+    """The metrics, breakdowns and target ranks of top lists (a target outside its list is a miss)."""
+    ranked = ranked_lists(top, targets, history_len, ctx.n_items)
     return compute_metrics(ranked, ctx, DEFAULT_KS) | {
         "by_history_length": by_history_length(ranked),
         "by_target_popularity": by_target_popularity(ranked, ctx),

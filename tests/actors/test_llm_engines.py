@@ -159,3 +159,44 @@ def test_openai_backend_errors_name_the_endpoint(stub_server):
     dead = make_engine(EngineConfig(backend="openai", base_url="http://127.0.0.1:9/v1", timeout_s=2))
     with pytest.raises(EngineError, match="127.0.0.1:9"):
         dead.generate(CONVS[:1], SamplingConfig())
+
+
+def test_transformers_backend_scores_given_answers(llm_dir):
+    engine = make_engine(EngineConfig(backend="transformers", model=str(llm_dir), batch_size=2))
+    convs = [CONVS[1]] * 3
+    right, wrong, long = engine.score(convs, ["The capital of France is Paris.", "The capital of France is Tokyo.",
+                                              "The capital of France is Paris, a large city."])  # fmt: skip
+    assert right.tokens > 3 and right.logprob < 0
+    assert right.logprob > wrong.logprob  # the model knows this one
+    assert long.tokens > right.tokens and long.logprob < right.logprob  # more tokens, more to pay
+    # batched (padded) and alone: the same numbers
+    (alone,) = engine.score([CONVS[1]], ["The capital of France is Tokyo."])
+    assert alone.logprob == pytest.approx(wrong.logprob, abs=0.05) and alone.tokens == wrong.tokens
+    with pytest.raises(ValueError, match="empty"):
+        engine.score([CONVS[0]], [""])
+    with pytest.raises(ValueError, match="2 conversations for 1"):
+        engine.score(CONVS, ["x"])
+
+
+@pytest.mark.slow
+def test_vllm_backend_scores_given_answers_like_transformers(llm_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "actors.llm", "--backend", "vllm", "--model", str(llm_dir),
+         "--prompt", "What is the capital of France?", "--score", "The capital of France is Paris.",
+         "--prompt", "What is the capital of France?", "--score", "The capital of France is Tokyo."],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    right, wrong = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    engine = make_engine(EngineConfig(backend="transformers", model=str(llm_dir)))
+    conv = [{"role": "user", "content": "What is the capital of France?"}]
+    hf = engine.score([conv, conv], ["The capital of France is Paris.", "The capital of France is Tokyo."])
+    assert right["tokens"] == hf[0].tokens and right["logprob"] > wrong["logprob"]
+    # bf16 kernels differ between the engines: the same answer, within a tolerance
+    assert right["logprob"] == pytest.approx(hf[0].logprob, abs=0.15 * abs(hf[0].logprob) + 0.5)
+
+
+def test_openai_backend_says_it_cannot_score(stub_server):
+    engine = make_engine(EngineConfig(backend="openai", base_url=stub_server))
+    with pytest.raises(NotImplementedError, match="no prompt log-probabilities"):
+        engine.score(CONVS[:1], ["Paris"])

@@ -157,10 +157,26 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
         )
         == 0
     )
+    from tune.llm_rerank import main as llm_rerank
+
+    rerank = ["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--cf", "ease", "--users", "6"]
+    assert llm_rerank([*rerank, "--engine", "transformers", *sets]) == 0  # the real packaged model
     code = main(["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--trials", "6", "--out", str(out),
                  *sets])  # fmt: skip
     assert code == 0
     report = json.loads((out / "report.json").read_text())
+    llm = report["results"].pop("serial_ease_llm")  # on its sample only
+    assert llm["test"]["users"] == 6 and llm["llm_rerank"]["mode"] in ("listwise", "pointwise")
+    assert -1 <= llm["llm_rerank"]["position_bias"]["kendall_tau"] <= 1
+    sample = report["llm_rerank"]["ease"]
+    assert sample["users"] == 6 and set(sample["rows"]) == {
+        "ease",
+        "serial_ease_retrieval_k20",
+        "serial_ease_retrieval_k50",
+        "fused_ease_llm",
+        "serial_ease_llm",
+    }
+    assert set(sample) >= {"ease_vs_serial_ease_llm", "fused_ease_llm_vs_serial_ease_llm"}
     fused = {f"fused_{cf}_{u}" for cf in ("sasrec", "ease") for u in ("nollm", "enrich", "query", "llm")}
     serial = {f"serial_{cf}_retrieval_k{k}" for cf in ("sasrec", "ease") for k in (20, 50)}
     assert (
@@ -232,6 +248,7 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
     printed = capsys.readouterr().out
     assert "| fused_ease_llm | test |" in printed and "fused_ease_llm vs ease without the LLM" in printed
     assert "| serial_ease_retrieval_k20 | test |" in printed and "| row | head (" in printed
+    assert "serial_ease_llm: ease's top-20 reranked by the LLM" in printed and "position bias" in printed
     assert "serial_" not in "".join(r for r in res if "vs_nollm" in res[r])  # serial rows carry no vs_nollm
 
     code = main(["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--trials", "6", "--out",

@@ -1,0 +1,62 @@
+"""The serial architecture's LLM reranker: answer parsing, position bias, and both modes on the real
+packaged model (transformers) for a few users."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.llm.engine import EngineConfig
+from actors.llm_rerank import LLMReranker, kendall_tau, parse_order, position_bias
+from actors.user_query import HistoryItem
+
+
+def test_parse_order_keeps_named_numbers_first_then_the_given_order():
+    assert parse_order("3, 1, 2", 3) == ([2, 0, 1], 3)
+    assert parse_order("[2] > [2] > 9 > 0 > 4", 4) == ([1, 3, 0, 2], 2)  # repeats and out-of-range ignored
+    assert parse_order("I think the best is the first", 3) == ([0, 1, 2], 0)
+
+
+def test_kendall_tau_and_position_bias_known_answers():
+    assert kendall_tau([0, 1, 2, 3], [0, 1, 2, 3]) == 1.0
+    assert kendall_tau([0, 1, 2, 3], [3, 2, 1, 0]) == -1.0
+    assert kendall_tau([0, 1, 2], [1, 0, 2]) == pytest.approx(1 / 3)
+    # user 1 ranks the same both ways; user 2 follows the shown order, so its ranking flips when reversed
+    bias = position_bias([[0, 1, 2], [0, 1, 2]], [[0, 1, 2], [2, 1, 0]])
+    assert bias == {"kendall_tau": 0.0, "top1_same": 0.5, "users": 2}
+
+
+HISTORY = [HistoryItem("Star Wars", 1977, "Action, Adventure, Sci-Fi"),
+           HistoryItem("The Empire Strikes Back", 1980, "Action, Adventure, Sci-Fi")]  # fmt: skip
+CANDIDATES = [HistoryItem("Return of the Jedi", 1983, "Action, Adventure, Sci-Fi"),
+              HistoryItem("Sense and Sensibility", 1995, "Drama, Romance"),
+              HistoryItem("Toy Story", 1995, "Animation, Children's, Comedy")]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reranker():
+    from actors.llm.factory import make_engine
+    from actors.llm.packaged import default_llm_dir
+
+    return LLMReranker(
+        make_engine(EngineConfig(backend="transformers", model=str(default_llm_dir()))), "movie"
+    )
+
+
+def test_the_prompts_show_history_and_candidates_and_never_more_than_asked():
+    r = LLMReranker(None, "product")
+    conv = r.listwise_conversation(HISTORY * 10, CANDIDATES)
+    user = conv[1]["content"]
+    assert "products" in conv[0]["content"] and user.count("\n- ") == 10  # the 10 most recent of 20
+    assert "[1] Return of the Jedi (1983): Action, Adventure, Sci-Fi" in user and "[3] Toy Story" in user
+    assert "Toy Story" not in r.pointwise_conversation(HISTORY)[1]["content"]  # pointwise: no candidates
+
+
+def test_listwise_and_pointwise_on_the_packaged_model(reranker):
+    lw = reranker.rerank("listwise", [HISTORY, HISTORY], [CANDIDATES, CANDIDATES[::-1]])
+    assert all(sorted(o) == [0, 1, 2] for o in lw.orders) and lw.prompt_tokens > 100 and len(lw.texts) == 2
+    assert all(0 <= n <= 3 for n in lw.named)
+    pw = reranker.rerank("pointwise", [HISTORY], [CANDIDATES])
+    assert sorted(pw.orders[0]) == [0, 1, 2] and pw.named == [3]
+    assert pw.orders[0][0] == 0  # after two Star Wars films, the third one is the likeliest title
+    with pytest.raises(ValueError, match="rerank mode"):
+        reranker.rerank("pairwise", [HISTORY], [CANDIDATES])

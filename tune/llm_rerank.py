@@ -1,0 +1,193 @@
+"""The serial LLM reranker's answers: CF's top-K reranked zero-shot by the LLM, on a seeded sample of users.
+
+    python -m tune.llm_rerank --dataset ml-100k [--cf sasrec,ease] [--k 20] [--users 200] [--seed 0]
+                              [--engine auto] [--model PATH] [--history 10]
+
+The serial architecture the parallel design is measured against: the LLM sees only CF's top-K
+(``actors.llm_rerank``). An LLM pass per user costs seconds on a CPU, so it runs on a seeded sample of the
+evaluable users (the same users at valid and test) and the report compares every row on that sample. For each
+backbone, per stage: ``listwise`` (the list as CF ranked it) and ``pointwise`` (each candidate's title scored
+after the history); at test also ``listwise`` with the list reversed, for the position bias. The engine runs
+in one Ray task (with the engine's GPUs where the cluster has them). Writes ``llm_rerank/<cf>.npz`` (per stage
+and mode, the reranked item ids, and the sample's positions among the evaluable users) and
+``llm_rerank/<cf>.json`` (settings, tokens and seconds per user, how many numbers the listwise answers named,
+the position bias); the report's ``serial_<cf>_llm`` row reads them. Reused while the sample, the engine, the
+settings and the CF lists are unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actors.llm.engine import EngineConfig
+from actors.llm_rerank import RerankSettings, position_bias
+from actors.retrieval_query import RetrievalWeights
+from data_prep.artifacts import ArtifactPaths, fingerprint, read_json, write_json
+from data_prep.corpus import Corpus
+
+log = logging.getLogger(__name__)
+DEFAULT_K = 20
+PASSES = (("valid", "listwise", False), ("valid", "pointwise", False), ("test", "listwise", False),
+          ("test", "listwise", True), ("test", "pointwise", False))  # (stage, mode, reversed)  # fmt: skip
+
+
+def rerank_files(paths: ArtifactPaths, cf: str) -> tuple[Path, Path]:
+    folder = paths.root / "llm_rerank"
+    return folder / f"{cf}.npz", folder / f"{cf}.json"
+
+
+def sample_positions(corpus: Corpus, users: int, seed: int) -> np.ndarray:
+    """Sorted positions, among the test stage's evaluable users, of a seeded sample of ``users`` of them
+    (all of them when fewer); each is evaluable at valid too."""
+    everyone = corpus.eval_users("test")
+    if not np.array_equal(everyone, corpus.eval_users("valid")):
+        raise ValueError("the valid and test stages have different evaluable users; a sample needs both")
+    n = min(users, len(everyone))
+    return np.sort(np.random.default_rng(seed).choice(len(everyone), size=n, replace=False))
+
+
+def run_passes(engine: dict[str, Any], domain: str, settings: dict[str, Any], jobs: list[dict]) -> list[dict]:
+    """Every (stage, mode, reversed) pass with one engine: per job, the orders and the cost (Ray task body)."""
+    from actors.llm.factory import make_engine
+    from actors.llm_rerank import LLMReranker
+
+    reranker = LLMReranker(make_engine(EngineConfig(**engine)), domain, RerankSettings(**settings))
+    out = []
+    for job in jobs:
+        t0 = time.perf_counter()
+        cands = [c[::-1] for c in job["candidates"]] if job["reversed"] else job["candidates"]
+        r = reranker.rerank(job["mode"], job["histories"], cands)
+        out.append({"orders": r.orders, "named": r.named, "prompt_tokens": r.prompt_tokens,
+                    "completion_tokens": r.completion_tokens, "seconds": time.perf_counter() - t0,
+                    "texts": r.texts[:3]})  # fmt: skip
+    return out
+
+
+def compute(paths: ArtifactPaths, corpus: Corpus, cf: str, k: int, users: int, seed: int, engine: EngineConfig,
+            settings: RerankSettings, overrides: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Rerank ``cf``'s top-``k`` for a sample of users (or reuse the files); returns the summary."""
+    import ray
+
+    from actors.prompts import infer_domain
+    from data_prep.llm_jobs import engine_for_replicas, engine_identity
+    from data_prep.queries import CatalogView
+    from tune.branches_store import branch_file, load_or_compute
+
+    npz, summary_file = rerank_files(paths, cf)
+    positions = sample_positions(corpus, users, seed)
+    lists = {s: load_or_compute(paths, corpus, s, cf, cf_overrides=overrides).cf.ids[positions, :k]
+             for s in ("valid", "test")}  # fmt: skip
+    if any(v.shape[1] < k for v in lists.values()):
+        raise ValueError(f"{cf}'s cached lists hold fewer than {k} items")
+    spec = {"cf": cf, "k": k, "users": int(len(positions)), "seed": seed, "engine": engine_identity(engine),
+            "settings": asdict(settings), "lists": fingerprint(*(branch_file(paths, s, cf, RetrievalWeights(), corpus).name
+                                                                for s in ("valid", "test")))}  # fmt: skip
+    if npz.is_file() and summary_file.is_file() and read_json(summary_file).get("spec") == spec:
+        return read_json(summary_file)
+    import pandas as pd
+
+    catalog = CatalogView(str(paths.root))
+    everyone = corpus.eval_users("test")
+    jobs, keys = [], []
+    for stage, mode, rev in PASSES:
+        hist = corpus.histories(stage, everyone[positions])
+        jobs.append({"mode": mode, "reversed": rev, "histories": [catalog.history(h) for h in hist],
+                     "candidates": [catalog.history(c) for c in lists[stage]]})  # fmt: skip
+        keys.append(f"{stage}_{mode}{'_reversed' if rev else ''}")
+    kwargs, gpus = engine_for_replicas(engine)
+    domain = infer_domain(pd.read_parquet(paths.items).columns)
+    log.info("%s: reranking the top-%d of %d users per stage (%s)", cf, k, len(positions), ", ".join(keys))
+    task = ray.remote(num_cpus=1, num_gpus=gpus, runtime_env={"env_vars": {"OMP_NUM_THREADS": "2"}})(
+        run_passes
+    )
+    results = ray.get(task.remote(kwargs, domain, asdict(settings), jobs))
+    arrays: dict[str, np.ndarray] = {"positions": positions}
+    passes = {}
+    for key, (stage, _, rev), res in zip(keys, PASSES, results, strict=True):
+        order = np.asarray(res["orders"], dtype=np.int64)
+        if rev:  # positions into the reversed list, back to positions into the list as CF ranked it
+            order = k - 1 - order
+        arrays[key] = np.take_along_axis(lists[stage], order, axis=1)
+        arrays[f"{key}_order"] = order
+        n = len(positions)
+        passes[key] = {"seconds_per_user": round(res["seconds"] / n, 3),
+                       "prompt_tokens_per_user": round(res["prompt_tokens"] / n, 1),
+                       "completion_tokens_per_user": round(res["completion_tokens"] / n, 1),
+                       "named_mean": round(float(np.mean(res["named"])), 2),
+                       "named_all": round(float(np.mean(np.asarray(res["named"]) == k)), 3),
+                       "example_answers": res["texts"]}  # fmt: skip
+    bias = position_bias(
+        arrays["test_listwise_order"].tolist(), arrays["test_listwise_reversed_order"].tolist()
+    )
+    summary = {"spec": spec, "passes": passes, "position_bias": bias}
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(npz, **arrays)
+    write_json(summary_file, summary)
+    return summary
+
+
+def load(paths: ArtifactPaths, cf: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """(arrays, summary) of ``cf``'s reranked lists, or None when the stage has not run for it."""
+    npz, summary = rerank_files(paths, cf)
+    if not (npz.is_file() and summary.is_file()):
+        return None
+    with np.load(npz) as z:
+        return {k: np.asarray(z[k]) for k in z.files}, read_json(summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from data_prep.train import parse_overrides
+
+    ap = argparse.ArgumentParser(prog="python -m tune.llm_rerank", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="ml-100k")
+    ap.add_argument("--cf", default="sasrec,ease", help="backbones whose lists are reranked, comma-separated")
+    ap.add_argument("--k", type=int, default=DEFAULT_K, help="candidates per user: CF's top-K")
+    ap.add_argument(
+        "--users", type=int, default=200, help="seeded sample of evaluable users (the same at both stages)"
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--history", type=int, default=10, help="most recent history items in the prompt")
+    ap.add_argument("--engine", default="auto", choices=["auto", "vllm", "transformers", "openai"])
+    ap.add_argument("--model", help="local HF folder or hub id (default: the packaged SmolLM2-135M-Instruct)")
+    ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="for --engine openai")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",
+                    help="the config a CF model was trained with, as given to data_prep.train")  # fmt: skip
+    ap.add_argument("--artifacts")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    paths = ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts)
+    cfs = [c.strip() for c in args.cf.split(",") if c.strip()]
+    try:
+        if args.k < 2 or args.users < 1:
+            raise ValueError(f"--k must be >= 2 and --users >= 1, got {args.k} and {args.users}")
+        bad = [c for c in cfs if c not in ("sasrec", "ease", "pop")]
+        if bad:
+            raise ValueError(f"--cf {bad}: choose from sasrec, ease, pop")
+        engine = EngineConfig(backend=args.engine, model=args.model, base_url=args.base_url)
+        corpus = Corpus.load(paths)
+        overrides = parse_overrides(args.overrides)
+        for cf in cfs:
+            s = compute(paths, corpus, cf, args.k, args.users, args.seed, engine, RerankSettings(history=args.history),
+                        overrides.get(cf))  # fmt: skip
+            b = s["position_bias"]
+            print(f"{cf}: top-{args.k} of {s['spec']['users']} users reranked; listwise named all {args.k} for "
+                  f"{s['passes']['test_listwise']['named_all']:.0%} of users; position bias: Kendall tau "
+                  f"{b['kendall_tau']:.3f} between given and reversed order, top-1 the same for "
+                  f"{b['top1_same']:.0%}; seconds per user: " + ", ".join(
+                      f"{k} {v['seconds_per_user']}" for k, v in s["passes"].items()))  # fmt: skip
+    except (FileNotFoundError, ValueError, NotImplementedError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
