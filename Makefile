@@ -55,6 +55,7 @@ demo: setup
 		--out $(ARTIFACTS)/ml-100k/evaluation.json
 	$(PY) -m tune.content --dataset ml-100k --out $(ARTIFACTS)/ml-100k/content_ablation.json
 	$(PY) -m data_prep.queries --dataset ml-100k --engine auto --batch-size 128
+	$(PY) -m tune.llm_rerank --dataset ml-100k --cf sasrec --users 20 --pointwise-engine transformers
 	$(PY) -m tune.search --dataset ml-100k --trials 200 --cf sasrec
 	$(PY) -m tune.report --dataset ml-100k --trials 200 --out $(ARTIFACTS)/ml-100k/report
 	$(PY) -m tune.targets $(ARTIFACTS)/ml-100k/report/report.json

@@ -3,8 +3,9 @@
 This is what the parallel design is measured against (the LLMRank / LlamaRec family): the LLM sees only the
 candidates CF chose. Two ways to ask, since a small model follows list formats badly:
 
-- ``listwise``: the history and the numbered candidates in one prompt, the answer a ranking of the numbers;
-  the numbers it names, in its order, then the ones it left out in the given order. The given order matters
+- ``listwise``: the history and the numbered candidates in one prompt, the answer a ranking: the candidates
+  it names (by number, or by title when it writes titles), in its order, then the ones it left out in the
+  given order. The given order matters
   to an LLM (position bias): ``position_bias`` compares the rankings of one candidate list given in its
   order and reversed.
 - ``pointwise``: the log-probability of each candidate's title as the answer to "what next?" after the
@@ -31,6 +32,7 @@ MODES: tuple[RerankMode, ...] = ("listwise", "pointwise")
 NOUNS = {"movie": ("movies", "watched", "watch"), "product": ("products", "bought", "buy"),
          "item": ("items", "liked", "like")}  # fmt: skip
 _NUMBER = re.compile(r"\d+")
+_NUMBERS_ONLY = re.compile(r"[\s\d,;.>\[\]()-]*")
 
 
 @dataclass
@@ -102,7 +104,7 @@ class LLMReranker:
         k = max((len(c) for c in candidates), default=0)
         budget = self.settings.max_tokens or 3 * k + 8
         gens = self.engine.generate(convs, SamplingConfig(max_tokens=budget, stop=[]))
-        parsed = [parse_order(g.text, len(c)) for g, c in zip(gens, candidates, strict=True)]
+        parsed = [parse_order(g.text, c) for g, c in zip(gens, candidates, strict=True)]
         return Reranked([o for o, _ in parsed], [n for _, n in parsed], sum(g.prompt_tokens for g in gens),
                         sum(g.completion_tokens for g in gens), [g.text for g in gens])  # fmt: skip
 
@@ -133,15 +135,28 @@ class LLMReranker:
         )
 
 
-def parse_order(text: str, k: int) -> tuple[list[int], int]:
-    """(order, named): the candidate positions (0-based) of the numbers 1..k in ``text``, first mention first,
-    then every candidate not named in the given order; ``named`` counts the distinct valid numbers."""
-    seen: list[int] = []
-    for m in _NUMBER.findall(text):
-        i = int(m) - 1
-        if 0 <= i < k and i not in seen:
-            seen.append(i)
-    return seen + [i for i in range(k) if i not in seen], len(seen)
+def parse_order(text: str, candidates: Sequence[HistoryItem]) -> tuple[list[int], int]:
+    """(order, named): the candidates the answer names, in the order it first names them, then every other
+    candidate in the given order; ``named`` counts the distinct candidates named. An answer of numbers only
+    ("3, 1, 2") names candidates by number; any other answer by ``[n]`` or by title (small models tend to
+    write a numbered list of titles, whose list numbers are not candidate numbers)."""
+    k = len(candidates)
+    first: dict[int, int] = {}
+    if _NUMBERS_ONLY.fullmatch(text):
+        for m in _NUMBER.finditer(text):
+            i = int(m.group()) - 1
+            if 0 <= i < k:
+                first.setdefault(i, m.start())
+    else:
+        low = text.lower()
+        for i, c in enumerate(candidates):
+            hits = [
+                p for p in (low.find(f"[{i + 1}]"), low.find(c.title.lower()) if c.title else -1) if p >= 0
+            ]
+            if hits:
+                first[i] = min(hits)
+    named = sorted(first, key=lambda i: (first[i], i))
+    return named + [i for i in range(k) if i not in first], len(named)
 
 
 def kendall_tau(a: Sequence[int], b: Sequence[int]) -> float:

@@ -152,8 +152,8 @@ def markdown(report: dict[str, Any], plots: list[Path]) -> str:
                   f"{cold['cold_target_users']} cold-target and {cold['warm_target_users']} warm-target users; "
                   "each fused and serial row against its CF backbone, Recall@10 difference with its 95% paired "
                   "bootstrap interval:", ""]  # fmt: skip
-        for name, sides in cold.items():
-            if isinstance(sides, dict) and sides:
+        for name, sides in cold["rows"].items():
+            if sides:
                 lines.append(f"- {name}: " + "; ".join(
                     f"{part} {c['Recall@10']} diff {c['recall10_diff']:+.4f} {c['ci95']}" for part, c in sides.items()))  # fmt: skip
     if report.get("llm_rerank"):

@@ -3,10 +3,10 @@
     python -m tune.report --dataset ml-100k --out artifacts/ml-100k/report [--trials 200] [--no-llm]
 
 Writes ``report.json`` (``{"protocol", "results": {"<method>": {"valid", "test", "by_history_length",
-"by_target_popularity", ...}}, "comparisons", "cold_items", "aliases", "cost"}``), ``report.md`` and three
-PNG plots (metric bars per method; NDCG@10 by history-length bucket; Recall@10 by the target's popularity
-group), and prints the test table, led by the fused and serial rows, and the popularity-group table. The rows are ``tune.experiments``; each is
-evaluated by ``tune.rows`` and rendered by ``tune.render``. Every fused row's fusion and retrieval weights
+"by_target_popularity", ...}}, "comparisons", "cold_items", "llm_rerank", "aliases", "cost"}``),
+``report.md`` and three PNG plots (metric bars per method; NDCG@10 by history-length bucket; Recall@10 by
+the target's popularity group), and prints the test table, led by the fused and serial rows, and the
+popularity-group table. The rows are ``tune.experiments``; each is evaluated by ``tune.rows`` and rendered by ``tune.render``. Every fused row's fusion and retrieval weights
 are searched with Ray Tune on the validation branches (``tune.search.cached_search``, reused while its
 inputs are unchanged); its final config is chosen by the one-standard-error rule (``tune.selection``) and
 applied, unchanged, to test, and the best-on-validation config's test numbers are reported beside it. Each
@@ -62,7 +62,15 @@ COMPARISONS = (
     ("fused_sasrec_nollm", "sasrec"),
     ("retrieval_query", "retrieval_lastitem"),
 )
-SIDE_BY_SIDE = ("NDCG@10", "Recall@10", "Coverage@10", "TailRecall@10", "Novelty@10")
+SIDE_BY_SIDE = (
+    "NDCG@10",
+    "Recall@10",
+    "Coverage@10",
+    "TailRecall@10",
+    "Novelty@10",
+    "ARP@10",
+    "TailShare@10",
+)
 
 
 def paired(ranks: dict[str, np.ndarray], a: str, b: str, base: float) -> dict[str, Any]:
@@ -109,10 +117,24 @@ def comparisons(results: dict[str, Any], ranks: dict[str, np.ndarray] | None = N
     return out
 
 
+def interval(pb: dict[str, float], key: str) -> dict[str, Any]:
+    """A paired bootstrap's difference (named ``key``), its 95% interval and whether it excludes 0."""
+    lo, hi = pb["ci95_low"], pb["ci95_high"]
+    return {
+        key: round(pb["diff"], 4),
+        "ci95": [round(lo, 4), round(hi, 4)],
+        "separable": bool(lo > 0 or hi < 0),
+    }
+
+
 def cold_items(results: dict[str, Any], ranks: dict[str, np.ndarray], cold: np.ndarray) -> dict[str, Any]:
     """Each fused and serial row against its CF backbone on the test users whose target is cold (no training
     interaction) and on the others: Recall@10 of both and the difference's 95% paired bootstrap interval."""
-    out: dict[str, Any] = {"cold_target_users": int(cold.sum()), "warm_target_users": int((~cold).sum())}
+    out: dict[str, Any] = {
+        "cold_target_users": int(cold.sum()),
+        "warm_target_users": int((~cold).sum()),
+        "rows": {},
+    }
     for name, row in results.items():
         cf = row.get("fusion", {}).get("cf")
         if cf is None or ranks.get(name) is None or ranks.get(cf) is None:
@@ -122,12 +144,11 @@ def cold_items(results: dict[str, Any], ranks: dict[str, np.ndarray], cold: np.n
             if not sel.any():
                 continue
             a, b = ranks[name][sel], ranks[cf][sel]
-            pb = paired_bootstrap(a, b, metric="Recall")
-            lo, hi = pb["ci95_low"], pb["ci95_high"]
-            sides[part] = {"Recall@10": {name: round(float((a <= 10).mean()), 4), cf: round(float((b <= 10).mean()), 4)},
-                           "recall10_diff": round(pb["diff"], 4), "ci95": [round(lo, 4), round(hi, 4)],
-                           "separable": bool(lo > 0 or hi < 0)}  # fmt: skip
-        out[f"{name}_vs_{cf}"] = sides
+            recall = {name: round(float((a <= 10).mean()), 4), cf: round(float((b <= 10).mean()), 4)}
+            sides[part] = {"Recall@10": recall} | interval(
+                paired_bootstrap(a, b, metric="Recall"), "recall10_diff"
+            )
+        out["rows"][f"{name}_vs_{cf}"] = sides
     return out
 
 
@@ -164,10 +185,7 @@ def sample_comparisons(
         n: {"NDCG@10": round(float(ndcg_gains(r, 10).mean()), 4), "Recall@10": round(float((r <= 10).mean()), 4)}
         for n, r in sample.items()}}  # fmt: skip
     for a in [n for n in sample if n != name]:
-        pb = paired_bootstrap(sample[a], sample[name])
-        lo, hi = pb["ci95_low"], pb["ci95_high"]
-        out[f"{a}_vs_{name}"] = {"ndcg10_diff": round(pb["diff"], 4), "ci95": [round(lo, 4), round(hi, 4)],
-                                 "separable": bool(lo > 0 or hi < 0)}  # fmt: skip
+        out[f"{a}_vs_{name}"] = interval(paired_bootstrap(sample[a], sample[name]), "ndcg10_diff")
     return out
 
 
@@ -389,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     if cold["cold_target_users"]:
         print(f"\ncold targets ({cold['cold_target_users']} test users; no training interaction), Recall@10 "
               "against the CF backbone, 95% paired bootstrap:")  # fmt: skip
-        for name, sides in cold.items():
-            if isinstance(sides, dict) and "cold" in sides:
+        for name, sides in cold["rows"].items():
+            if "cold" in sides:
                 print("  " + name + ": " + "; ".join(
                     f"{part} {c['recall10_diff']:+.4f} [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]"
                     for part, c in sides.items()))  # fmt: skip

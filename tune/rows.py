@@ -1,7 +1,8 @@
 """The evaluation of one report row: CF alone, last-item retrieval, a query branch, or a tuned fusion.
 
 Each row has ``valid`` and ``test`` metrics, the test breakdowns (``by_history_length`` buckets,
-``by_target_popularity`` groups), and the per-user test ranks (``test_ranks``, for paired comparisons; the report takes them out before writing).
+``by_target_popularity`` groups), and the per-user test ranks (``test_ranks``, for paired comparisons; the
+report takes them out before writing).
 """
 
 from __future__ import annotations

@@ -50,6 +50,10 @@ TARGETS = (
            "NDCG@10 >=, Coverage@10 >, TailRecall@10 >",
            lambda c: _side(c, "NDCG@10")[0] >= _side(c, "NDCG@10")[1]
            and all(_side(c, m)[0] > _side(c, m)[1] for m in ("Coverage@10", "TailRecall@10"))),
+    *(Target(f"parallel fusion on {cf} not below the serial one (CF's top-{k} reordered)",
+             f"fused_{cf}_llm_vs_serial_{cf}_retrieval_k{k}", "NDCG@10 >=, ARP@10 <",
+             lambda c: _side(c, "NDCG@10")[0] >= _side(c, "NDCG@10")[1] and _side(c, "ARP@10")[0] < _side(c, "ARP@10")[1])
+      for cf in ("ease", "sasrec") for k in (20, 50)),
 )  # fmt: skip
 
 

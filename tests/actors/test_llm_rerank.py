@@ -10,10 +10,19 @@ from actors.llm_rerank import LLMReranker, kendall_tau, parse_order, position_bi
 from actors.user_query import HistoryItem
 
 
-def test_parse_order_keeps_named_numbers_first_then_the_given_order():
-    assert parse_order("3, 1, 2", 3) == ([2, 0, 1], 3)
-    assert parse_order("[2] > [2] > 9 > 0 > 4", 4) == ([1, 3, 0, 2], 2)  # repeats and out-of-range ignored
-    assert parse_order("I think the best is the first", 3) == ([0, 1, 2], 0)
+def test_parse_order_reads_numbers_or_titles_then_the_given_order():
+    c = [
+        HistoryItem("Heat", 1995),
+        HistoryItem("Fargo", 1996),
+        HistoryItem("Se7en", 1995),
+        HistoryItem("Clue"),
+    ]
+    assert parse_order("3, 1, 2", c) == ([2, 0, 1, 3], 3)
+    assert parse_order("[2] > [2] > 9 > 0 > 4", c) == ([1, 3, 0, 2], 2)  # repeats and out-of-range ignored
+    # a numbered list of titles: the list numbers are not candidate numbers
+    assert parse_order("1. Se7en (1995)\n2. Heat (1995)\n3. Casino (1995)", c) == ([2, 0, 1, 3], 2)
+    assert parse_order("I think the best is [4], then fargo", c) == ([3, 1, 0, 2], 2)
+    assert parse_order("I cannot say", c) == ([0, 1, 2, 3], 0)
 
 
 def test_kendall_tau_and_position_bias_known_answers():

@@ -230,7 +230,7 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
         f"fused_{cf}_llm_vs_serial_{cf}_retrieval_k{k}" for cf in ("sasrec", "ease") for k in (20, 50)}  # fmt: skip
     cold = report["cold_items"]
     assert cold["cold_target_users"] + cold["warm_target_users"] == 943
-    assert set(cold["fused_sasrec_llm_vs_sasrec"]["warm"]) == {
+    assert set(cold["rows"]["fused_sasrec_llm_vs_sasrec"]["warm"]) == {
         "Recall@10",
         "recall10_diff",
         "ci95",
