@@ -92,14 +92,16 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
     if names:
         groups = [g for g in TARGET_GROUPS if g in results[names[0]]["by_target_popularity"]]
         fig, ax = plt.subplots(
-            figsize=(max(9, 1.2 * len(names) * len(groups) / 3), 5), constrained_layout=True
+            figsize=(min(14, max(9, 0.3 * len(names) * len(groups))), 5), constrained_layout=True
         )
         width = 0.8 / len(names)
         cmap = plt.get_cmap("tab20")
         for i, n in enumerate(names):
             by = results[n]["by_target_popularity"]
             vals = [by.get(g, {}).get("Recall@10", np.nan) for g in groups]
-            ax.bar(np.arange(len(groups)) + (i - (len(names) - 1) / 2) * width, vals, width, label=n,
+            sample = results[n].get("llm_rerank", {}).get("users")
+            label = f"{n} ({sample}-user sample)" if sample else n
+            ax.bar(np.arange(len(groups)) + (i - (len(names) - 1) / 2) * width, vals, width, label=label,
                    color=cmap(i % 20))  # fmt: skip
         counts = results[names[0]]["by_target_popularity"]
         ax.set_xticks(range(len(groups)), [f"{g}\n({counts[g]['users']} users)" for g in groups])
