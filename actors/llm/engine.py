@@ -116,12 +116,22 @@ class LLMEngine(ABC):
         return type(self).__name__
 
 
-def check_pairs(conversations: list[Conversation], continuations: list[str]) -> None:
+def token_pairs(
+    tokenizer: Any, conversations: list[Conversation], continuations: list[str]
+) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, continuation ids) per pair: the chat template with its generation prompt, then the
+    continuation, tokenized apart so the boundary is exact. Checks the pairs first."""
     if len(conversations) != len(continuations):
         raise ValueError(f"{len(conversations)} conversations for {len(continuations)} continuations")
     empty = [i for i, c in enumerate(continuations) if not c]
     if empty:
         raise ValueError(f"continuation {empty[0]} is empty: there is nothing to score")
+    out = []
+    for conv, cont in zip(conversations, continuations, strict=True):
+        prompt = tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+        out.append((tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                    tokenizer(cont, add_special_tokens=False)["input_ids"]))  # fmt: skip
+    return out
 
 
 def truncate_at_stop(text: str, stop: list[str]) -> str:

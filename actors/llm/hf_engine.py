@@ -9,7 +9,7 @@ from actors.llm.engine import (
     Generation,
     LLMEngine,
     SamplingConfig,
-    check_pairs,
+    token_pairs,
     truncate_at_stop,
 )
 
@@ -85,23 +85,17 @@ class TransformersEngine(LLMEngine):
         history computes the history once, not K times."""
         import torch
 
-        check_pairs(conversations, continuations)
-        tok = self.tokenizer
+        pairs = token_pairs(self.tokenizer, conversations, continuations)
         out: list[Continuation] = []
         i = 0
-        while i < len(conversations):
+        while i < len(pairs):
             j = i + 1
-            while (
-                j < len(conversations)
-                and j - i < self.config.batch_size
-                and conversations[j] == conversations[i]
-            ):
+            while j < len(pairs) and j - i < self.config.batch_size and conversations[j] == conversations[i]:
                 j += 1
-            prompt = tok.apply_chat_template(conversations[i], add_generation_prompt=True, tokenize=False)
-            p_ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]], device=self.device)
-            conts = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations[i:j]]
+            p_ids = torch.tensor([pairs[i][0]], device=self.device)
+            conts = [c for _, c in pairs[i:j]]
             width = max(len(c) for c in conts)
-            ids = torch.full((len(conts), width), tok.pad_token_id, dtype=torch.long)
+            ids = torch.full((len(conts), width), self.tokenizer.pad_token_id, dtype=torch.long)
             for r, c in enumerate(conts):
                 ids[r, : len(c)] = torch.tensor(c)
             lp = p_ids.shape[1]
@@ -116,9 +110,8 @@ class TransformersEngine(LLMEngine):
                                   past_key_values=cache).logits  # fmt: skip
             # token 0 is predicted by the prompt's last position, token t > 0 by continuation position t - 1
             logits = torch.cat([first.logits[:, -1:].expand(len(conts), -1, -1), rest[:, :-1]], dim=1)
-            picked = torch.log_softmax(logits.float(), dim=-1).gather(2, ids.to(self.device).unsqueeze(-1))[
-                ..., 0
-            ]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            picked = logp.gather(2, ids.to(self.device).unsqueeze(-1))[..., 0]
             for r, c in enumerate(conts):
                 out.append(Continuation(float(picked[r, : len(c)].sum().cpu()), len(c)))
             i = j

@@ -17,7 +17,7 @@ from actors.llm.engine import (
     Generation,
     LLMEngine,
     SamplingConfig,
-    check_pairs,
+    token_pairs,
 )
 
 
@@ -78,18 +78,12 @@ class VLLMEngine(LLMEngine):
     def score(self, conversations: list[Conversation], continuations: list[str]) -> list[Continuation]:
         """The prompt's log-probabilities (``prompt_logprobs``) over chat prompt + continuation as token ids,
         generating one token; the continuation tokens' log-probabilities summed."""
-        check_pairs(conversations, continuations)
-        if not conversations:
+        pairs = token_pairs(self.llm.get_tokenizer(), conversations, continuations)
+        if not pairs:
             return []
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        tok = self.llm.get_tokenizer()
-        pairs = []
-        for conv, cont in zip(conversations, continuations, strict=True):
-            prompt = tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
-            pairs.append((tok(prompt, add_special_tokens=False)["input_ids"],
-                          tok(cont, add_special_tokens=False)["input_ids"]))  # fmt: skip
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=p + c) for p, c in pairs], params, use_tqdm=False
