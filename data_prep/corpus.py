@@ -6,7 +6,8 @@ metrics only ever see these indices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -40,6 +41,17 @@ class Corpus:
     def eval_users(self, stage: Stage) -> np.ndarray:
         """Indices of the users that have a target at ``stage``."""
         return np.flatnonzero(self.target(stage) >= 0)
+
+    def evaluated_on(self, user_ids: Iterable[str]) -> Corpus:
+        """The same corpus with only ``user_ids`` evaluated: the other users' targets become -1 (their
+        histories still train and count towards popularity). An unknown id is an error that names it."""
+        keep = np.asarray(sorted({str(u) for u in user_ids}), dtype=str)
+        unknown = keep[~np.isin(keep, self.user_ids)]
+        if len(unknown):
+            raise ValueError(f"{len(unknown)} user ids not in this corpus (e.g. {unknown[:3].tolist()})")
+        inside = np.isin(self.user_ids, keep)
+        return replace(self, valid_target=np.where(inside, self.valid_target, -1),
+                       test_target=np.where(inside, self.test_target, -1))  # fmt: skip
 
     def target(self, stage: Stage) -> np.ndarray:
         if stage not in ("valid", "test"):

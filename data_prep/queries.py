@@ -27,7 +27,7 @@ from actors.llm.engine import EngineConfig
 from actors.prompts import infer_domain
 from actors.user_query import QuerySettings, UserQueryWriter, history_items, history_key
 from data_prep import parts
-from data_prep.artifacts import ArtifactPaths, fingerprint, write_json
+from data_prep.artifacts import ArtifactPaths, fingerprint, read_json, write_json
 from data_prep.corpus import Corpus
 from data_prep.llm_jobs import engine_for_replicas, engine_identity, outcome_counts, run_batches
 from data_prep.schema import DataError
@@ -96,6 +96,29 @@ class QueryJobConfig:
     recent: int = 5
     samples: int = 1  # queries per user (QuerySettings.samples)
     limit_users: int | None = None
+    users: int | None = None  # a seeded sample of this many users (with both targets); None: every user
+    seed: int = 0
+
+
+def sample_users(corpus: Corpus, n: int, seed: int) -> np.ndarray:
+    """The ids of a seeded sample of ``n`` users that have both a valid and a test target (sorted); every
+    such user when there are at most ``n``."""
+    both = np.intersect1d(corpus.eval_users("valid"), corpus.eval_users("test"))
+    if n < 1:
+        raise ValueError(f"the user sample needs at least 1 user, got {n}")
+    if n < len(both):
+        both = np.sort(np.random.default_rng(seed).choice(both, n, replace=False))
+    return np.sort(corpus.user_ids[both])
+
+
+def query_sample(paths: ArtifactPaths) -> list[str] | None:
+    """The users a sampled query run wrote for (``--users``), or None when the queries cover every
+    evaluable user (or were never written). Reports and searches evaluate every row on this sample."""
+    if not paths.user_queries.is_file() or not paths.queries_summary.is_file():
+        return None
+    if not read_json(paths.queries_summary).get("sample"):
+        return None
+    return sorted(pd.read_parquet(paths.user_queries, columns=["user_id"])["user_id"].astype(str).unique())
 
 
 def query_job_spec(
@@ -120,6 +143,8 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
     if cfg.limit_users is not None:
         keep = set(requests["user_id"].drop_duplicates().head(cfg.limit_users))
         requests = requests[requests["user_id"].isin(keep)]
+    if cfg.users is not None:
+        requests = requests[requests["user_id"].isin(set(sample_users(corpus, cfg.users, cfg.seed)))]
     settings = {"domain": infer_domain(pd.read_parquet(paths.items).columns), "recent": cfg.recent,
                 "samples": cfg.samples}  # fmt: skip
     set_aside = parts.claim(paths.query_parts, query_job_spec(paths, cfg, settings, requests))
@@ -145,6 +170,7 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
     if missing:
         raise RuntimeError(f"{missing} queries missing after the run; rerun to finish them")
     allq.to_parquet(paths.user_queries, index=False)
+    sample = None if cfg.users is None else {"users": int(requests["user_id"].nunique()), "seed": cfg.seed}
     summary = {
         "queries": len(allq),
         "written_this_run": new,
@@ -155,6 +181,7 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
         "completion_tokens_per_user_query": round(float(allq["completion_tokens"].mean()), 1),
         "samples": cfg.samples,
         "queries_per_user_query": round(float(allq["queries"].map(len).mean()), 2),
+        "sample": sample,
         "seconds_this_run": round(secs, 2),
         "queries_per_s": round(new / secs, 2) if new else None,
         "completion_tokens_per_s": round(new_tokens / secs, 1) if new else None,
@@ -174,12 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=1,
                     help="queries per user: the greedy one plus samples - 1 sampled ones, asked in one request")  # fmt: skip
     ap.add_argument("--limit-users", type=int, help="only the first N users (slices and tests)")
+    ap.add_argument("--users", type=int,
+                    help="a seeded sample of N users (both stages); searches and reports then evaluate every "
+                         "row on these users")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=0, help="the seed of --users")
     ap.add_argument("--artifacts")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = QueryJobConfig(
         engine=EngineConfig(backend=args.engine, model=args.model, base_url=args.base_url),
         batch_size=args.batch_size, recent=args.recent, samples=args.samples, limit_users=args.limit_users,
+        users=args.users, seed=args.seed,
     )  # fmt: skip
     if args.samples < 1:
         print(f"error: --samples must be >= 1, got {args.samples}", file=sys.stderr)

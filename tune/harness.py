@@ -7,6 +7,7 @@ history plus the validation item; for the validation stage, the training history
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from actors.cf.base import score_batch_size
+from data_prep.artifacts import ArtifactPaths
 from data_prep.corpus import Corpus, Stage
 from tune.metrics import (
     DEFAULT_KS,
@@ -25,7 +27,23 @@ from tune.metrics import (
     rank_batch,
 )
 
+log = logging.getLogger(__name__)
+
 Scorer = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
+
+
+def evaluation_corpus(paths: ArtifactPaths) -> Corpus:
+    """The prepared corpus as searches and reports evaluate it: every evaluable user, or the user sample
+    the LLM queries were written for (``data_prep.queries --users``), so every row is compared on the
+    same users."""
+    from data_prep.queries import query_sample
+
+    corpus = Corpus.load(paths)
+    sample = query_sample(paths)
+    if sample is None:
+        return corpus
+    log.info("the LLM queries cover a sample of %d users: every row is evaluated on them", len(sample))
+    return corpus.evaluated_on(sample)
 
 
 def metric_context(corpus: Corpus, item_embeddings: np.ndarray | None = None) -> MetricContext:

@@ -32,6 +32,7 @@ from actors.llm_rerank import RerankSettings, position_bias
 from actors.retrieval_query import RetrievalWeights
 from data_prep.artifacts import ArtifactPaths, fingerprint, read_json, write_json
 from data_prep.corpus import Corpus
+from tune.harness import evaluation_corpus
 
 log = logging.getLogger(__name__)
 DEFAULT_K = 20
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.pointwise_engine == "same"
             else EngineConfig(backend=args.pointwise_engine, model=args.model)
         )
-        corpus = Corpus.load(paths)
+        corpus = evaluation_corpus(paths)
         overrides = parse_overrides(args.overrides)
         for cf in cfs:
             s = compute(paths, corpus, cf, args.k, args.users, args.seed, engine, RerankSettings(history=args.history),

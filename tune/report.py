@@ -31,12 +31,11 @@ from actors.llm_rerank import MODES
 from actors.rerank import FusionConfig
 from actors.retrieval_query import RetrievalWeights
 from data_prep.artifacts import ArtifactPaths, read_json, write_json
-from data_prep.corpus import Corpus
 from data_prep.train import parse_overrides
 from tune import llm_rerank
 from tune.evaluate import protocol
 from tune.experiments import ALIASES, BACKBONES, METHODS, fused_rows, serial_rows
-from tune.harness import metric_context
+from tune.harness import evaluation_corpus, metric_context
 from tune.metrics import BOOTSTRAP_RESAMPLES, DEFAULT_KS, ndcg_gains, paired_bootstrap
 from tune.render import group_table, llm_rerank_lines, markdown, plot, stage_table
 from tune.rows import (
@@ -234,7 +233,7 @@ def build_report(
     from tune.search import available_weights
 
     init_ray(quiet=True)
-    corpus = Corpus.load(paths)
+    corpus = evaluation_corpus(paths)
     meta_vectors = np.load(paths.item_vectors("metadata"))
     ctx = metric_context(corpus, meta_vectors)
     available = () if no_llm else tuple(w for w in available_weights(paths) if w in ("llm", "enriched"))

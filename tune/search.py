@@ -264,8 +264,8 @@ def cached_search(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_prep.corpus import Corpus
     from data_prep.train import parse_overrides
+    from tune.harness import evaluation_corpus
 
     ap = argparse.ArgumentParser(prog="python -m tune.search", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="ml-100k")
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.weights not in ("auto", "none"):
             check_weights(tuple(w.strip() for w in args.weights.split(",") if w.strip()))
         overrides = parse_overrides(args.overrides).get(args.cf)
-        corpus = Corpus.load(paths)
+        corpus = evaluation_corpus(paths)
         out = select_fusion(
             paths, corpus, args.cf, args.weights, args.trials, args.objective, methods, overrides
         )

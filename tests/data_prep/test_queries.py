@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from actors.user_query import UserQueryWriter
 from data_prep.queries import CatalogView, query_requests
@@ -37,3 +38,24 @@ def test_test_history_is_valid_history_plus_the_valid_item(ml100k_corpus):
     uid = ml100k_corpus.user_ids[0]
     v, t = req[(uid, "valid")], req[(uid, "test")]
     np.testing.assert_array_equal(t, np.append(v, ml100k_corpus.valid_target[0]))
+
+
+def test_user_sample_is_seeded_and_evaluates_only_its_users(ml100k_corpus):
+    from data_prep.queries import sample_users
+
+    a, b = sample_users(ml100k_corpus, 50, seed=3), sample_users(ml100k_corpus, 50, seed=3)
+    assert len(a) == 50 and list(a) == list(b) and list(a) == sorted(a)
+    assert list(sample_users(ml100k_corpus, 50, seed=4)) != list(a)
+    assert len(sample_users(ml100k_corpus, 10**6, seed=0)) == len(ml100k_corpus.eval_users("test"))
+    sub = ml100k_corpus.evaluated_on(a)
+    for stage in ("valid", "test"):
+        assert sorted(sub.user_ids[sub.eval_users(stage)]) == sorted(a)
+        kept = sub.eval_users(stage)
+        assert [h.tolist() for h in sub.histories(stage, kept)] == [
+            h.tolist() for h in ml100k_corpus.histories(stage, kept)
+        ]
+    assert sub.item_popularity().tolist() == ml100k_corpus.item_popularity().tolist()
+    with pytest.raises(ValueError, match="not in this corpus"):
+        ml100k_corpus.evaluated_on(["no-such-user"])
+    with pytest.raises(ValueError, match="at least 1"):
+        sample_users(ml100k_corpus, 0, seed=0)
