@@ -147,11 +147,12 @@ class BranchOutput:
         return BranchOutput(self.ids[:, :n], self.scores[:, :n], self.full, self.stats)
 
     def row_stats(self) -> RowStats:
-        """Normalisation statistics: of the full rows, the given ones, or else of the top-N lists."""
-        if self.full is not None:
-            return RowStats.of(self.full)
+        """Normalisation statistics: the given ones, else of the full rows, else of the top-N lists. (Both are
+        given where ``full`` holds only part of a row: ``tune.candidates``' rows over a user's candidates.)"""
         if self.stats is not None:
             return self.stats
+        if self.full is not None:
+            return RowStats.of(self.full)
         return RowStats.of(self.scores)
 
     @classmethod

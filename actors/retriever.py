@@ -195,30 +195,52 @@ class Retriever(ABC):
         return cached
 
     def _stats(self, q: np.ndarray, excl: list[np.ndarray], top: np.ndarray) -> RowStats:
-        """Statistics of each query's full score row without computing it: the mean and the second moment
-        from the item vectors' mean and Gram matrix (O(d²) per query), less the excluded items; the max is
-        the top-1 score, the min the top-1 of the negated query."""
-        mean_v, gram = self._moments()
-        n_left = np.array([self.size - len(e) for e in excl], dtype=np.float64)
-        s1 = (q.astype(np.float64) @ mean_v) * self.size
-        s2 = np.einsum("nd,de,ne->n", q, gram, q, dtype=np.float64)
-        for i, e in enumerate(excl):
-            if len(e):
-                se = self.vectors[e].astype(np.float64) @ q[i].astype(np.float64)
-                s1[i] -= se.sum()
-                s2[i] -= (se**2).sum()
-        mean = s1 / np.maximum(n_left, 1)
-        std = np.sqrt(np.maximum(s2 / np.maximum(n_left, 1) - mean**2, 0.0))
+        """Statistics of each query's full score row without computing it: the mean and the standard
+        deviation from the item vectors' moments (``moment_stats``), less the excluded items; the max is the
+        top-1 score, the min the top-1 of the negated query."""
+        rows = np.repeat(np.arange(len(excl)), [len(e) for e in excl])
+        cols = np.concatenate([np.asarray(e, dtype=np.int64) for e in excl]) if len(rows) else rows
+        mean, std = moment_stats(q, self.vectors, self._moments(), rows, cols)
         _, low = self._top(-q, 1, excl)
         return RowStats(mean, std, -low[:, 0].astype(np.float64), top[:, 0].astype(np.float64))
 
     def _moments(self) -> tuple[np.ndarray, np.ndarray]:
         cached = getattr(self, "_moments_cache", None)
         if cached is None:
-            v = self.vectors.astype(np.float64)
-            cached = (v.mean(axis=0), v.T @ v)
+            cached = item_moments(self.vectors)
             self._moments_cache = cached
         return cached
+
+
+def item_moments(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean vector, Gram matrix) of item vectors, float64: what ``moment_stats`` needs of them."""
+    v = np.asarray(vectors, dtype=np.float64)
+    return v.mean(axis=0), v.T @ v
+
+
+def moment_stats(
+    q: np.ndarray,
+    vectors: np.ndarray,
+    moments: tuple[np.ndarray, np.ndarray],
+    rows: np.ndarray,
+    cols: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per query of its inner products with every item vector but the excluded (row, col)
+    pairs, in O(d²) per query instead of O(n_items · d): the sums over all items from ``moments``
+    (``item_moments``), less the excluded items' own scores."""
+    mean_v, gram = moments
+    size = len(vectors)
+    q64 = np.asarray(q, dtype=np.float64)
+    s1 = (q64 @ mean_v) * size
+    s2 = np.einsum("nd,de,ne->n", q64, gram, q64)
+    n_left = np.full(len(q), float(size))
+    if len(rows):
+        se = np.einsum("nd,nd->n", q64[rows], np.asarray(vectors[cols], dtype=np.float64))
+        s1 -= np.bincount(rows, se, minlength=len(q))
+        s2 -= np.bincount(rows, se**2, minlength=len(q))
+        n_left -= np.bincount(rows, minlength=len(q))
+    mean = s1 / np.maximum(n_left, 1)
+    return mean, np.sqrt(np.maximum(s2 / np.maximum(n_left, 1) - mean**2, 0.0))
 
 
 class ExactRetriever(Retriever):

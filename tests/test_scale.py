@@ -87,7 +87,8 @@ def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
     valid = load_or_compute(small, corpus, "valid", "sasrec", cf_overrides=SASREC_SET)
     assert valid.cf.mode == valid.retrieval.mode == "topn" and valid.cf.ids.shape == (USERS, 200)
     assert default_row_mode(ITEMS) == "full"  # the switch above is what made these lists top-N only
-    assert not valid.tunable  # above full rows the retrieval answer is computed for one set of weights
+    # above full rows, trials score each user's candidates (tune.candidates), keeping the list form
+    assert valid.tunable and valid.candidates is not None and not valid.candidates.full_rows
     from data_prep.train import load_trained
     from tune.branches_store import compute
 
@@ -98,15 +99,14 @@ def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
     )  # what serve_latency checks
     np.testing.assert_array_equal(some.cf.ids, valid.cf.ids[[0, 5, 7]])
     np.testing.assert_array_equal(some.retrieval.ids, valid.retrieval.ids[[0, 5, 7]])
-    with pytest.raises(ValueError, match="hold the retrieval answer for RetrievalWeights"):
-        valid.with_weights(RetrievalWeights(recent=0.5))
+    other = valid.with_weights(RetrievalWeights(recent=0.5))
+    assert other.retrieval.mode == "topn" and other.retrieval.ids.shape == valid.retrieval.ids.shape
+    assert (other.retrieval.ids != valid.retrieval.ids).any()  # the recent items moved the lists
 
-    assert (
-        search_main(cli(small, "--cf", "sasrec", "--trials", "3", *SASREC)) == 0
-    )  # --weights auto: none here
+    assert search_main(cli(small, "--cf", "sasrec", "--trials", "3", *SASREC)) == 0  # --weights auto
     fusion = json.loads(small.fusion.read_text())
-    assert fusion["trials"] == 3 and 0 < fusion["valid"]["NDCG@10"] <= 1 and fusion["tuned_weights"] == []
-    assert fusion["weights"] == {"last": 1.0, "recent": 0.0, "llm": 0.0, "enriched": 0.0}
+    assert fusion["trials"] == 3 and 0 < fusion["valid"]["NDCG@10"] <= 1
+    assert fusion["tuned_weights"] == ["last", "recent"]  # searched over the candidates at this size too
 
     out = small.root / "report.json"
     assert evaluate_main(cli(small, "--models", "pop,sasrec", *SASREC, "--out", str(out))) == 0
@@ -118,8 +118,8 @@ def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
 
     weights = small.model_dir("sasrec") / "weights.pt"
     trained = weights.stat().st_mtime_ns
-    cached = branch_file(small, "valid", "sasrec", RetrievalWeights(), corpus)
+    cached = branch_file(small, "valid", "sasrec", corpus)
     assert train_main(cli(small, "--models", "sasrec", *sasrec_sets(SASREC_SET | {"index": "flat"}))) == 0
     assert not (small.model_dir("sasrec") / "index").exists()  # exact ranking asked: the index is dropped
     assert weights.stat().st_mtime_ns == trained  # and the model is reused, not trained again
-    assert branch_file(small, "valid", "sasrec", RetrievalWeights(), corpus) != cached  # lists of the index
+    assert branch_file(small, "valid", "sasrec", corpus) != cached  # lists of the index

@@ -21,6 +21,7 @@ from actors.branch import BranchOutput, RowMode
 from actors.rerank import FusionConfig, fuse
 from actors.retrieval_query import QueryParts, RetrievalWeights, item_vectors
 from actors.retriever import ExactRetriever
+from tune.candidates import RetrievalCandidates
 from tune.metrics import DEFAULT_KS, MetricContext, RankedBatch, compute_metrics
 
 
@@ -85,10 +86,23 @@ class BranchScores:
     retrieval: BranchOutput
     weights: RetrievalWeights = RetrievalWeights()
     parts: RetrievalParts | None = None
+    candidates: RetrievalCandidates | None = None  # above the trial budget (``tune.candidates``)
+    local: BranchOutput | None = None  # the retrieval answer in candidate coordinates (full-row catalogs)
+
+    @classmethod
+    def from_candidates(cls, users: np.ndarray, targets: np.ndarray, history_len: np.ndarray, cf: BranchOutput,
+                        candidates: RetrievalCandidates, weights: RetrievalWeights, n: int) -> BranchScores:  # fmt: skip
+        """Branch scores whose retrieval answer for any weights comes from ``candidates``."""
+        answer, local = candidates.output(weights, n)
+        return cls(users, targets, history_len, cf, answer, weights, None, candidates, local)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         extra = self.parts.arrays() if self.parts is not None else {}
+        if self.candidates is not None:
+            extra |= self.candidates.arrays() | (
+                self.candidates.moments.arrays() if self.candidates.moments else {}
+            )
         weights = np.array([getattr(self.weights, k) for k in asdict(self.weights)], dtype=np.float64)
         np.savez(path, users=self.users, targets=self.targets, history_len=self.history_len, weights=weights,
                  **self.cf.arrays("cf"), **self.retrieval.arrays("retrieval"), **extra)  # fmt: skip
@@ -99,18 +113,26 @@ class BranchScores:
             weights = RetrievalWeights(
                 **dict(zip(asdict(RetrievalWeights()), z["weights"].tolist(), strict=True))
             )
-            return cls(z["users"], z["targets"], z["history_len"], BranchOutput.from_arrays(z, "cf"),
-                       BranchOutput.from_arrays(z, "retrieval"), weights, RetrievalParts.from_arrays(z))  # fmt: skip
+            args = (z["users"], z["targets"], z["history_len"], BranchOutput.from_arrays(z, "cf"))
+            candidates = RetrievalCandidates.from_arrays(z, RetrievalParts.from_arrays(z))
+            if candidates is not None:
+                return cls.from_candidates(*args, candidates, weights, len(z["retrieval_ids"][0]))
+            return cls(
+                *args, BranchOutput.from_arrays(z, "retrieval"), weights, RetrievalParts.from_arrays(z)
+            )
 
     @property
     def tunable(self) -> bool:
         """Whether the retrieval answer for other weights can be computed, or only ``weights``'s is held."""
-        return self.parts is not None
+        return self.parts is not None or self.candidates is not None
 
     def with_weights(self, weights: RetrievalWeights) -> BranchScores:
         """The same users with the retrieval branch's answer for ``weights`` (its list as long as now)."""
         if weights == self.weights:
             return self
+        if self.candidates is not None:
+            answer, local = self.candidates.output(weights, self.retrieval.n)
+            return replace(self, retrieval=answer, local=local, weights=weights)
         if self.parts is None:
             raise ValueError(
                 f"these branch scores hold the retrieval answer for {self.weights} only (the catalog is too "
@@ -128,12 +150,15 @@ FUSE_USERS = 8192  # users fused at once: the fusion's working arrays stay bound
 
 def fused_lists(b: BranchScores, cfg: FusionConfig, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids (n_users, k), alpha (n_users,)) of every user's fused top-``k``, ``FUSE_USERS`` users at a time
-    (a user's list depends on that user's branches only)."""
+    (a user's list depends on that user's branches only); in candidate coordinates where the branch scores
+    hold them (``tune.candidates``), mapped back to item ids."""
+    local = b.local is not None
+    cf, retrieval = (b.candidates.cf_local, b.local) if local else (b.cf, b.retrieval)
     ids, alpha = [], []
     for start in range(0, len(b.users), FUSE_USERS):
         rows = slice(start, start + FUSE_USERS)
-        f = fuse(b.cf.take(rows), b.retrieval.take(rows), b.history_len[rows], cfg, k)
-        ids.append(f.ids)
+        f = fuse(cf.take(rows), retrieval.take(rows), b.history_len[rows], cfg, k)
+        ids.append(np.take_along_axis(b.candidates.ids[rows], f.ids, axis=1) if local else f.ids)
         alpha.append(f.alpha)
     width = min(x.shape[1] for x in ids)  # a chunk whose users have shorter lists fuses fewer
     return np.concatenate([x[:, :width] for x in ids]), np.concatenate(alpha)

@@ -4,15 +4,16 @@ The retrieval side is built from the query parts (``actors.retrieval_query``): t
 (``index/metadata``), the enriched descriptions' vectors when ``index/description`` exists, and the users'
 LLM queries when ``user_queries.parquet`` exists. Where a trial can score every item for every user
 (``actors.branch``'s full-row mode by catalog size, and at most ``TRIAL_BUDGET`` multiply-adds) the scores
-keep ``RetrievalParts``, so the fusion search tunes the retrieval weights; above that, the retrieval answer
-is searched once, with FAISS, for the given weights.
+keep ``RetrievalParts``; above that they keep ``RetrievalCandidates`` (``tune.candidates``: per user, a fixed
+candidate set from FAISS and each query part's score for it). Either way a trial gets the retrieval answer
+for any weights, and the fusion search tunes them at any catalog size.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from actors.retrieval_query import QueryParts, RetrievalWeights, text_directions
 from data_prep.artifacts import ArtifactPaths, fingerprint, read_json
 from data_prep.corpus import Corpus, Stage
 from tune.branches import BranchScores, RetrievalParts
+from tune.candidates import RetrievalCandidates
 
 log = logging.getLogger(__name__)
 TOP_N = 200
@@ -61,7 +63,7 @@ def llm_directions(texts: Sequence[Sequence[str]]) -> np.ndarray:
 
 def tunable(corpus: Corpus, stage: Stage, dim: int) -> bool:
     """Whether a search trial may score every item for every user of ``stage`` (full-row catalogs, within
-    ``TRIAL_BUDGET``), so the retrieval weights are tuned."""
+    ``TRIAL_BUDGET``); above that, trials score each user's candidates (``tune.candidates``)."""
     work = len(corpus.eval_users(stage)) * corpus.n_items * dim
     return default_row_mode(corpus.n_items) == "full" and work <= TRIAL_BUDGET
 
@@ -76,15 +78,12 @@ def _inputs(paths: ArtifactPaths, cf: str) -> list[Any]:
             paths.user_queries]  # fmt: skip
 
 
-def branch_file(
-    paths: ArtifactPaths, stage: Stage, cf: str, weights: RetrievalWeights, corpus: Corpus
-) -> Path:
-    """Where the branch scores of (stage, cf) live: the name fingerprints their inputs, and where the part
-    rows do not fit (one retrieval answer only), the weights."""
+def branch_file(paths: ArtifactPaths, stage: Stage, cf: str, corpus: Corpus) -> Path:
+    """Where the branch scores of (stage, cf) live: the name fingerprints their inputs and says how trials
+    score (``parts``: every item; ``cands``: each user's candidates)."""
     dim = int(np.load(paths.item_vectors("metadata"), mmap_mode="r").shape[1])
-    fixed = None if tunable(corpus, stage, dim) else asdict(weights)
-    fp = fingerprint(*_inputs(paths, cf), fixed, length=12)
-    return paths.branches / f"{stage}_{cf}_{'parts' if fixed is None else 'fixed'}_{fp}.npz"
+    kind = "parts" if tunable(corpus, stage, dim) else "cands"
+    return paths.branches / f"{stage}_{cf}_{kind}_{fingerprint(*_inputs(paths, cf), length=12)}.npz"
 
 
 def load_or_compute(
@@ -103,7 +102,7 @@ def load_or_compute(
 
     weights = weights or RetrievalWeights()
     model = load_trained(paths, cf, cf_overrides)
-    path = branch_file(paths, stage, cf, weights, corpus)
+    path = branch_file(paths, stage, cf, corpus)
     if path.is_file():
         return BranchScores.load(path).with_weights(weights)
     scores = compute(paths, corpus, stage, model, weights, n)
@@ -119,6 +118,7 @@ def compute(
     weights: RetrievalWeights,
     n: int = TOP_N,
     users: np.ndarray | None = None,
+    candidates: bool = False,
 ) -> BranchScores:
     """Both branches of ``stage`` for ``users`` (default: every evaluable one) with a loaded CF model, the
     retrieval side for ``weights``; nothing cached. ``users`` are indices into the stage's evaluable users."""
@@ -142,32 +142,31 @@ def compute(
     parts = QueryParts.build(metadata, histories, llm)
     rows_mode = default_row_mode(corpus.n_items)
     cf_part = model.rank(histories, n, rows=rows_mode)
-    kept = None
-    if tunable(corpus, stage, metadata.shape[1]):
-        kept = RetrievalParts.build(parts, metadata, description, histories)
-        ret_part = kept.output(weights, n)
-    else:
-        log.info("%s: %d users x %d items: too large to score every item per trial; one retrieval answer, "
-                 "for %s", stage, len(rows), corpus.n_items, weights)  # fmt: skip
-        ret_part = fixed_retrieval(paths, metadata, description, weights).search(
-            parts.vectors(weights), n, exclude=histories, rows=rows_mode
-        )
     hist_len = np.array([len(h) for h in histories])
-    return BranchScores(everyone[rows], corpus.target(stage)[everyone[rows]], hist_len, cf_part, ret_part, weights,
-                        kept)  # fmt: skip
+    if tunable(corpus, stage, metadata.shape[1]) and not candidates:
+        kept = RetrievalParts.build(parts, metadata, description, histories)
+        return BranchScores(everyone[rows], corpus.target(stage)[everyone[rows]], hist_len, cf_part,
+                            kept.output(weights, n), weights, kept)  # fmt: skip
+    log.info("%s: %d users x %d items: too large to score every item per trial; each trial scores a fixed "
+             "candidate set per user (tune.candidates)", stage, len(rows), corpus.n_items)  # fmt: skip
+    full = rows_mode == "full"
+    cands = RetrievalCandidates.build(
+        parts, histories, index_for(paths, "metadata", metadata),
+        None if description is None else index_for(paths, "description", description), n,
+        cf=cf_part if full else None,
+        moments=RetrievalParts.build(parts, metadata, description, histories) if full else None,
+    )  # fmt: skip
+    cf_kept = cf_part.with_rows("stats") if full else cf_part  # trials use the candidates' CF rows
+    return BranchScores.from_candidates(everyone[rows], corpus.target(stage)[everyone[rows]], hist_len,
+                                        cf_kept, cands, weights, n)  # fmt: skip
 
 
-def fixed_retrieval(paths: ArtifactPaths, metadata: np.ndarray, description: np.ndarray | None,
-                    weights: RetrievalWeights):  # fmt: skip
-    """The retriever over the item vectors of ``weights``: the metadata index as built, or (with an
-    enriched weight) a new index over metadata + enriched x description."""
-    from actors.retrieval_query import item_vectors
+def index_for(paths: ArtifactPaths, variant: str, vectors: np.ndarray):
+    """The FAISS retriever ``data_prep.index`` built over ``vectors`` (``variant``: metadata or description),
+    or a new one with the metadata index's config where it was not built."""
     from actors.retriever import FaissRetriever, IndexConfig
 
-    if not weights.enriched:  # the index's vectors are ``metadata``, already in memory
-        return FaissRetriever.load(paths.index_dir("metadata"), metadata)
-    config = replace(
-        IndexConfig(**read_json(paths.index_dir("metadata") / "index.json")["config"]), ivf_nprobe=0
-    )
-    vectors = item_vectors(metadata, description, weights.enriched)
-    return FaissRetriever.build(vectors, np.arange(len(vectors)).astype(str), config)
+    if (paths.index_dir(variant) / "faiss.index").is_file():
+        return FaissRetriever.load(paths.index_dir(variant), vectors)
+    config = IndexConfig(**read_json(paths.index_dir("metadata") / "index.json")["config"])
+    return FaissRetriever.build(vectors, np.arange(len(vectors)).astype(str), replace(config, ivf_nprobe=0))

@@ -29,7 +29,6 @@ import numpy as np
 
 from actors.llm.engine import EngineConfig
 from actors.llm_rerank import RerankSettings, position_bias
-from actors.retrieval_query import RetrievalWeights
 from data_prep.artifacts import ArtifactPaths, fingerprint, read_json, write_json
 from data_prep.corpus import Corpus
 from tune.harness import evaluation_corpus
@@ -101,7 +100,7 @@ def compute(paths: ArtifactPaths, corpus: Corpus, cf: str, k: int, users: int, s
     pointwise_engine = pointwise_engine or engine
     spec = {"cf": cf, "k": k, "users": int(len(positions)), "seed": seed, "engine": engine_identity(engine),
             "pointwise_engine": engine_identity(pointwise_engine),
-            "settings": asdict(settings), "lists": fingerprint(*(branch_file(paths, s, cf, RetrievalWeights(), corpus).name
+            "settings": asdict(settings), "lists": fingerprint(*(branch_file(paths, s, cf, corpus).name
                                                                 for s in ("valid", "test")))}  # fmt: skip
     if npz.is_file() and summary_file.is_file() and read_json(summary_file).get("spec") == spec:
         return read_json(summary_file)

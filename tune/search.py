@@ -147,8 +147,9 @@ def run_search(
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
     if tuned and not branches.tunable:
-        raise ValueError(f"retrieval weights {list(tuned)} cannot be tuned here: the catalog is too large for "
-                         "the part rows (tune.branches_store); search with --weights none")  # fmt: skip
+        raise ValueError(f"retrieval weights {list(tuned)} cannot be tuned here: these branch scores hold one "
+                         "retrieval answer, neither part rows nor candidates (tune.branches_store computes "
+                         "them); search with --weights none")  # fmt: skip
     fixed = dict(fixed or {})
     unknown = set(fixed) - {f.name for f in fields(FusionConfig)}
     if unknown:
@@ -246,7 +247,7 @@ def cached_search(
     branches = load_or_compute(paths, corpus, "valid", cf, base, cf_overrides=cf_overrides)
     if isinstance(tuned, str):
         tuned = resolve_weights(tuned, paths, branches)
-    stem = branch_file(paths, "valid", cf, base, corpus).stem
+    stem = branch_file(paths, "valid", cf, corpus).stem
     # the search space, the fusion fields and the base weights
     space = fingerprint(
         SEARCH_VERSION, asdict(FusionConfig()), asdict(base), list(tuned), fixed or {}, length=8
