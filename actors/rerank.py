@@ -15,6 +15,10 @@ branch.
 ``cf_candidates = K`` turns the same scoring into the **serial** architecture: only the CF branch's top-K
 can be answered, and the retrieval branch only reorders them (its true score where the full row is there,
 else its list's floor). With K = 0 (the default) the answer is drawn from both lists: the parallel design.
+
+``unseen = "retrieval"`` lets CF abstain on the items it never saw in training (cold items, given as a mask):
+their CF value is set to their retrieval value, so their fused score is the retrieval branch's alone, where
+CF's own score for them (``"cf"``, the default) says nothing but pushes them down.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class FusionConfig:
     rrf_k: float = 60.0
     max_alpha: float = 1.0  # upper bound of every user's α (a free-text intent online lowers it)
     cf_candidates: int = 0  # serial: only CF's top-K may be answered (0: parallel, both lists' union)
+    unseen: Literal["cf", "retrieval"] = "cf"  # items CF never saw in training: CF's score, or retrieval's
 
 
 @dataclass
@@ -96,13 +101,20 @@ def fuse(
     history_len: np.ndarray,
     cfg: FusionConfig,
     k: int,
+    unseen: np.ndarray | None = None,
 ) -> Fused:
     """Fuse the two branches' outputs (one row per user each) into the top-k of their lists' union.
 
     A branch given as ``None`` did not answer: the other one's ranking is the answer (α = 1 or 0).
+    ``unseen`` marks the items CF never saw in training: (n_items,) over the item ids, or (n_users, n_ids)
+    per user where ids are per-user columns; ``cfg.unseen = "retrieval"`` needs it.
     """
     if cf is None and retrieval is None:
         raise ValueError("fuse needs at least one branch")
+    if cfg.unseen not in ("cf", "retrieval"):
+        raise ValueError(f"unseen must be 'cf' or 'retrieval', got {cfg.unseen!r}")
+    if cfg.unseen == "retrieval" and unseen is None:
+        raise ValueError("unseen='retrieval' needs the mask of the items CF never saw in training")
     n_users = len(history_len)
     if any(b is not None and len(b) != n_users for b in (cf, retrieval)):
         raise ValueError("both branches and history_len need one row per user")
@@ -163,6 +175,10 @@ def fuse(
                 v[missing] = np.where(np.isfinite(true), true, low)[missing]
     cfv = np.where(np.isnan(cfv), cf_floor, cfv)
     rv = np.where(np.isnan(rv), ret_floor, rv)
+    if cfg.unseen == "retrieval":  # CF abstains on the items it never saw: they keep retrieval's value
+        mask = np.asarray(unseen, dtype=bool)
+        cold = mask[sid] if mask.ndim == 1 else np.take_along_axis(mask, sid, axis=1)
+        cfv = np.where(cold, rv, cfv)
     fused = alpha[:, None] * cfv + (1.0 - alpha[:, None]) * rv
     fused[second] = -np.inf
     eligible = ~second

@@ -138,7 +138,9 @@ def synthetic_candidates(users: int, items: int, full: bool, seed: int = 0) -> B
         cf_local = BranchOutput(local, cf_scores, rows, RowStats.of(rows))
     cands = RetrievalCandidates(items, ids, meta, desc, cross, cf_local, moments)
     targets, hist_len = rng.integers(0, items, users), np.full(users, 7)
-    return BranchScores.from_candidates(np.arange(users), targets, hist_len, cf, cands, RetrievalWeights(), 200)
+    return BranchScores.from_candidates(
+        np.arange(users), targets, hist_len, cf, cands, RetrievalWeights(), 200
+    )
 
 
 def cost() -> None:
@@ -146,7 +148,9 @@ def cost() -> None:
 
     print("\none trial's fusion (fixed alpha, n = 100, top-20) for new retrieval weights, random data of each "
           f"shape, {CANDIDATES} candidates per user\n")  # fmt: skip
-    print("| users x items | rows | over every item (s) | over the candidates (s) | ratio |\n|---|---|---:|---:|---:|")
+    print(
+        "| users x items | rows | over every item (s) | over the candidates (s) | ratio |\n|---|---|---:|---:|---:|"
+    )
     cfg = FusionConfig(method="fixed", alpha=0.5, n=100)
     w = RetrievalWeights(last=1.0, recent=0.5, llm=0.7, enriched=0.4)
     for users, items, full in ((22_363, 12_101, True), (100_000, 1_000_000, False)):
@@ -163,7 +167,9 @@ def cost() -> None:
             scores = RetrievalParts(m.parts, m.metadata, m.description, m.mask_rows, m.mask_cols).scores(w)
             ret = BranchOutput.from_rows(scores, 200, "full")
             cf = BranchOutput(ret.ids[:, ::-1].copy(), ret.scores, scores)  # full CF rows of the same size
-            fused_lists(BranchScores(np.arange(users), np.zeros(users, int), np.full(users, 7), cf, ret), cfg, 20)
+            fused_lists(
+                BranchScores(np.arange(users), np.zeros(users, int), np.full(users, 7), cf, ret), cfg, 20
+            )
             every = time.perf_counter() - t0
             del scores, ret, cf
         print(f"| {users:,} x {items:,} | {'full' if full else 'top-N'} | "

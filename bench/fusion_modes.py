@@ -34,7 +34,7 @@ from tune.search import run_search
 
 def fused_ranks(b: BranchScores, cfg: FusionConfig, n_items: int) -> np.ndarray:
     """Each user's 1-based target rank in the fused top-20 (a miss ranks past the catalog)."""
-    fused = fuse(b.cf, b.retrieval, b.history_len, cfg, 20)
+    fused = fuse(b.cf, b.retrieval, b.history_len, cfg, 20, b.unseen)
     return ranked_lists(fused.ids, b.targets, b.history_len, n_items).ranks
 
 

@@ -228,7 +228,7 @@ def offline_fused(root: Path, users: list[str], k: int = 10) -> dict[str, list[s
     row_of = {str(corpus.user_ids[u]): r for r, u in enumerate(corpus.eval_users("test"))}
     model = model_class(cf).load(paths.model_dir(cf))
     b = compute(paths, corpus, "test", model, setup.weights, users=[row_of[u] for u in users])
-    fused = fuse(b.cf, b.retrieval, b.history_len, setup.config, k)
+    fused = fuse(b.cf, b.retrieval, b.history_len, setup.config, k, b.unseen)
     return {u: corpus.item_ids[fused.ids[i]].tolist() for i, u in enumerate(users)}
 
 

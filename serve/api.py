@@ -247,7 +247,7 @@ class RerankDeployment:
         items, alpha = [], None
         if answered != [None, None]:
             t_fuse = time.perf_counter()
-            fused = fuse(*answered, np.array([len(history)]), cfg, body.k)
+            fused = fuse(*answered, np.array([len(history)]), cfg, body.k, self.state.unseen)
             items, alpha = self._items(fused), float(fused.alpha[0])
             timings["fuse"] = round((time.perf_counter() - t_fuse) * 1000, 2)
         elif {"cf", "retrieval"} & set(degraded):

@@ -112,6 +112,7 @@ class ServingState:
         self.items = corpus.items.reset_index(drop=True)
         self.item_ids = corpus.item_ids
         self.index_of = {iid: i for i, iid in enumerate(self.item_ids)}
+        self.unseen = corpus.item_popularity() == 0  # items the CF models never saw in training
         self.titles = self.items["title"].astype(str).tolist()
         self.rows = self.items.to_dict("records")
         self.folded_titles = [t.casefold() for t in self.titles]  # what search() matches against

@@ -88,13 +88,15 @@ class BranchScores:
     parts: RetrievalParts | None = None
     candidates: RetrievalCandidates | None = None  # above the trial budget (``tune.candidates``)
     local: BranchOutput | None = None  # the retrieval answer in candidate coordinates (full-row catalogs)
+    unseen: np.ndarray | None = None  # (n_items,) bool: the items CF never saw in training
 
     @classmethod
     def from_candidates(cls, users: np.ndarray, targets: np.ndarray, history_len: np.ndarray, cf: BranchOutput,
-                        candidates: RetrievalCandidates, weights: RetrievalWeights, n: int) -> BranchScores:  # fmt: skip
+                        candidates: RetrievalCandidates, weights: RetrievalWeights, n: int,
+                        unseen: np.ndarray | None = None) -> BranchScores:  # fmt: skip
         """Branch scores whose retrieval answer for any weights comes from ``candidates``."""
         answer, local = candidates.output(weights, n)
-        return cls(users, targets, history_len, cf, answer, weights, None, candidates, local)
+        return cls(users, targets, history_len, cf, answer, weights, None, candidates, local, unseen)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +105,8 @@ class BranchScores:
             extra |= self.candidates.arrays() | (
                 self.candidates.moments.arrays() if self.candidates.moments else {}
             )
+        if self.unseen is not None:
+            extra["unseen"] = self.unseen
         weights = np.array([getattr(self.weights, k) for k in asdict(self.weights)], dtype=np.float64)
         np.savez(path, users=self.users, targets=self.targets, history_len=self.history_len, weights=weights,
                  **self.cf.arrays("cf"), **self.retrieval.arrays("retrieval"), **extra)  # fmt: skip
@@ -114,12 +118,12 @@ class BranchScores:
                 **dict(zip(asdict(RetrievalWeights()), z["weights"].tolist(), strict=True))
             )
             args = (z["users"], z["targets"], z["history_len"], BranchOutput.from_arrays(z, "cf"))
+            unseen = np.asarray(z["unseen"]) if "unseen" in z else None
             candidates = RetrievalCandidates.from_arrays(z, RetrievalParts.from_arrays(z))
             if candidates is not None:
-                return cls.from_candidates(*args, candidates, weights, len(z["retrieval_ids"][0]))
-            return cls(
-                *args, BranchOutput.from_arrays(z, "retrieval"), weights, RetrievalParts.from_arrays(z)
-            )
+                return cls.from_candidates(*args, candidates, weights, len(z["retrieval_ids"][0]), unseen)
+            return cls(*args, BranchOutput.from_arrays(z, "retrieval"), weights, RetrievalParts.from_arrays(z),
+                       unseen=unseen)  # fmt: skip
 
     @property
     def tunable(self) -> bool:
@@ -157,7 +161,10 @@ def fused_lists(b: BranchScores, cfg: FusionConfig, k: int) -> tuple[np.ndarray,
     ids, alpha = [], []
     for start in range(0, len(b.users), FUSE_USERS):
         rows = slice(start, start + FUSE_USERS)
-        f = fuse(cf.take(rows), retrieval.take(rows), b.history_len[rows], cfg, k)
+        unseen = b.unseen
+        if local and unseen is not None:  # per user, over the candidates (the padding is never listed)
+            unseen = unseen[np.minimum(b.candidates.ids[rows], len(unseen) - 1)]
+        f = fuse(cf.take(rows), retrieval.take(rows), b.history_len[rows], cfg, k, unseen)
         ids.append(np.take_along_axis(b.candidates.ids[rows], f.ids, axis=1) if local else f.ids)
         alpha.append(f.alpha)
     width = min(x.shape[1] for x in ids)  # a chunk whose users have shorter lists fuses fewer

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 TOP_N = 200
 TRIAL_BUDGET = 5e10  # multiply-adds of one trial's retrieval scores (users x items x dim): about 1 s here
 # part of the fingerprint: a new format recomputes
-FORMAT = "v4: BranchOutput + retrieval query parts (last, recent, LLM queries) and item vectors"
+FORMAT = "v5: BranchOutput + retrieval query parts or candidates, and the items unseen in training"
 
 
 def query_texts(paths: ArtifactPaths, corpus: Corpus, stage: Stage) -> list[list[str]] | None:
@@ -143,10 +143,11 @@ def compute(
     rows_mode = default_row_mode(corpus.n_items)
     cf_part = model.rank(histories, n, rows=rows_mode)
     hist_len = np.array([len(h) for h in histories])
+    unseen = corpus.item_popularity() == 0  # items CF never saw in training
     if tunable(corpus, stage, metadata.shape[1]) and not candidates:
         kept = RetrievalParts.build(parts, metadata, description, histories)
         return BranchScores(everyone[rows], corpus.target(stage)[everyone[rows]], hist_len, cf_part,
-                            kept.output(weights, n), weights, kept)  # fmt: skip
+                            kept.output(weights, n), weights, kept, unseen=unseen)  # fmt: skip
     log.info("%s: %d users x %d items: too large to score every item per trial; each trial scores a fixed "
              "candidate set per user (tune.candidates)", stage, len(rows), corpus.n_items)  # fmt: skip
     full = rows_mode == "full"
@@ -158,7 +159,7 @@ def compute(
     )  # fmt: skip
     cf_kept = cf_part.with_rows("stats") if full else cf_part  # trials use the candidates' CF rows
     return BranchScores.from_candidates(everyone[rows], corpus.target(stage)[everyone[rows]], hist_len,
-                                        cf_kept, cands, weights, n)  # fmt: skip
+                                        cf_kept, cands, weights, n, unseen)  # fmt: skip
 
 
 def index_for(paths: ArtifactPaths, variant: str, vectors: np.ndarray):

@@ -46,7 +46,7 @@ TUNE_KEYS = {"NDCG@10": "ndcg10", "Recall@10": "recall10", "Coverage@10": "cover
 
 
 METHODS = ("fixed", "adaptive", "rrf")
-SEARCH_VERSION = "s4"  # bump when the space or the fusion formula changes: cached searches are then redone
+SEARCH_VERSION = "s5"  # bump when the space or the fusion formula changes: cached searches are then redone
 WEIGHT_MAX = {"last": 1.0, "recent": 1.0, "llm": 1.0, "enriched": 1.5}  # each range is [0, max], step 0.05
 
 
@@ -56,9 +56,12 @@ def check_weights(tuned: tuple[str, ...]) -> None:
         raise ValueError(f"--weights: unknown retrieval weight(s) {bad}; choose from {list(WEIGHTS)}")
 
 
-def search_space(methods: tuple[str, ...] = METHODS, tuned: tuple[str, ...] = ()) -> dict[str, Any]:
+def search_space(
+    methods: tuple[str, ...] = METHODS, tuned: tuple[str, ...] = (), unseen: bool = False
+) -> dict[str, Any]:
     """The fusion search space; ``methods`` restricts the fusion method (e.g. only ``adaptive``), ``tuned``
-    names the retrieval weights searched too (``w_<name>``, each from 0)."""
+    names the retrieval weights searched too (``w_<name>``, each from 0); with ``unseen`` (a catalog with
+    items CF never saw in training) whether CF abstains on them (``FusionConfig.unseen``)."""
     from ray import tune
 
     bad = [m for m in methods if m not in METHODS]
@@ -66,25 +69,32 @@ def search_space(methods: tuple[str, ...] = METHODS, tuned: tuple[str, ...] = ()
         raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {list(methods)}")
     check_weights(tuned)
     weights = {f"w_{w}": tune.quniform(0.0, WEIGHT_MAX[w], 0.05) for w in tuned}
-    return weights | {
-        "method": tune.choice(list(methods)),
-        "norm": tune.choice(["zscore", "minmax"]),
-        "n": tune.choice([20, 50, 100, 200]),
-        "alpha": tune.uniform(0.0, 1.0),
-        "a": tune.uniform(-4.0, 4.0),
-        "b": tune.uniform(-2.0, 2.0),
-        "c": tune.uniform(-4.0, 4.0),
-        "confidence": tune.choice(["margin", "entropy"]),
-        "rrf_k": tune.choice([10.0, 30.0, 60.0]),
-    }
+    cold = {"unseen": tune.choice(["cf", "retrieval"])} if unseen else {}
+    return (
+        weights
+        | cold
+        | {
+            "method": tune.choice(list(methods)),
+            "norm": tune.choice(["zscore", "minmax"]),
+            "n": tune.choice([20, 50, 100, 200]),
+            "alpha": tune.uniform(0.0, 1.0),
+            "a": tune.uniform(-4.0, 4.0),
+            "b": tune.uniform(-2.0, 2.0),
+            "c": tune.uniform(-4.0, 4.0),
+            "confidence": tune.choice(["margin", "entropy"]),
+            "rrf_k": tune.choice([10.0, 30.0, 60.0]),
+        }
+    )
 
 
-def starting_points(methods: tuple[str, ...], tuned: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def starting_points(
+    methods: tuple[str, ...], tuned: tuple[str, ...] = (), unseen: bool = False
+) -> list[dict[str, Any]]:
     """A few plain configs tried first (constant α of 0.5-0.9, catalog-wide z-scores, the last item alone
     for retrieval), so TPE starts from sensible mixes instead of the extremes most random draws give; with
     tuned weights, the same once more with every tuned weight at 0.5."""
     base = {"norm": "zscore", "n": 200, "alpha": 0.5, "a": 0.0, "b": 0.0, "c": 0.0, "confidence": "margin",
-            "rrf_k": 60.0}  # fmt: skip
+            "rrf_k": 60.0} | ({"unseen": "cf"} if unseen else {})  # fmt: skip
     default = RetrievalWeights()
     plain = {f"w_{w}": getattr(default, w) for w in tuned}
     mixes = [plain] + ([{f"w_{w}": 0.5 for w in tuned}] if tuned else [])
@@ -155,18 +165,19 @@ def run_search(
     if unknown:
         raise ValueError(f"fixed: unknown FusionConfig field(s) {sorted(unknown)}")
     init_ray(quiet=True)
+    cold = branches.unseen is not None and bool(branches.unseen.any())
     metrics = OBJECTIVES[objective]
     modes = ["max"] * len(metrics)
     searcher = OptunaSearch(
         metric=metrics if len(metrics) > 1 else metrics[0],
         mode=modes if len(metrics) > 1 else modes[0],
         seed=seed,
-        points_to_evaluate=starting_points(methods, tuned),
+        points_to_evaluate=starting_points(methods, tuned, cold),
     )
     t0 = time.perf_counter()
     tuner = tune.Tuner(
         tune.with_parameters(trial, branches=branches, ctx=ctx, fixed=fixed),
-        param_space=search_space(methods, tuned),
+        param_space=search_space(methods, tuned, cold),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             num_samples=trials,

@@ -151,3 +151,20 @@ def test_serial_uses_the_full_row_for_candidates_missing_from_the_retrieval_list
 def test_serial_without_a_cf_branch_leaves_the_retrieval_ranking():
     out = fuse(None, RET, H, FusionConfig(cf_candidates=2), 3)
     assert out.ids.tolist() == [[3, 4, 5]]
+
+
+def test_cf_abstains_on_items_it_never_saw_when_asked():
+    # item 5 was never in training: CF's score for it is meaningless and low, retrieval ranks it first
+    cf_row = np.array([[-np.inf, 3.0, 2.0, 1.0, 0.5, -2.0]], dtype=np.float32)
+    ret_row = np.array([[-np.inf, 0.1, 0.2, 0.3, 0.4, 0.9]], dtype=np.float32)
+    cf, ret = BranchOutput.from_rows(cf_row, 5), BranchOutput.from_rows(ret_row, 5)
+    unseen = np.array([False, False, False, False, False, True])
+    by_cf = fuse(cf, ret, H, FusionConfig(method="fixed", alpha=0.7), 5, unseen)
+    assert by_cf.ids.tolist() == [[1, 2, 3, 4, 5]]  # CF's own score keeps the cold item last
+    cfg = FusionConfig(method="fixed", alpha=0.7, unseen="retrieval")
+    abstain = fuse(cf, ret, H, cfg, 5, unseen)
+    assert abstain.ids.tolist() == [[5, 1, 2, 3, 4]]  # scored by retrieval alone, the warm order unchanged
+    per_user = fuse(cf, ret, H, cfg, 5, unseen[None, :])  # the same mask given per user
+    assert per_user.ids.tolist() == abstain.ids.tolist()
+    with pytest.raises(ValueError, match="needs the mask of the items CF never saw"):
+        fuse(cf, ret, H, cfg, 5)

@@ -25,6 +25,7 @@ CONFIGS = [
     FusionConfig(method="adaptive", a=0.4, b=0.3, c=1.0, n=30),
     FusionConfig(method="rrf", alpha=0.6, n=30),
     FusionConfig(method="fixed", alpha=0.5, n=30, cf_candidates=10),  # serial
+    FusionConfig(method="fixed", alpha=0.6, n=30, unseen="retrieval"),  # CF abstains on unseen items
 ]
 
 
@@ -45,10 +46,12 @@ def both_ways(n: int, seed: int = 0) -> tuple[BranchScores, BranchScores]:
     kept = RetrievalParts.build(parts, meta, desc, histories)
     w, users = RetrievalWeights(), np.arange(N_USERS)
     targets, hist_len = rng.integers(0, N_ITEMS, N_USERS), np.array([len(h) for h in histories])
-    full = BranchScores(users, targets, hist_len, cf, kept.output(w, 30), w, kept)
+    unseen = rng.random(N_ITEMS) < 0.1
+    full = BranchScores(users, targets, hist_len, cf, kept.output(w, 30), w, kept, unseen=unseen)
     cands = RetrievalCandidates.build(parts, histories, ExactRetriever(meta), ExactRetriever(desc), n, cf=cf,
                                       moments=kept)  # fmt: skip
-    return full, BranchScores.from_candidates(users, targets, hist_len, cf.with_rows("stats"), cands, w, 30)
+    cand = BranchScores.from_candidates(users, targets, hist_len, cf.with_rows("stats"), cands, w, 30, unseen)
+    return full, cand
 
 
 def test_rows_are_united_and_found_again():
@@ -80,7 +83,10 @@ def test_short_candidate_lists_stay_close_and_survive_a_round_trip(tmp_path):
     agree = []
     for w in WEIGHTS:
         for cfg in CONFIGS:
-            a, b = fused_lists(full.with_weights(w), cfg, 10)[0], fused_lists(cand.with_weights(w), cfg, 10)[0]
+            a, b = (
+                fused_lists(full.with_weights(w), cfg, 10)[0],
+                fused_lists(cand.with_weights(w), cfg, 10)[0],
+            )
             agree.append(np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a, b, strict=True)]))
     assert min(agree) >= 0.9, agree
     cand.save(tmp_path / "b.npz")
