@@ -16,9 +16,10 @@ branch.
 can be answered, and the retrieval branch only reorders them (its true score where the full row is there,
 else its list's floor). With K = 0 (the default) the answer is drawn from both lists: the parallel design.
 
-``unseen = "retrieval"`` lets CF abstain on the items it never saw in training (cold items, given as a mask):
-their CF value is set to their retrieval value, so their fused score is the retrieval branch's alone, where
-CF's own score for them (``"cf"``, the default) says nothing but pushes them down.
+``unseen = λ`` lets CF defer to retrieval on the items it never saw in training (cold items, given as a mask):
+their CF value becomes λ·(their retrieval value) + (1 − λ)·(CF's own), so at λ = 1 their fused score is the
+retrieval branch's alone. CF's own score for such an item (λ = 0, the default) says nothing about it but
+pushes it down; λ = 1 lets the top retrieval answers among them crowd out warm items, so λ is searched.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class FusionConfig:
     rrf_k: float = 60.0
     max_alpha: float = 1.0  # upper bound of every user's α (a free-text intent online lowers it)
     cf_candidates: int = 0  # serial: only CF's top-K may be answered (0: parallel, both lists' union)
-    unseen: Literal["cf", "retrieval"] = "cf"  # items CF never saw in training: CF's score, or retrieval's
+    unseen: float = 0.0  # items CF never saw in training: how far CF's value defers to retrieval's (0 to 1)
 
 
 @dataclass
@@ -107,14 +108,14 @@ def fuse(
 
     A branch given as ``None`` did not answer: the other one's ranking is the answer (α = 1 or 0).
     ``unseen`` marks the items CF never saw in training: (n_items,) over the item ids, or (n_users, n_ids)
-    per user where ids are per-user columns; ``cfg.unseen = "retrieval"`` needs it.
+    per user where ids are per-user columns; ``cfg.unseen > 0`` needs it.
     """
     if cf is None and retrieval is None:
         raise ValueError("fuse needs at least one branch")
-    if cfg.unseen not in ("cf", "retrieval"):
-        raise ValueError(f"unseen must be 'cf' or 'retrieval', got {cfg.unseen!r}")
-    if cfg.unseen == "retrieval" and unseen is None:
-        raise ValueError("unseen='retrieval' needs the mask of the items CF never saw in training")
+    if not 0.0 <= cfg.unseen <= 1.0:
+        raise ValueError(f"unseen must be in [0, 1], got {cfg.unseen!r}")
+    if cfg.unseen and unseen is None:
+        raise ValueError(f"unseen={cfg.unseen} needs the mask of the items CF never saw in training")
     n_users = len(history_len)
     if any(b is not None and len(b) != n_users for b in (cf, retrieval)):
         raise ValueError("both branches and history_len need one row per user")
@@ -175,10 +176,10 @@ def fuse(
                 v[missing] = np.where(np.isfinite(true), true, low)[missing]
     cfv = np.where(np.isnan(cfv), cf_floor, cfv)
     rv = np.where(np.isnan(rv), ret_floor, rv)
-    if cfg.unseen == "retrieval":  # CF abstains on the items it never saw: they keep retrieval's value
+    if cfg.unseen:  # CF defers to retrieval on the items it never saw
         mask = np.asarray(unseen, dtype=bool)
         cold = mask[sid] if mask.ndim == 1 else np.take_along_axis(mask, sid, axis=1)
-        cfv = np.where(cold, rv, cfv)
+        cfv = np.where(cold, cfg.unseen * rv + (1.0 - cfg.unseen) * cfv, cfv)
     fused = alpha[:, None] * cfv + (1.0 - alpha[:, None]) * rv
     fused[second] = -np.inf
     eligible = ~second

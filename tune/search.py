@@ -61,7 +61,7 @@ def search_space(
 ) -> dict[str, Any]:
     """The fusion search space; ``methods`` restricts the fusion method (e.g. only ``adaptive``), ``tuned``
     names the retrieval weights searched too (``w_<name>``, each from 0); with ``unseen`` (a catalog with
-    items CF never saw in training) whether CF abstains on them (``FusionConfig.unseen``)."""
+    items CF never saw in training) how far CF defers to retrieval on them (``FusionConfig.unseen``)."""
     from ray import tune
 
     bad = [m for m in methods if m not in METHODS]
@@ -69,7 +69,7 @@ def search_space(
         raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {list(methods)}")
     check_weights(tuned)
     weights = {f"w_{w}": tune.quniform(0.0, WEIGHT_MAX[w], 0.05) for w in tuned}
-    cold = {"unseen": tune.choice(["cf", "retrieval"])} if unseen else {}
+    cold = {"unseen": tune.quniform(0.0, 1.0, 0.05)} if unseen else {}
     return (
         weights
         | cold
@@ -94,7 +94,7 @@ def starting_points(
     for retrieval), so TPE starts from sensible mixes instead of the extremes most random draws give; with
     tuned weights, the same once more with every tuned weight at 0.5."""
     base = {"norm": "zscore", "n": 200, "alpha": 0.5, "a": 0.0, "b": 0.0, "c": 0.0, "confidence": "margin",
-            "rrf_k": 60.0} | ({"unseen": "cf"} if unseen else {})  # fmt: skip
+            "rrf_k": 60.0} | ({"unseen": 0.0} if unseen else {})  # fmt: skip
     default = RetrievalWeights()
     plain = {f"w_{w}": getattr(default, w) for w in tuned}
     mixes = [plain] + ([{f"w_{w}": 0.5 for w in tuned}] if tuned else [])

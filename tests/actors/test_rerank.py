@@ -161,7 +161,7 @@ def test_cf_abstains_on_items_it_never_saw_when_asked():
     unseen = np.array([False, False, False, False, False, True])
     by_cf = fuse(cf, ret, H, FusionConfig(method="fixed", alpha=0.7), 5, unseen)
     assert by_cf.ids.tolist() == [[1, 2, 3, 4, 5]]  # CF's own score keeps the cold item last
-    cfg = FusionConfig(method="fixed", alpha=0.7, unseen="retrieval")
+    cfg = FusionConfig(method="fixed", alpha=0.7, unseen=1.0)
     abstain = fuse(cf, ret, H, cfg, 5, unseen)
     assert abstain.ids.tolist() == [[5, 1, 2, 3, 4]]  # scored by retrieval alone, the warm order unchanged
     per_user = fuse(cf, ret, H, cfg, 5, unseen[None, :])  # the same mask given per user

@@ -25,7 +25,7 @@ CONFIGS = [
     FusionConfig(method="adaptive", a=0.4, b=0.3, c=1.0, n=30),
     FusionConfig(method="rrf", alpha=0.6, n=30),
     FusionConfig(method="fixed", alpha=0.5, n=30, cf_candidates=10),  # serial
-    FusionConfig(method="fixed", alpha=0.6, n=30, unseen="retrieval"),  # CF abstains on unseen items
+    FusionConfig(method="fixed", alpha=0.6, n=30, unseen=1.0),  # CF abstains on unseen items
 ]
 
 
