@@ -232,10 +232,11 @@ def moment_stats(
     size = len(vectors)
     q64 = np.asarray(q, dtype=np.float64)
     s1 = (q64 @ mean_v) * size
-    s2 = np.einsum("nd,de,ne->n", q64, gram, q64)
+    q32 = np.asarray(q, dtype=np.float32)  # a float32 matrix product, not a per-query loop
+    s2 = ((q32 @ gram.astype(np.float32)) * q32).sum(axis=1, dtype=np.float64)
     n_left = np.full(len(q), float(size))
     if len(rows):
-        se = np.einsum("nd,nd->n", q64[rows], np.asarray(vectors[cols], dtype=np.float64))
+        se = (q32[rows] * np.asarray(vectors[cols], dtype=np.float32)).sum(axis=1, dtype=np.float64)
         s1 -= np.bincount(rows, se, minlength=len(q))
         s2 -= np.bincount(rows, se**2, minlength=len(q))
         n_left -= np.bincount(rows, minlength=len(q))
