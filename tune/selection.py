@@ -7,12 +7,17 @@ the searches that may be used) the rule takes the **simplest** one whose validat
 bootstrap standard error of the best's (the paired difference, users resampled). Simpler means fewer of the
 LLM's parts in use (a weight above 0), then the fusion method: fixed α, then reciprocal-rank fusion, then
 adaptive α. Both the best and the selected config are reported.
+
+Where the catalog has items CF never saw in training, each candidate also comes as a variant in which CF
+defers entirely to retrieval on them (``FusionConfig.unseen = 1``, name ``…+cold``), and among otherwise equal
+configs that variant counts as simpler: only it can recommend an item no one has interacted with yet (a cold
+or newly added item), and the rule takes it whenever validation cannot tell it from the best.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,14 +39,21 @@ class Candidate:
     config: FusionConfig
     weights: RetrievalWeights
 
-    @property
-    def name(self) -> str:
-        return f"{self.source}/{self.config.method}"
+    cold: bool = False  # the variant of a searched config in which CF defers to retrieval on unseen items
 
     @property
-    def complexity(self) -> tuple[int, int]:
-        """(LLM parts in use, method rank): lower is simpler."""
-        return (int(self.weights.llm > 0) + int(self.weights.enriched > 0), METHOD_ORDER[self.config.method])
+    def name(self) -> str:
+        return f"{self.source}/{self.config.method}{'+cold' if self.cold else ''}"
+
+    @property
+    def complexity(self) -> tuple[int, int, int]:
+        """(LLM parts in use, method rank, 0 if CF defers entirely on unseen items else 1): lower is simpler."""
+        llm = int(self.weights.llm > 0) + int(self.weights.enriched > 0)
+        return (llm, METHOD_ORDER[self.config.method], int(self.config.unseen < 1.0))
+
+    def deferring(self) -> Candidate:
+        """The same config with CF deferring entirely to retrieval on the items it never saw."""
+        return replace(self, config=replace(self.config, unseen=1.0), cold=True)
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "config": asdict(self.config), "weights": asdict(self.weights)}
@@ -65,6 +77,8 @@ def select(pool: Sequence[Candidate], valid: BranchScores, ctx: MetricContext) -
     (each a candidate with its validation NDCG@10) and the table of every candidate against the best."""
     if not pool:
         raise ValueError("select needs at least one candidate")
+    if valid.unseen is not None and valid.unseen.any():
+        pool = [*pool, *(c.deferring() for c in pool if c.config.unseen < 1.0)]
     ranks = {c.name: target_ranks(valid, c, ctx) for c in pool}
     ndcg = {name: float(ndcg_gains(r, 10).mean()) for name, r in ranks.items()}
     best = max(pool, key=lambda c: (ndcg[c.name], [-x for x in c.complexity]))

@@ -144,7 +144,25 @@ def test_one_standard_error_rule_prefers_the_simpler_config_unless_clearly_beate
     tie = select([adaptive, plain], b, ctx)
     assert tie["selected"]["name"] == "nollm/fixed"
     row = next(r for r in tie["table"] if r["candidate"] == "nollm/adaptive")
-    assert row["complexity"] == [0, 2] and {"below_best", "se", "within_one_se"} <= set(row)
+    assert row["complexity"] == [0, 2, 1] and {"below_best", "se", "within_one_se"} <= set(row)
+    assert not any(r["candidate"].endswith("+cold") for r in tie["table"])  # no item is unseen here
+
+
+def test_with_unseen_items_the_rule_prefers_cf_deferring_on_them_within_noise():
+    from dataclasses import replace
+
+    from actors.retrieval_query import RetrievalWeights
+    from tune.selection import Candidate, select
+
+    b = tunable_branches(n_users=400)
+    unseen = np.zeros(40, dtype=bool)
+    unseen[np.unique(b.targets)[:4]] = True  # a few targets CF never saw in training
+    ctx = MetricContext(n_items=40, item_popularity=np.ones(40, dtype=int), n_train_users=400)
+    llm = Candidate("llm", FusionConfig(method="fixed", alpha=0.5), RetrievalWeights(last=0.0, llm=1.0))
+    out = select([llm], replace(b, unseen=unseen), ctx)
+    names = [r["candidate"] for r in out["table"]]
+    assert names == ["llm/fixed+cold", "llm/fixed"]  # the variant counts as simpler
+    assert out["selected"]["name"] == "llm/fixed+cold" and out["selected"]["config"]["unseen"] == 1.0
 
 
 def test_users_are_fused_in_chunks_with_the_same_answer(monkeypatch):
