@@ -139,8 +139,8 @@ class BranchScores:
             return replace(self, retrieval=answer, local=local, weights=weights)
         if self.parts is None:
             raise ValueError(
-                f"these branch scores hold the retrieval answer for {self.weights} only (the catalog is too "
-                f"large to score every item per trial); {weights} needs its own computation"
+                f"these branch scores hold the retrieval answer for {self.weights} only (neither part rows nor "
+                f"candidates were kept); {weights} needs its own computation"
             )
         return replace(self, retrieval=self.parts.output(weights, self.retrieval.n), weights=weights)
 

@@ -266,7 +266,8 @@ def build_report(
             fused_metrics(valid, cfg, ctx, w), fused_metrics(test, cfg, ctx, w),
             fusion={"cf": cf, "uses": use, "tuned_weights": list(tuned), "selected": chosen,
                     "best": best | {"test": {k: v for k, v in best_test.items() if not k.startswith("by_")}},
-                    "selection": choice["table"], "rows": test.cf.mode, **extra},
+                    "selection": choice["table"],
+                    "rows": "candidates" if test.candidates is not None else test.cf.mode, **extra},
         )  # fmt: skip
         log.info("%s: test NDCG@10 %.4f (selected %s; best on valid %s: %.4f)", name,
                  results[name]["test"]["NDCG@10"], chosen["name"], best["name"], best_test["NDCG@10"])  # fmt: skip
