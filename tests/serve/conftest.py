@@ -21,7 +21,7 @@ import pytest
 PORT = 8127
 BASE = f"http://127.0.0.1:{PORT}"
 TOKEN = "test-token"
-FUSION = {"method": "adaptive", "norm": "zscore", "n": 100, "a": 0.4, "b": 0.5, "c": 1.0}
+FUSION = {"method": "adaptive", "norm": "zscore", "n": 100, "a": 0.4, "b": 0.5, "c": 1.0, "unseen": 1.0}
 WEIGHTS = {"last": 1.0, "recent": 0.3, "llm": 0.6, "enriched": 0.5}  # every query part and item side in use
 
 

@@ -149,7 +149,7 @@ def test_served_fusion_equals_the_offline_evaluation(serve_url, serve_artifacts)
     b = load_or_compute(serve_artifacts, corpus, "test", "ease", RetrievalWeights(**WEIGHTS))
     from actors.rerank import fuse
 
-    fused = fuse(b.cf, b.retrieval, b.history_len, FusionConfig(**FUSION), 10)
+    fused = fuse(b.cf, b.retrieval, b.history_len, FusionConfig(**FUSION), 10, b.unseen)
     rows = [r for r in range(len(b.users)) if corpus.user_ids[b.users[r]] != "2"]  # user 2 gets events
     for row in np.random.default_rng(0).choice(rows, 15, replace=False):
         user = str(corpus.user_ids[b.users[row]])

@@ -35,7 +35,7 @@ def test_known_users_get_the_offline_fusion_of_the_same_weights(lastitem_app, se
 
     corpus = Corpus.load(serve_artifacts)
     b = load_or_compute(serve_artifacts, corpus, "test", "ease", RetrievalWeights(**LAST_ITEM))
-    fused = fuse(b.cf, b.retrieval, b.history_len, FusionConfig(**FUSION), 10)
+    fused = fuse(b.cf, b.retrieval, b.history_len, FusionConfig(**FUSION), 10, b.unseen)
     status, health = http("GET", f"{lastitem_app}/healthz")
     assert status == 200
     assert health["fusion"]["retrieval_weights"] == {"last": 1.0, "recent": 0.0, "llm": 0.0, "enriched": 0.0}
