@@ -42,10 +42,13 @@ class RerankSettings:
         None  # listwise answer length; None: 3 tokens per candidate + 8 (K numbers, commas)
     )
     description_words: int = 0  # words of an item's enriched description shown (0: none)
+    max_words: int = 24  # words of each listed item (long product titles and category paths fit the context)
 
     def __post_init__(self) -> None:
         if self.history < 1:
             raise ValueError(f"history must be >= 1, got {self.history}")
+        if self.max_words < 1:
+            raise ValueError(f"max_words must be >= 1, got {self.max_words}")
 
 
 @dataclass
@@ -74,9 +77,12 @@ class LLMReranker:
         self.settings = settings or RerankSettings()
         self.nouns = NOUNS.get(domain, NOUNS["item"])
 
+    def _line(self, item: HistoryItem) -> str:
+        return " ".join(item.line(self.settings.description_words).split()[: self.settings.max_words])
+
     def _history(self, history: Sequence[HistoryItem]) -> str:
         shown = history[-self.settings.history :]
-        return "\n".join(f"- {h.line(self.settings.description_words)}" for h in shown) or "- (nothing yet)"
+        return "\n".join(f"- {self._line(h)}" for h in shown) or "- (nothing yet)"
 
     def listwise_conversation(
         self, history: Sequence[HistoryItem], candidates: Sequence[HistoryItem]
@@ -85,9 +91,7 @@ class LLMReranker:
         system = (f"You rank candidate {plural} for a user. Given the {plural} the user {past} (oldest first) and "
                   f"numbered candidates, answer with the candidate numbers, from the most to the least likely to "
                   f"be the next one they {verb}, separated by commas: all of them, nothing else.")  # fmt: skip
-        listed = "\n".join(
-            f"[{i + 1}] {c.line(self.settings.description_words)}" for i, c in enumerate(candidates)
-        )
+        listed = "\n".join(f"[{i + 1}] {self._line(c)}" for i, c in enumerate(candidates))
         user = f"The user {past}:\n{self._history(history)}\n\nCandidates:\n{listed}\n\nRanking:"
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from actors.llm.engine import EngineConfig
-from actors.llm_rerank import LLMReranker, kendall_tau, parse_order, position_bias
+from actors.llm_rerank import LLMReranker, RerankSettings, kendall_tau, parse_order, position_bias
 from actors.user_query import HistoryItem
 
 
@@ -58,6 +58,13 @@ def test_the_prompts_show_history_and_candidates_and_never_more_than_asked():
     assert "products" in conv[0]["content"] and user.count("\n- ") == 10  # the 10 most recent of 20
     assert "[1] Return of the Jedi (1983): Action, Adventure, Sci-Fi" in user and "[3] Toy Story" in user
     assert "Toy Story" not in r.pointwise_conversation(HISTORY)[1]["content"]  # pointwise: no candidates
+    # a long product line is cut to max_words words, so 20 candidates and 10 items fit a 2,048-token context
+    long = HistoryItem("Heat Shrink Tubing " + "extra " * 40, tags="Industrial & Scientific " * 10)
+    short = LLMReranker(None, "product", RerankSettings(max_words=6)).listwise_conversation([long], [long])
+    assert "- Heat Shrink Tubing extra extra extra\n" in short[1]["content"]
+    assert "[1] Heat Shrink Tubing extra extra extra\n" in short[1]["content"]
+    with pytest.raises(ValueError, match="max_words must be >= 1"):
+        RerankSettings(max_words=0)
 
 
 def test_listwise_and_pointwise_on_the_packaged_model(reranker):
