@@ -33,10 +33,11 @@ import numpy as np
 from actors.branch import BranchOutput, RowStats
 from actors.retrieval_query import QueryParts, RetrievalWeights
 from data_prep.artifacts import ArtifactPaths
-from tune.branches import BranchScores, RetrievalParts, evaluate_fused, fused_lists
+from tune.branches import BranchScores, evaluate_fused, fused_lists
 from tune.candidates import RetrievalCandidates
 from tune.harness import evaluation_corpus, metric_context
 from tune.metrics import paired_bootstrap
+from tune.retrieval_parts import RetrievalParts
 from tune.search import available_weights, run_search, to_fusion
 
 DIM, CANDIDATES = 384, 700  # the encoder's dimension; about the candidates per user measured on Amazon

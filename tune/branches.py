@@ -11,7 +11,6 @@ beyond the fused list count as misses (MRR is MRR@list).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -19,59 +18,10 @@ import numpy as np
 
 from actors.branch import BranchOutput, RowMode
 from actors.rerank import FusionConfig, fuse
-from actors.retrieval_query import QueryParts, RetrievalWeights, item_vectors
-from actors.retriever import ExactRetriever
+from actors.retrieval_query import RetrievalWeights
 from tune.candidates import RetrievalCandidates
 from tune.metrics import DEFAULT_KS, MetricContext, RankedBatch, compute_metrics
-
-
-@dataclass(frozen=True)
-class RetrievalParts:
-    """What the retrieval branch's answer for any weights is computed from: each user's query parts
-    (``actors.retrieval_query.QueryParts``), the metadata item vectors and (where the catalog has enriched
-    descriptions) their vectors, and the histories (never listed). ``output(weights)`` computes exactly what
-    the retrieval branch answers with those weights: the same query vectors, item vectors and exact scores
-    Serve's retrieval deployment computes for a catalog with full rows."""
-
-    parts: QueryParts
-    metadata: np.ndarray
-    description: np.ndarray | None
-    mask_rows: np.ndarray  # (user row, item) pairs never listed: the histories
-    mask_cols: np.ndarray
-
-    @classmethod
-    def build(cls, parts: QueryParts, metadata: np.ndarray, description: np.ndarray | None,
-              histories: Sequence[np.ndarray]) -> RetrievalParts:  # fmt: skip
-        lengths = [len(h) for h in histories]
-        rows = np.repeat(np.arange(len(histories)), lengths).astype(np.int64)
-        cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if rows.size else rows
-        return cls(parts, metadata, description, rows, cols.astype(np.int64))
-
-    def scores(self, weights: RetrievalWeights) -> np.ndarray:
-        """(n_users, n_items) float32 score rows for ``weights``, history items at -inf."""
-        vectors = item_vectors(self.metadata, self.description, weights.enriched)
-        rows = ExactRetriever(vectors).score_rows(self.parts.vectors(weights))
-        rows[self.mask_rows, self.mask_cols] = -np.inf
-        return rows
-
-    def output(self, weights: RetrievalWeights, n: int) -> BranchOutput:
-        return BranchOutput.from_rows(self.scores(weights), n, "full")
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        out = {"parts": self.parts.stack(), "item_metadata": self.metadata, "mask_rows": self.mask_rows,
-               "mask_cols": self.mask_cols}  # fmt: skip
-        if self.description is not None:
-            out["item_description"] = self.description
-        return out
-
-    @classmethod
-    def from_arrays(cls, z) -> RetrievalParts | None:
-        keys = set(z.keys())
-        if "parts" not in keys:
-            return None
-        desc = np.asarray(z["item_description"]) if "item_description" in keys else None
-        return cls(QueryParts(*np.asarray(z["parts"])), np.asarray(z["item_metadata"]), desc,
-                   np.asarray(z["mask_rows"]), np.asarray(z["mask_cols"]))  # fmt: skip
+from tune.retrieval_parts import RetrievalParts
 
 
 @dataclass
@@ -119,11 +69,11 @@ class BranchScores:
             )
             args = (z["users"], z["targets"], z["history_len"], BranchOutput.from_arrays(z, "cf"))
             unseen = np.asarray(z["unseen"]) if "unseen" in z else None
-            candidates = RetrievalCandidates.from_arrays(z, RetrievalParts.from_arrays(z))
+            parts = RetrievalParts.from_arrays(z)  # the statistics' inputs, where candidates were kept
+            candidates = RetrievalCandidates.from_arrays(z, parts)
             if candidates is not None:
                 return cls.from_candidates(*args, candidates, weights, len(z["retrieval_ids"][0]), unseen)
-            return cls(*args, BranchOutput.from_arrays(z, "retrieval"), weights, RetrievalParts.from_arrays(z),
-                       unseen=unseen)  # fmt: skip
+            return cls(*args, BranchOutput.from_arrays(z, "retrieval"), weights, parts, unseen=unseen)
 
     @property
     def tunable(self) -> bool:

@@ -24,8 +24,9 @@ from actors.branch import default_row_mode
 from actors.retrieval_query import QueryParts, RetrievalWeights, text_directions
 from data_prep.artifacts import ArtifactPaths, fingerprint, read_json
 from data_prep.corpus import Corpus, Stage
-from tune.branches import BranchScores, RetrievalParts
+from tune.branches import BranchScores
 from tune.candidates import RetrievalCandidates
+from tune.retrieval_parts import RetrievalParts
 
 log = logging.getLogger(__name__)
 TOP_N = 200

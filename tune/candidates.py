@@ -25,16 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from actors.branch import BranchOutput, RowStats
 from actors.retrieval_query import PARTS, QueryParts, RetrievalWeights, item_vectors
 from actors.retriever import Retriever, item_moments, moment_stats
-
-if TYPE_CHECKING:
-    from tune.branches import RetrievalParts
+from tune.retrieval_parts import RetrievalParts
 
 LOWEST = 10  # each part's lowest-scored items among the candidates: the row minimum of min-max norm
 

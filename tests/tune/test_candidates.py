@@ -9,8 +9,9 @@ from actors.branch import BranchOutput
 from actors.rerank import FusionConfig
 from actors.retrieval_query import QueryParts, RetrievalWeights
 from actors.retriever import ExactRetriever
-from tune.branches import BranchScores, RetrievalParts, fused_lists
+from tune.branches import BranchScores, fused_lists
 from tune.candidates import RetrievalCandidates, local_positions, row_union
+from tune.retrieval_parts import RetrievalParts
 
 N_USERS, N_ITEMS, DIM = 40, 120, 16
 WEIGHTS = [

@@ -63,7 +63,7 @@ def tunable_branches(n_users: int = 60, n_items: int = 40, seed: int = 1) -> Bra
     """A small catalog whose retrieval answer is computed from query parts: the target is the item nearest
     to each user's LLM query direction, which the last item knows nothing of; CF is uninformative."""
     from actors.retrieval_query import QueryParts, RetrievalWeights
-    from tune.branches import RetrievalParts
+    from tune.retrieval_parts import RetrievalParts
 
     rng = np.random.default_rng(seed)
     items = rng.normal(size=(n_items, 8)).astype(np.float32)
