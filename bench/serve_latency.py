@@ -141,7 +141,7 @@ def compare_stores(root: Path, port: int, requests: int, rounds: int, workdir: P
         "redis": {"backend": "redis", "url": redis.url},
     }
     try:
-        base = {"artifacts": str(root), "engine": {"backend": "none"}}
+        base = {"artifacts": str(root), "engine": {"backend": "none"}, "auth": "none"}
         init_ray(quiet=True)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for name, store in stores.items():
@@ -253,7 +253,7 @@ def compare_catalogs(roots: list[Path], port: int, requests: int, rounds: int, c
         sizes[i] = (len(corpus.user_ids), corpus.n_items)
         users[i] = [str(corpus.user_ids[u]) for u in corpus.eval_users("test")]
         label = f"{root.name} ({sizes[i][1]:,} items)"
-        cfg = {"artifacts": str(root), "engine": {"backend": "none"}, "store": {"backend": "memory"},
+        cfg = {"artifacts": str(root), "engine": {"backend": "none"}, "store": {"backend": "memory"}, "auth": "none",
                "cf_model": json.loads(ArtifactPaths(root).fusion.read_text()).get("cf", "sasrec")}  # fmt: skip
         t0 = time.perf_counter()
         serve.run(build_app(cfg), name=f"catalog{i}", route_prefix=f"/catalog{i}")

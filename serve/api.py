@@ -18,10 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Header, HTTPException, Query
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from ray import serve
 from ray.serve.exceptions import RayServeException
+from swagger_ui_bundle import swagger_ui_path
 
 from actors.branch import BranchOutput
 from actors.rerank import Fused, fuse
@@ -30,7 +34,7 @@ from actors.user_query import QuerySettings
 from serve.config import ServeAppConfig
 from serve.deployments import CFRequest, RetrievalRequest
 from serve.fan_out import BranchFanOut
-from serve.middleware import BodyLimit, ReplicaHeader, configure
+from serve.middleware import BodyLimit, ReplicaHeader, configure, settings
 from serve.schemas import (
     EventsRequest,
     EventsResponse,
@@ -38,6 +42,7 @@ from serve.schemas import (
     RecommendRequest,
     RecommendResponse,
     UserResponse,
+    id_problem,
 )
 from serve.state import LRU, ServingState, UnknownItems, load_fusion
 from serve.store import Query as StoredQuery
@@ -50,13 +55,63 @@ app = FastAPI(
     version="0.1.0",
     description="LLM-assisted recommendation: a personalized LLM query with retrieval over the whole "
     "catalog, fused with collaborative filtering per user.",
+    docs_url=None,  # FastAPI's own pages load their scripts from a CDN: /docs below serves shipped files
+    redoc_url=None,
 )
 app.add_middleware(BodyLimit)
 app.add_middleware(ReplicaHeader)
+app.mount("/docs-files", StaticFiles(directory=swagger_ui_path), name="docs-files")
 RECENT = QuerySettings().recent  # history items a query is written from
 # the page at GET /: one file, nothing fetched from outside
 EXPLORER = Path(__file__).with_name("explorer.html")
 MAX_LOOKUP_IDS = 100  # ids per GET /items?ids=
+# the explorer page loads nothing from elsewhere and may not be framed
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _printable(value: object) -> str:
+    """Text that always encodes as UTF-8: lone surrogates (from a JSON ``\\ud800``) are escaped."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field and why, without echoing the input: FastAPI's own handler echoes it, and
+    a NaN or a lone surrogate in it cannot be written as JSON (a 500)."""
+    errors = [
+        {"loc": [p if isinstance(p, int) else _printable(p) for p in e.get("loc", ())],
+         "msg": _printable(e.get("msg", "")), "type": _printable(e.get("type", ""))}
+        for e in exc.errors()
+    ]  # fmt: skip
+    def field(loc: list) -> str:  # body.history.1 -> history.1; the location's own name stays if alone
+        inner = loc[1:] if len(loc) > 1 and loc[0] in ("body", "query", "path", "header") else loc
+        return ".".join(str(p) for p in inner) or "body"
+
+    fields = "; ".join(f"{field(e['loc'])}: {e['msg']}" for e in errors[:5])
+    return JSONResponse({"detail": errors, "message": fields}, 422)
+
+
+@app.get("/docs", include_in_schema=False)
+async def api_docs() -> HTMLResponse:
+    """The OpenAPI page, from the files of the ``swagger-ui-bundle`` package (``api_docs: false``: 404)."""
+    if not settings()["api_docs"]:
+        raise HTTPException(404, "the API page is disabled (api_docs: false); /openapi.json has the schema")
+    return get_swagger_ui_html(
+        openapi_url=app.openapi_url, title="q2rec API", swagger_js_url="/docs-files/swagger-ui-bundle.js",
+        swagger_css_url="/docs-files/swagger-ui.css", swagger_favicon_url="/docs-files/favicon-32x32.png",
+    )  # fmt: skip
+
+
+def _check_id(value: str, field: str) -> None:
+    why = id_problem(value)
+    if why is not None:
+        raise HTTPException(422, f"{field}: {why}")
 
 
 def _finite(x: float) -> float | None:
@@ -82,11 +137,15 @@ class RerankDeployment:
         from actors.user_query import UserQueryWriter
 
         self.cfg = ServeAppConfig(**config)
+        self.cfg.check_auth()
+        if self.cfg.auth == "none" and self.cfg.token() is None:
+            log.warning("events need no token (auth: none): anyone who reaches this port can append to any "
+                        "user's history; set events_token or $Q2REC_EVENTS_TOKEN unless this is 127.0.0.1")  # fmt: skip
         try:
             replica = serve.get_replica_context().replica_id.unique_id
         except RayServeException:  # the plain class, outside Serve
             replica = ""
-        configure(self.cfg.max_body_bytes, replica)
+        configure(self.cfg.max_body_bytes, replica, self.cfg.api_docs)
         self.state = ServingState(self.cfg)
         self.store = open_store(self.cfg.store, self.cfg.root, self.cfg.query_cache_size)
         # each user's appended items as last read: served (marked degraded) while the store is down
@@ -95,6 +154,7 @@ class RerankDeployment:
         self.fallback_writer = UserQueryWriter(None)
         self.query = query
         self.pending: dict[str, asyncio.Task] = {}
+        self.pending_anonymous: set[str] = set()  # the keys in ``pending`` that no known user asked for
         self.counts: Counter = Counter()
         self.branches = BranchFanOut(cf, retrieval, self.cfg.timeouts, self.counts)
         # the LLM writes queries only for a retrieval that uses them
@@ -115,13 +175,23 @@ class RerankDeployment:
                 log.info("both branches answer, %.1fs after the ingress was loaded", time.perf_counter() - t0)
 
     # ---- query -------------------------------------------------------------------------------------
-    def _start_generation(self, key: str, history: list[int]) -> asyncio.Task:
-        """One generation per (user, history): concurrent requests share the running task."""
+    def _start_generation(self, key: str, history: list[int], anonymous: bool = False) -> asyncio.Task | None:
+        """One generation per (user, history): concurrent requests share the running task. None (shed) when
+        ``engine.max_pending`` generations are pending, or ``engine.max_pending_anonymous`` of them for
+        histories without a user: a flood of cold-start requests never queues ahead of a known user's."""
         task = self.pending.get(key)
         if task is None:
+            limits = self.cfg.engine
+            if len(self.pending) >= limits.max_pending or (
+                anonymous and len(self.pending_anonymous) >= limits.max_pending_anonymous
+            ):
+                self.counts["generation_shed"] += 1
+                return None
             view = self.state.history_view(history[-RECENT:])
             task = asyncio.get_running_loop().create_task(self._generate(key, view))
             self.pending[key] = task
+            if anonymous:
+                self.pending_anonymous.add(key)
         return task
 
     async def _generate(self, key: str, view: list) -> StoredQuery:
@@ -142,9 +212,10 @@ class RerankDeployment:
             raise
         finally:
             self.pending.pop(key, None)
+            self.pending_anonymous.discard(key)
 
     async def _user_query(
-        self, key: str, history: list[int], degraded: list[str]
+        self, key: str, history: list[int], degraded: list[str], anonymous: bool
     ) -> tuple[tuple[str, ...], str, bool]:
         """The query texts for ``history`` cached under ``key``, or the metadata-built one while the LLM
         writes them; with the source and whether they were cached."""
@@ -161,8 +232,8 @@ class RerankDeployment:
         if cached is not None:
             self.state.queries.put(key, cached)
             return cached[0], cached[1], True
-        task = self._start_generation(key, history)
-        if self.cfg.timeouts.llm > 0:
+        task = self._start_generation(key, history, anonymous)
+        if task is not None and self.cfg.timeouts.llm > 0:
             try:
                 return (*await asyncio.wait_for(asyncio.shield(task), self.cfg.timeouts.llm), False)
             except Exception:  # late or failed: the metadata-built query serves
@@ -218,6 +289,10 @@ class RerankDeployment:
             user_key = "anonymous"
         history = list(full[-self.cfg.max_history :])  # what the branches score
         intent = body.query.strip() if body.query and body.query.strip() else None
+        if intent is not None and len(intent) > self.cfg.max_query_chars:
+            raise HTTPException(
+                422, f"query: at most {self.cfg.max_query_chars} characters, got {len(intent)}"
+            )
         if not history and intent is None:
             raise HTTPException(422, "history: empty; give at least one item id, or a query")
 
@@ -225,7 +300,9 @@ class RerankDeployment:
         source, cached = "none", False
         weights = self.fusion.weights
         if history and weights.llm:
-            texts, source, cached = await self._user_query(st.key(user_key, full), history, degraded)
+            texts, source, cached = await self._user_query(
+                st.key(user_key, full), history, degraded, anonymous=body.user_id is None
+            )
         # the history items the query comes from: those the LLM saw, or those of the history parts
         parts = 1 + RECENT_ITEMS if weights.recent else 1 if weights.last else 0
         query_items = history[-RECENT:] if texts else history[-parts:] if parts else []
@@ -286,8 +363,9 @@ class RerankDeployment:
 
     @app.post("/users/{user_id}/events", response_model=EventsResponse, responses={401: {}, 422: {}, 503: {}})
     async def events(
-        self, user_id: str, body: EventsRequest, authorization: str | None = Header(None)
-    ) -> dict[str, Any]:
+        self, user_id: str, body: EventsRequest, authorization: str | None = Header(None),
+        idempotency_key: str | None = Header(None, description="the batch's event_id, as a header"),
+    ) -> dict[str, Any]:  # fmt: skip
         token = self.cfg.token()
         if token is not None:
             given = (authorization or "").removeprefix("Bearer ").strip()
@@ -298,22 +376,36 @@ class RerankDeployment:
             ):
                 raise HTTPException(401, "Authorization: a valid 'Bearer <token>' is required for events",
                                     headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        if not 1 <= len(user_id) <= 128:
-            raise HTTPException(422, f"user_id: must be 1..128 characters, got {len(user_id)}")
+        _check_id(user_id, "user_id")
+        event_id = body.event_id
+        if idempotency_key is not None:
+            _check_id(idempotency_key, "Idempotency-Key")
+            if event_id is not None and event_id != idempotency_key:
+                raise HTTPException(
+                    422, "event_id: differs from the Idempotency-Key header; give one of them"
+                )
+            event_id = idempotency_key
         try:
             indices = self.state.resolve(body.item_ids, "item_ids")
         except UnknownItems as exc:
             raise _unknown_items(exc) from None
         st = self.state
         try:
-            appended = await self.store.append(user_id, list(body.item_ids))
+            done = await self.store.append(user_id, list(body.item_ids), event_id)
         except StoreUnavailable as exc:
             self.counts["store_failed"] += 1
             raise _store_down(exc) from None
-        self.last_appended.put(user_id, appended)
+        if done.duplicate:  # answered as the first time; nothing changed
+            self.counts["events_repeated"] += 1
+            base = st.histories.get(user_id)
+            return {"user_id": user_id, "appended": done.count, "history_length": len(base or ()) + done.kept,
+                    "created": base is None and done.before == 0, "query_invalidated": False,
+                    "duplicate": True, "dropped": 0}  # fmt: skip
+        stored = done.items[done.dropped :]
+        self.last_appended.put(user_id, stored)
         # the store returns everything up to this event, so the history before and after it is exact even
         # while other clients post for the same user
-        before, history = st.history(user_id, appended[: -len(indices)]), st.history(user_id, appended)
+        before, history = st.history(user_id, done.items[: -done.count]), st.history(user_id, stored)
         # queries are keyed by the whole history, as the batch job and recommend key them
         invalidated = False
         if before:
@@ -327,13 +419,15 @@ class RerankDeployment:
         if self.llm:  # write the new history's query now, so the next request finds it
             self._start_generation(st.key(user_id, history), history[-self.cfg.max_history :])
         self.counts["events"] += len(indices)
+        self.counts["events_dropped"] += done.dropped
         return {"user_id": user_id, "appended": len(indices), "history_length": len(history),
-                "created": before is None, "query_invalidated": invalidated}  # fmt: skip
+                "created": before is None, "query_invalidated": invalidated, "duplicate": False,
+                "dropped": done.dropped}  # fmt: skip
 
     @app.get("/", include_in_schema=False)
     async def explorer(self) -> HTMLResponse:
         """The explorer page: a user's history, the query and each recommendation's branches."""
-        return HTMLResponse(self.explorer_page)
+        return HTMLResponse(self.explorer_page, headers=PAGE_HEADERS)
 
     @app.get("/items", response_model=ItemsResponse, responses={422: {}})
     async def items(
@@ -366,6 +460,7 @@ class RerankDeployment:
     ) -> dict[str, Any]:
         """A user's history length and most recent items, as recommend sees them (503 while the store is down:
         this answer never comes from a stale copy)."""
+        _check_id(user_id, "user_id")
         try:
             appended = await self.store.appended(user_id)
         except StoreUnavailable as exc:
@@ -378,6 +473,7 @@ class RerankDeployment:
 
     @app.get("/items/{item_id}", responses={404: {}})
     async def item(self, item_id: str) -> dict[str, Any]:
+        _check_id(item_id, "item_id")
         if item_id not in self.state.index_of:
             raise HTTPException(404, f"item_id: unknown item {item_id!r}")
         return self.state.item(item_id)
@@ -405,7 +501,7 @@ class RerankDeployment:
             "llm": self.cfg.engine.backend,
             "cf_model": self.cfg.cf_model,
             "fusion": {
-                "source": f.source,
+                "source": Path(f.source).name if f.source.endswith(".json") else f.source,  # never a path
                 "method": f.config.method,
                 "retrieval_weights": asdict(f.weights),
                 "valid": f.valid,

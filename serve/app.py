@@ -19,6 +19,7 @@ from serve.deployments import CFDeployment, QueryDeployment, RetrievalDeployment
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     cfg = ServeAppConfig(**(args or {}))
+    cfg.check_auth()
     config = cfg.model_dump()
     opts = {name: d.options() for name, d in cfg.deployments.items()}
     query = QueryDeployment.options(**opts["QueryDeployment"]).bind(config)

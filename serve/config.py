@@ -31,6 +31,9 @@ class DeploymentOptions(Strict):
     num_gpus: float = Field(0.0, ge=0)
     memory: int | None = Field(None, gt=0)  # bytes Ray reserves for each replica (cluster profiles)
     max_ongoing_requests: int = Field(100, ge=1)
+    # requests waiting for a replica beyond this are shed at once with 503 + Retry-After (-1: no limit)
+    max_queued_requests: int = Field(-1, ge=-1)
+    retry_after_s: float = Field(1.0, ge=0)  # the Retry-After of a shed request
     max_replicas_per_node: int | None = Field(None, ge=1)  # 1 spreads the replicas over the nodes
     autoscaling_config: dict[str, Any] | None = None
     env_vars: dict[str, str] = Field(default_factory=dict)
@@ -42,6 +45,11 @@ class DeploymentOptions(Strict):
         if self.env_vars:
             actor["runtime_env"] = {"env_vars": self.env_vars}
         out: dict[str, Any] = {"max_ongoing_requests": self.max_ongoing_requests, "ray_actor_options": actor}
+        if self.max_queued_requests >= 0:
+            from ray.serve.config import BackpressureConfig
+
+            out["max_queued_requests"] = self.max_queued_requests
+            out["backpressure_config"] = BackpressureConfig(status_code=503, retry_after_s=self.retry_after_s)
         if self.max_replicas_per_node is not None:
             out["max_replicas_per_node"] = self.max_replicas_per_node
         if self.autoscaling_config is not None:
@@ -57,7 +65,8 @@ def _default_deployments() -> dict[str, DeploymentOptions]:
         "QueryDeployment": DeploymentOptions(max_ongoing_requests=64, env_vars=llm_env),
         "RetrievalDeployment": DeploymentOptions(env_vars={"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}),
         "CFDeployment": DeploymentOptions(env_vars={"OMP_NUM_THREADS": "1"}),
-        "RerankDeployment": DeploymentOptions(),
+        # the ingress sheds what it cannot start soon: at 16 in flight a request takes ~0.2 s on 2 cores
+        "RerankDeployment": DeploymentOptions(max_ongoing_requests=16, max_queued_requests=16),
     }
 
 
@@ -69,6 +78,8 @@ class EngineSettings(Strict):
     max_model_len: int = 2048
     base_url: str = "http://127.0.0.1:8000/v1"
     extra: dict[str, Any] = Field(default_factory=dict)
+    max_pending: int = Field(64, ge=1)  # generations pending at once per ingress; beyond, the fallback serves
+    max_pending_anonymous: int = Field(4, ge=0)  # of those, for histories sent without a user id
 
 
 class Timeouts(Strict):
@@ -93,6 +104,8 @@ class StoreSettings(Strict):
     namespace: str | None = None  # redis key prefix; default the artifacts directory's name
     timeout_s: float = Field(0.5, gt=0)  # a store slower than this counts as down
     query_ttl_s: int = Field(30 * 86400, ge=1)  # redis: how long an online-written query is kept
+    max_events: int = Field(1000, ge=1)  # online items kept per user: beyond it the oldest are dropped
+    event_id_ttl_s: int = Field(86400, ge=1)  # how long an event id is remembered (a repeat is stored once)
 
 
 class ServeAppConfig(Strict):
@@ -116,8 +129,12 @@ class ServeAppConfig(Strict):
     query_cache_size: int = Field(200_000, ge=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     max_history: int = Field(5_000, ge=1)
-    max_query_chars: int = Field(500, ge=1)
-    events_token: str | None = None  # default: $Q2REC_EVENTS_TOKEN; unset = events need no token
+    max_query_chars: int = Field(500, ge=1, le=10_000)  # a free-text intent's length limit
+    api_docs: bool = True  # the OpenAPI page at /docs (files shipped with the package, nothing from a CDN)
+    events_token: str | None = None  # default: $Q2REC_EVENTS_TOKEN
+    # token: events (every write) need the token above, and the app refuses to start without one;
+    # none: events need no token (for one machine on 127.0.0.1 only; the ingress says so in its log)
+    auth: Literal["token", "none"] = "token"
     deployments: dict[str, DeploymentOptions] = Field(default_factory=_default_deployments)
 
     @field_validator("deployments")
@@ -127,6 +144,15 @@ class ServeAppConfig(Strict):
         if unknown:
             raise ValueError(f"unknown deployment(s) {unknown}; known: {list(DEPLOYMENTS)}")
         return _default_deployments() | value
+
+    def check_auth(self) -> None:
+        """Raise unless writes are guarded by a token or the config says ``auth: none`` (called where the
+        app is built and where events are served, which may read ``$Q2REC_EVENTS_TOKEN`` differently)."""
+        if self.auth == "token" and self.token() is None:
+            raise ValueError(
+                f"auth: 'token' needs events_token or ${TOKEN_ENV}, and neither is set; set one, or "
+                "'auth: none' to accept events from anyone who reaches the port (one machine, 127.0.0.1)"
+            )
 
     @property
     def root(self) -> Path:

@@ -15,11 +15,16 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 
 DEFAULT_LIMIT = 64 * 1024
-_settings = {"max_body_bytes": DEFAULT_LIMIT, "replica": b""}
+_settings = {"max_body_bytes": DEFAULT_LIMIT, "replica": b"", "api_docs": True}
 
 
-def configure(max_body_bytes: int, replica: str) -> None:
-    _settings.update(max_body_bytes=max_body_bytes, replica=replica.encode())
+def configure(max_body_bytes: int, replica: str, api_docs: bool = True) -> None:
+    _settings.update(max_body_bytes=max_body_bytes, replica=replica.encode(), api_docs=api_docs)
+
+
+def settings() -> dict:
+    """This replica's settings, as ``configure`` set them."""
+    return dict(_settings)
 
 
 class BodyLimit:

@@ -32,20 +32,24 @@ def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def start_app(args: dict[str, Any], host: str = "127.0.0.1", port: int = 8000, app=None,
-              name: str = "q2rec") -> str:  # fmt: skip
-    """Start (or join) Ray, start Serve's HTTP proxy on host:port and deploy; returns the base URL."""
+              name: str = "q2rec", request_timeout_s: float | None = None) -> str:  # fmt: skip
+    """Start (or join) Ray, start Serve's HTTP proxy on host:port and deploy; returns the base URL.
+    ``request_timeout_s``: the proxy answers a request still unanswered after this long with an error."""
     from ray import serve
 
     from data_prep.ray_cluster import init_ray
     from serve.app import build_app
 
     init_ray(quiet=True)
-    serve.start(http_options={"host": host, "port": port})
+    http = {"host": host, "port": port}
+    if request_timeout_s is not None:
+        http["request_timeout_s"] = request_timeout_s
+    serve.start(http_options=http)
     serve.run(app if app is not None else build_app(args), name=name, route_prefix="/")
     return f"http://{host}:{port}"
 
 
-def parse(argv: list[str] | None) -> tuple[dict[str, Any], str, int]:
+def parse(argv: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     ap = argparse.ArgumentParser(prog="python -m serve.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     ap.add_argument("--artifacts", help="one dataset's artifacts directory (default from the config)")
@@ -58,7 +62,12 @@ def parse(argv: list[str] | None) -> tuple[dict[str, Any], str, int]:
         args["artifacts"] = a.artifacts
     if a.engine:
         args["engine"] = {**args.get("engine", {}), "backend": a.engine}
-    return args, a.host or http.get("host", "127.0.0.1"), a.port or int(http.get("port", 8000))
+    http = {
+        **http,
+        "host": a.host or http.get("host", "127.0.0.1"),
+        "port": a.port or int(http.get("port", 8000)),
+    }
+    return args, http
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     from serve.config import ServeAppConfig
 
     try:
-        args, host, port = parse(argv)
-        ServeAppConfig(**args)
+        args, http = parse(argv)
+        ServeAppConfig(**args).check_auth()
     except (FileNotFoundError, ValueError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    url = start_app(args, host, port)
+    url = start_app(args, http["host"], http["port"], request_timeout_s=http.get("request_timeout_s"))
     print(f"q2rec is serving on {url} (API docs: {url}/docs). Ctrl-C stops it.", flush=True)
     try:
         while True:

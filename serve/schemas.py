@@ -1,14 +1,16 @@
 """The HTTP API's request and response bodies (pydantic), shared by the ingress and its OpenAPI page.
 
 Ids are strings as the catalog spells them; a JSON number is accepted wherever an id is (MovieLens ids
-are numbers) and read as its decimal string.
+are numbers) and read as its decimal string. Every id (user, item, event) is checked at the edge, before
+any store sees it: 1..128 printable characters (no control character, no lone surrogate); free text
+must be encodable as UTF-8.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 def _id_text(value: object) -> object:
@@ -18,19 +20,55 @@ def _id_text(value: object) -> object:
     return value
 
 
-Id = Annotated[str, BeforeValidator(_id_text)]
+MAX_ID_CHARS = 128
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid id (None: it is one)."""
+    if not 1 <= len(value) <= MAX_ID_CHARS:
+        return f"must be 1..{MAX_ID_CHARS} characters, got {len(value)}"
+    if not value.isprintable() or not value.strip():
+        return "must be printable text (no control characters, not only spaces)"
+    return text_problem(value)
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` is not valid text (None: it is): a lone surrogate cannot be encoded."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (it holds a lone surrogate)"
+    return None
+
+
+def _check(problem):
+    def check(value: str) -> str:
+        why = problem(value)
+        if why is not None:
+            raise ValueError(why)
+        return value
+
+    return AfterValidator(check)
+
+
+Id = Annotated[str, BeforeValidator(_id_text), _check(id_problem)]
+Text = Annotated[str, _check(text_problem)]
 
 
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: Id | None = Field(None, min_length=1, max_length=128, description="a known user")
+    user_id: Id | None = Field(None, description="a known user")
     history: list[Id] | None = Field(
         None, max_length=5000, description="item ids, oldest first, for a user without a user_id (cold start)"
     )
     k: int = Field(10, description="items to return, 1..catalog size")
     exclude_seen: bool = True
-    query: str | None = Field(None, max_length=500, description="free-text intent, blended into retrieval")
+    query: Text | None = Field(
+        None,
+        max_length=10_000,
+        description="free-text intent, blended into retrieval (at most the app's max_query_chars)",
+    )
 
 
 class RecommendedItem(BaseModel):
@@ -74,6 +112,11 @@ class EventsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     item_ids: list[Id] = Field(..., min_length=1, max_length=1000, description="interactions, oldest first")
+    event_id: Id | None = Field(
+        None,
+        description="the client's id of this batch: a repeat within the retention window is stored once "
+        "and answered with the first answer (also accepted as the Idempotency-Key header)",
+    )
 
 
 class EventsResponse(BaseModel):
@@ -82,6 +125,10 @@ class EventsResponse(BaseModel):
     history_length: int
     created: bool
     query_invalidated: bool
+    duplicate: bool = Field(False, description="a repeat of an event_id already stored: nothing was appended")
+    dropped: int = Field(
+        0, description="oldest online items dropped to keep the user's stored history at its cap"
+    )
 
 
 class ItemSummary(BaseModel):

@@ -9,18 +9,26 @@ queries the LLM wrote online. One small interface, three backends:
   and as the baseline of ``bench/serve_latency.py``.
 
 The base histories (train + validation) stay in each replica's ``ServingState``: they are the same
-everywhere and read-only. The store holds only what arrived online, as item ids, in arrival order.
-Every backend failure is a ``StoreUnavailable`` that names the store.
+everywhere and read-only. The store holds only what arrived online, as item ids, in arrival order, at most
+``max_events`` per user (the oldest are dropped, and the append says how many). A batch may carry the
+client's ``event_id``: a repeat within ``event_id_ttl_s`` appends nothing and is answered as the first
+was, atomically on every backend (one SQLite transaction, one Redis script), so concurrent repeats from
+several replicas store once. Without an id a client's retry may store a batch twice.
+Every backend failure is a ``StoreUnavailable`` that names the store (never a path).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -30,6 +38,37 @@ if TYPE_CHECKING:
 
 REDIS_URL_ENV = "Q2REC_REDIS_URL"
 Query = tuple[tuple[str, ...], str]  # (the query texts: the query and its extra samples, source)
+MAX_EVENTS = 1000  # online items kept per user (StoreSettings.max_events)
+EVENT_ID_TTL_S = 86400  # how long an event id is remembered (StoreSettings.event_id_ttl_s)
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What one append did. ``items``: the user's online items up to and including this batch, before the
+    cap dropped any (so the history just before the batch, ``items[:-count]``, and just after it,
+    ``items[dropped:]``, are both exact while other clients post for the same user). A repeated
+    ``event_id`` appends nothing: ``duplicate``, ``items`` empty, and the other fields as the first time."""
+
+    items: list[str]
+    count: int  # items in the batch
+    before: int  # online items stored before the batch
+    kept: int  # online items stored after it (after the cap)
+    dropped: int = 0  # oldest items the cap removed
+    duplicate: bool = False
+
+    @classmethod
+    def fresh(cls, items: list[str], count: int, cap: int) -> Appended:
+        dropped = max(0, len(items) - cap)
+        return cls(items, count, len(items) - count, len(items) - dropped, dropped)
+
+    def record(self) -> str:
+        """What is remembered under the event id (JSON)."""
+        return json.dumps([self.count, self.before, self.kept])
+
+    @classmethod
+    def repeat(cls, record: str) -> Appended:
+        count, before, kept = json.loads(record)
+        return cls([], int(count), int(before), int(kept), 0, True)
 
 
 def _texts(stored: str) -> tuple[str, ...]:
@@ -45,7 +84,9 @@ class StoreUnavailable(RuntimeError):
     """The online store did not answer; ``store`` names it."""
 
     def __init__(self, store: str, cause: BaseException) -> None:
-        super().__init__(f"online store {store} unavailable: {type(cause).__name__}: {cause}")
+        # an OSError's text names the path: keep only its reason
+        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else cause
+        super().__init__(f"online store {store} unavailable: {type(cause).__name__}: {why}")
         self.store = store
 
 
@@ -53,15 +94,17 @@ class OnlineStore(ABC):
     """Appended events per user and online-written queries by history key."""
 
     name: str  # what errors and /healthz call it
+    max_events: int = MAX_EVENTS
+    event_id_ttl_s: float = EVENT_ID_TTL_S
 
     @abstractmethod
-    async def append(self, user_id: str, item_ids: list[str]) -> list[str]:
-        """Append atomically; the user's appended items up to and including these (later appends from
-        other clients are not in it), so the caller knows the history exactly before and after."""
+    async def append(self, user_id: str, item_ids: list[str], event_id: str | None = None) -> Appended:
+        """Append atomically, keeping the newest ``max_events``; a repeat of ``event_id`` (within
+        ``event_id_ttl_s``) appends nothing. Later appends from other clients are not in the answer."""
 
     @abstractmethod
     async def appended(self, user_id: str) -> list[str]:
-        """Every item appended for the user, in arrival order (empty for none)."""
+        """The user's stored online items, in arrival order (empty for none)."""
 
     @abstractmethod
     async def get_query(self, key: str) -> Query | None: ...
@@ -82,16 +125,28 @@ class OnlineStore(ABC):
 
 
 class MemoryStore(OnlineStore):
-    def __init__(self, query_capacity: int = 200_000) -> None:
+    def __init__(self, query_capacity: int = 200_000, max_events: int = MAX_EVENTS,
+                 event_id_ttl_s: float = EVENT_ID_TTL_S) -> None:  # fmt: skip
         self.name = "memory"
         self.events: dict[str, list[str]] = {}
+        self.event_ids: dict[tuple[str, str], tuple[float, str]] = {}
         self.queries: OrderedDict[str, Query] = OrderedDict()
         self.capacity = query_capacity
+        self.max_events, self.event_id_ttl_s = max_events, event_id_ttl_s
 
-    async def append(self, user_id: str, item_ids: list[str]) -> list[str]:
+    async def append(self, user_id: str, item_ids: list[str], event_id: str | None = None) -> Appended:
+        now = time.time()
+        if event_id is not None:
+            seen = self.event_ids.get((user_id, event_id))
+            if seen is not None and seen[0] > now - self.event_id_ttl_s:
+                return Appended.repeat(seen[1])
         seq = self.events.setdefault(user_id, [])
         seq.extend(item_ids)
-        return list(seq)
+        out = Appended.fresh(list(seq), len(item_ids), self.max_events)
+        del seq[: out.dropped]
+        if event_id is not None:
+            self.event_ids[(user_id, event_id)] = (now, out.record())
+        return out
 
     async def appended(self, user_id: str) -> list[str]:
         return list(self.events.get(user_id, ()))
@@ -114,24 +169,32 @@ class MemoryStore(OnlineStore):
 
 class SQLiteStore(OnlineStore):
     """One SQLite file in WAL mode: readers never wait for a writer, writers wait up to ``timeout_s``.
-    Calls are short and run on the caller's thread (no thread hop on the request path)."""
+    Calls run on one worker thread of the store's own (its connection's thread), never on the caller's
+    event loop: a slow read or a lock wait delays only the store's callers."""
 
     SCHEMA = """
     CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL,
                                        item_id TEXT NOT NULL, at REAL NOT NULL);
     CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
+    CREATE TABLE IF NOT EXISTS event_ids (user_id TEXT NOT NULL, event_id TEXT NOT NULL, record TEXT NOT NULL,
+                                          at REAL NOT NULL, PRIMARY KEY (user_id, event_id));
+    CREATE INDEX IF NOT EXISTS event_ids_at ON event_ids (at);
     CREATE TABLE IF NOT EXISTS queries (key TEXT PRIMARY KEY, text TEXT NOT NULL, source TEXT NOT NULL,
                                         at REAL NOT NULL);
     CREATE INDEX IF NOT EXISTS queries_at ON queries (at);
     """
 
-    def __init__(self, path: str | Path, timeout_s: float = 2.0, query_capacity: int = 200_000) -> None:
+    def __init__(self, path: str | Path, timeout_s: float = 2.0, query_capacity: int = 200_000,
+                 max_events: int = MAX_EVENTS, event_id_ttl_s: float = EVENT_ID_TTL_S) -> None:  # fmt: skip
         self.path = Path(path)
-        self.name = f"sqlite:{self.path}"
+        self.name = f"sqlite:{self.path.name}"
         self.timeout_s = timeout_s
         self.capacity = query_capacity
-        self.puts = 0
+        self.max_events, self.event_id_ttl_s = max_events, event_id_ttl_s
+        self.puts = self.appends = 0
         self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # close() may come from another thread than the worker's
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="q2rec-sqlite")
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -152,36 +215,57 @@ class SQLiteStore(OnlineStore):
             self._db = db
         return self._db
 
-    def _run(self, fn):
-        try:
-            return fn(self._conn())
-        except (sqlite3.Error, OSError) as exc:
-            self.close()  # reconnect on the next call: the file may be back
-            raise StoreUnavailable(self.name, exc) from exc
+    def _call(self, fn):
+        with self._lock:
+            try:
+                return fn(self._conn())
+            except (sqlite3.Error, OSError) as exc:
+                self._close()  # reconnect on the next call: the file may be back
+                raise StoreUnavailable(self.name, exc) from exc
 
-    async def append(self, user_id: str, item_ids: list[str]) -> list[str]:
-        def tx(db: sqlite3.Connection) -> list[str]:
-            db.execute("BEGIN IMMEDIATE")
+    async def _run(self, fn):
+        return await asyncio.get_running_loop().run_in_executor(self._worker, self._call, fn)
+
+    async def append(self, user_id: str, item_ids: list[str], event_id: str | None = None) -> Appended:
+        self.appends += 1
+        trim = self.appends % 1000 == 0
+
+        def tx(db: sqlite3.Connection) -> Appended:
+            db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes: repeats store once
             try:
                 now = time.time()
+                if trim:  # now and then, forget the event ids past their retention
+                    db.execute("DELETE FROM event_ids WHERE at <= ?", (now - self.event_id_ttl_s,))
+                if event_id is not None:
+                    row = db.execute("SELECT record FROM event_ids WHERE user_id = ? AND event_id = ? AND at > ?",
+                                     (user_id, event_id, now - self.event_id_ttl_s)).fetchone()  # fmt: skip
+                    if row is not None:
+                        db.execute("COMMIT")
+                        return Appended.repeat(row[0])
                 db.executemany("INSERT INTO events (user_id, item_id, at) VALUES (?, ?, ?)",
                                [(user_id, i, now) for i in item_ids])  # fmt: skip
                 rows = db.execute("SELECT item_id FROM events WHERE user_id = ? ORDER BY seq", (user_id,))
-                out = [r[0] for r in rows]
+                out = Appended.fresh([r[0] for r in rows], len(item_ids), self.max_events)
+                if out.dropped:
+                    db.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE user_id = ? "
+                               "ORDER BY seq LIMIT ?)", (user_id, out.dropped))  # fmt: skip
+                if event_id is not None:
+                    db.execute("INSERT OR REPLACE INTO event_ids VALUES (?, ?, ?, ?)",
+                               (user_id, event_id, out.record(), now))  # fmt: skip
                 db.execute("COMMIT")
                 return out
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
 
-        return self._run(tx)
+        return await self._run(tx)
 
     async def appended(self, user_id: str) -> list[str]:
         q = "SELECT item_id FROM events WHERE user_id = ? ORDER BY seq"
-        return self._run(lambda db: [r[0] for r in db.execute(q, (user_id,))])
+        return await self._run(lambda db: [r[0] for r in db.execute(q, (user_id,))])
 
     async def get_query(self, key: str) -> Query | None:
-        row = self._run(
+        row = await self._run(
             lambda db: db.execute("SELECT text, source FROM queries WHERE key = ?", (key,)).fetchone()
         )
         return (_texts(row[0]), row[1]) if row else None
@@ -200,36 +284,61 @@ class SQLiteStore(OnlineStore):
                 if cut is not None:
                     db.execute("DELETE FROM queries WHERE at <= ?", cut)
 
-        self._run(tx)
+        await self._run(tx)
 
     async def pop_query(self, key: str) -> bool:
-        return self._run(lambda db: db.execute("DELETE FROM queries WHERE key = ?", (key,)).rowcount > 0)
+        return await self._run(
+            lambda db: db.execute("DELETE FROM queries WHERE key = ?", (key,)).rowcount > 0
+        )
 
     async def ping(self) -> None:
-        self._run(lambda db: db.execute("SELECT 1 FROM events LIMIT 1").fetchall())  # reads the file
+        await self._run(lambda db: db.execute("SELECT 1 FROM events LIMIT 1").fetchall())  # reads the file
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self._db is not None:
             try:
                 self._db.close()
             finally:
                 self._db = None
 
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
 
 class RedisStore(OnlineStore):
-    """Redis through its asyncio client: events are one list per user (``RPUSH`` is atomic), queries are
-    strings with a time to live. Keys start with ``q2rec:<namespace>:``, so datasets can share a server."""
+    """Redis through its asyncio client: events are one list per user, appended, capped and checked for a
+    repeated event id by one Lua script (atomic on the server); queries are strings with a time to live.
+    Keys start with ``q2rec:<namespace>:``, so datasets can share a server."""
 
-    def __init__(
-        self, url: str, namespace: str, timeout_s: float = 0.5, query_ttl_s: int = 30 * 86400
-    ) -> None:
+    # KEYS[1]: the user's events; KEYS[2] (optional): the event id's record. ARGV: cap, ttl, items...
+    APPEND = """
+    if #KEYS == 2 then
+      local seen = redis.call('GET', KEYS[2])
+      if seen then return {1, seen} end
+    end
+    local n = redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+    local items = redis.call('LRANGE', KEYS[1], 0, -1)
+    local count = #ARGV - 2
+    local dropped = math.max(0, n - tonumber(ARGV[1]))
+    if dropped > 0 then redis.call('LTRIM', KEYS[1], dropped, -1) end
+    if #KEYS == 2 then
+      redis.call('SET', KEYS[2], cjson.encode({count, n - count, n - dropped}), 'EX', ARGV[2])
+    end
+    return {0, items}
+    """
+
+    def __init__(self, url: str, namespace: str, timeout_s: float = 0.5, query_ttl_s: int = 30 * 86400,
+                 max_events: int = MAX_EVENTS, event_id_ttl_s: float = EVENT_ID_TTL_S) -> None:  # fmt: skip
         self.url = url
         u = urlsplit(url)
         self.name = f"{u.scheme}://{u.hostname}:{u.port or 6379}{u.path}"  # never a password
         self.prefix = f"q2rec:{namespace}:"
         self.timeout_s = timeout_s
         self.ttl = query_ttl_s
+        self.max_events, self.event_id_ttl_s = max_events, event_id_ttl_s
         self._client = None
+        self._append = None
 
     def _redis(self):
         if self._client is None:  # made on first use, on the event loop that uses it
@@ -239,6 +348,7 @@ class RedisStore(OnlineStore):
                 self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
                 decode_responses=True, retry_on_timeout=False,
             )  # fmt: skip
+            self._append = self._client.register_script(self.APPEND)
         return self._client
 
     async def _run(self, coro_fn):
@@ -252,18 +362,19 @@ class RedisStore(OnlineStore):
     def _events(self, user_id: str) -> str:
         return f"{self.prefix}events:{user_id}"
 
+    def _event_id(self, user_id: str, event_id: str) -> str:
+        return f"{self.prefix}event-id:{json.dumps([user_id, event_id])}"
+
     def _query(self, key: str) -> str:
         return f"{self.prefix}query:{key}"
 
-    async def append(self, user_id: str, item_ids: list[str]) -> list[str]:
-        async def tx(r) -> list[str]:
-            async with r.pipeline(transaction=True) as p:  # MULTI/EXEC: nothing lands between the two
-                p.rpush(self._events(user_id), *item_ids)
-                p.lrange(self._events(user_id), 0, -1)
-                _, items = await p.execute()
-            return list(items)
-
-        return await self._run(tx)
+    async def append(self, user_id: str, item_ids: list[str], event_id: str | None = None) -> Appended:
+        keys = [self._events(user_id)] + ([self._event_id(user_id, event_id)] if event_id is not None else [])
+        ttl = max(1, int(self.event_id_ttl_s))
+        kind, got = await self._run(lambda r: self._append(keys=keys, args=[self.max_events, ttl, *item_ids]))
+        if int(kind) == 1:
+            return Appended.repeat(got)
+        return Appended.fresh(list(got), len(item_ids), self.max_events)
 
     async def appended(self, user_id: str) -> list[str]:
         return await self._run(lambda r: r.lrange(self._events(user_id), 0, -1))
@@ -288,14 +399,19 @@ class RedisStore(OnlineStore):
 
 def open_store(settings: StoreSettings, artifacts: Path, query_capacity: int) -> OnlineStore:
     """The store ``settings`` names, for the artifacts at ``artifacts``."""
+    limits = {"max_events": settings.max_events, "event_id_ttl_s": settings.event_id_ttl_s}
     if settings.backend == "memory":
-        return MemoryStore(query_capacity)
+        return MemoryStore(query_capacity, **limits)
     if settings.backend == "sqlite":
         path = Path(settings.path) if settings.path else artifacts / "online" / "state.sqlite3"
-        return SQLiteStore(path, settings.timeout_s, query_capacity)
+        return SQLiteStore(path, settings.timeout_s, query_capacity, **limits)
     url = settings.url or os.environ.get(REDIS_URL_ENV)
     if not url:
         raise ValueError(f"store.url: the redis backend needs a redis:// URL (or ${REDIS_URL_ENV}), got none")
     return RedisStore(
-        url, settings.namespace or artifacts.resolve().name, settings.timeout_s, settings.query_ttl_s
+        url,
+        settings.namespace or artifacts.resolve().name,
+        settings.timeout_s,
+        settings.query_ttl_s,
+        **limits,
     )

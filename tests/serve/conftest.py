@@ -100,6 +100,7 @@ def app_args(paths, **overrides) -> dict[str, Any]:
         "cf_model": "ease",
         "fusion_path": str(paths.root / "serve_fusion.json"),
         "engine": {"backend": "none"},
+        "auth": "none",  # events without a token: test apps on 127.0.0.1 (the main app has a token)
         # a store of each app's own: events one test posts never reach another app's answers
         "store": {"backend": "sqlite", "path": str(paths.root / "online" / f"{uuid.uuid4().hex}.sqlite3")},
     } | overrides
@@ -143,7 +144,9 @@ def serve_url(serve_artifacts):
     from serve.app import build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_app(app_args(serve_artifacts, events_token=TOKEN)), name="q2rec", route_prefix="/")
+    serve.run(
+        build_app(app_args(serve_artifacts, events_token=TOKEN, auth="token")), name="q2rec", route_prefix="/"
+    )
     wait_ready("")
     yield BASE
     serve.shutdown()

@@ -38,3 +38,30 @@ class FailingBranch:
 
     async def calls_seen(self) -> int:
         return self.calls
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+class SlowQuery:
+    """An LLM writing one query at a time, ``seconds`` each; it logs, for each history, its last item's
+    title and how many generations were waiting or being written when it arrived."""
+
+    def __init__(self, seconds: float = 1.0) -> None:
+        self.seconds = seconds
+        self.lock = asyncio.Lock()
+        self.waiting = 0
+        self.log: list[tuple[str, int]] = []
+
+    async def write(self, history: list) -> dict[str, Any]:
+        ahead = self.waiting
+        self.waiting += 1
+        try:
+            async with self.lock:
+                await asyncio.sleep(self.seconds)
+        finally:
+            self.waiting -= 1
+        title = history[-1].title if history else ""
+        self.log.append((title, ahead))
+        return {"texts": [f"more like {title}"], "source": "llm"}
+
+    async def calls(self) -> list[tuple[str, int]]:
+        return list(self.log)

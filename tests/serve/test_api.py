@@ -222,3 +222,27 @@ def test_user_endpoint_shows_the_history_recommend_uses(serve_url):
     assert http("GET", "/users/1?limit=0")[0] == 422
     status, out = http("POST", "/recommend", {"history": [], "query": "a space adventure", "k": 3})
     assert status == 200 and out["query"]["items"] == []  # an intent alone is written from no items
+
+
+def test_the_page_and_the_api_docs_load_nothing_from_elsewhere(serve_url):
+    import urllib.request
+
+    with urllib.request.urlopen(f"{serve_url}/", timeout=30) as r:
+        headers = r.headers
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    with urllib.request.urlopen(f"{serve_url}/docs", timeout=30) as r:
+        page = r.read().decode()
+    assert "/docs-files/swagger-ui-bundle.js" in page and "/openapi.json" in page
+    assert "cdn" not in page.lower() and "https://" not in page
+    with urllib.request.urlopen(f"{serve_url}/docs-files/swagger-ui-bundle.js", timeout=30) as r:
+        assert r.status == 200 and len(r.read()) > 100_000
+
+
+def test_the_query_limit_is_the_configured_one_and_no_answer_shows_a_path(serve_url, serve_artifacts):
+    status, out = http("POST", "/recommend", {"user_id": "1", "query": "x" * 501})
+    assert status == 422 and "at most 500 characters" in str(out)
+    assert http("POST", "/recommend", {"user_id": "1", "query": "x" * 500})[0] == 200
+    status, health = http("GET", "/healthz")
+    assert status == 200 and str(serve_artifacts.root.resolve()) not in str(health)
+    assert "/" not in health["store"]["name"] and "/" not in health["fusion"]["source"]

@@ -12,6 +12,7 @@ from .conftest import app_args, http, wait_ready
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TIMEOUTS = {"llm": 1.0, "cf": 0.5, "retrieval": 1.0, "retries": 1, "warmup": 0}  # broken branches never warm
 BUDGET = TIMEOUTS["llm"] + max(TIMEOUTS["cf"], TIMEOUTS["retrieval"])
+FLOOD_CAP = 2  # generations pending at once for histories sent without a user id
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,13 @@ def fault_apps(serve_url, serve_artifacts):
         "down": RerankDeployment.options(**opts).bind(cfg, fakes.HangingQuery.bind(), fakes.FailingBranch.bind(),
                                                       fakes.FailingBranch.bind()),
     }  # fmt: skip
+    # the LLM flood: an ingress with its own caps in front of a slow, one-at-a-time query writer
+    flood = app_args(
+        serve_artifacts,
+        timeouts=TIMEOUTS | {"llm": 0.0},
+        engine={"backend": "auto", "max_pending_anonymous": FLOOD_CAP},
+    )
+    apps["flood"] = RerankDeployment.options(**opts).bind(flood, fakes.SlowQuery.bind(), retrieval, cf)
     for name, app in apps.items():
         serve.run(app, name=name, route_prefix=f"/{name}")
         wait_ready(f"/{name}")
@@ -86,3 +94,36 @@ def test_failing_retrieval_leaves_cf_alone(fault_apps):
 def test_both_branches_down_is_a_503(fault_apps):
     status, out = http("POST", "/down/recommend", {"user_id": "3", "k": 5})
     assert status == 503 and "degraded" in out["detail"]
+
+
+def test_a_flood_of_cold_start_requests_never_delays_a_known_users_query(fault_apps):
+    """40 anonymous new histories at once, each asking for an LLM query the writer takes a second for, then
+    a new user's first event: the flood gets the metadata-built query at once (marked), at most
+    ``max_pending_anonymous`` of its generations are ever pending, and the user's query is written next."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+
+    from .conftest import poll
+
+    bodies = [{"history": [str(200 + i), str(300 + i)], "k": 5} for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda b: http("POST", "/flood/recommend", b), bodies))
+    assert {status for status, _ in answers} == {200}, answers[:3]
+    assert all(out["query"]["source"] == "fallback" and "llm" in out["degraded"] for _, out in answers)
+    status, out = http("POST", "/flood/users/flood-user/events", {"item_ids": ["1"]})  # Toy Story
+    assert status == 200 and out["created"], out
+
+    def ask():
+        return http("POST", "/flood/recommend", {"user_id": "flood-user", "k": 5})[1]
+
+    reading, waited = poll(ask, lambda o: o["query"]["cached"], timeout=120)
+    assert reading["query"]["cached"] and reading["query"]["source"] == "llm", reading
+    log = serve.get_deployment_handle("SlowQuery", app_name="flood").calls.remote().result()
+    ahead = [n for title, n in log if title.startswith("Toy Story")]
+    assert len(ahead) == 1 and ahead[0] <= FLOOD_CAP, log  # behind at most the capped anonymous ones
+    assert max(n for _, n in log) <= FLOOD_CAP, log  # never more pending at once
+    shed = http("GET", "/flood/healthz")[1]["counts"].get("generation_shed", 0)
+    print(f"\nflood: {len(log) - 1} anonymous generations written, {shed} shed; the new user's query "
+          f"was served {waited:.1f} s after its event")  # fmt: skip
+    assert shed >= 1  # 40 requests would need 38 s to be all accepted at one a second

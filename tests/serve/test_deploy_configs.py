@@ -51,8 +51,10 @@ def graph(args: dict) -> dict[str, tuple]:
     return out
 
 
-def test_both_profiles_build_the_same_graph_and_pass_serves_schema():
+def test_both_profiles_build_the_same_graph_and_pass_serves_schema(monkeypatch):
     from ray.serve.schema import ServeDeploySchema
+
+    monkeypatch.setenv("Q2REC_EVENTS_TOKEN", "t")  # the cluster profile's writes need it (auth: token)
 
     laptop, cluster = (
         ServeDeploySchema.model_validate(load(f)) for f in ("serve_config.yaml", "serve_config.cluster.yaml")
@@ -129,10 +131,40 @@ def test_deployment_options_reach_serve():
 def test_build_app_applies_the_options():
     from serve.app import build_app
 
-    app = build_app({"deployments": {"CFDeployment": {"num_replicas": 3, "max_ongoing_requests": 9}}})
+    app = build_app(
+        {"auth": "none", "deployments": {"CFDeployment": {"num_replicas": 3, "max_ongoing_requests": 9}}}
+    )
     ingress = app._bound_deployment  # Ray keeps the bound graph private; the init args hold the branches
     assert ingress.name == "RerankDeployment" and ingress.ray_actor_options["num_cpus"] == 0
     branches = {a._bound_deployment.name: a._bound_deployment for a in ingress.init_args[1:]}
     assert set(branches) == {"QueryDeployment", "RetrievalDeployment", "CFDeployment"}
     assert branches["CFDeployment"].num_replicas == 3 and branches["CFDeployment"].max_ongoing_requests == 9
     assert branches["QueryDeployment"].ray_actor_options["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "2"
+
+
+def test_writes_need_a_token_unless_the_config_says_auth_none(monkeypatch):
+    from serve.app import build_app
+
+    monkeypatch.delenv("Q2REC_EVENTS_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="auth: 'token' needs events_token or \\$Q2REC_EVENTS_TOKEN"):
+        build_app({})
+    build_app({"auth": "none"})
+    build_app({"events_token": "secret"})
+    monkeypatch.setenv("Q2REC_EVENTS_TOKEN", "from-env")
+    build_app({})
+    assert ServeAppConfig(**load("serve_config.cluster.yaml")["applications"][0]["args"]).auth != "none"
+    assert ServeAppConfig(**load("serve_config.yaml")["applications"][0]["args"]).auth == "none"  # 127.0.0.1
+
+
+def test_the_ingress_sheds_beyond_its_queue_with_retry_after():
+    from serve.config import DeploymentOptions
+
+    rerank = ServeAppConfig(auth="none").deployments["RerankDeployment"].options()
+    assert rerank["max_queued_requests"] == 16 and rerank["max_ongoing_requests"] == 16
+    assert (
+        rerank["backpressure_config"].status_code == 503 and rerank["backpressure_config"].retry_after_s == 1
+    )
+    assert "max_queued_requests" not in DeploymentOptions().options()  # other deployments: Serve's default
+    for name in ("serve_config.yaml", "serve_config.cluster.yaml"):
+        args = load(name)["applications"][0]["args"]
+        assert args["deployments"]["RerankDeployment"]["max_queued_requests"] > 0, name

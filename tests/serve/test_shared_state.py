@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 INGRESS = "RerankDeployment"
 BODY_LIMIT = 8192  # not the default: the configured limit must reach the app that serves
 READS = 40  # requests per check: with 2 replicas, all 40 on one replica has odds of 2^-39
+MAX_EVENTS = 50  # online items kept per user (not the default: the configured cap must reach the store)
 
 
 class SharedApp:
@@ -23,6 +24,7 @@ class SharedApp:
         self.name = f"shared-{backend}"
         self.prefix = f"/{self.name}"
         self.redis = redis
+        store = store | {"max_events": MAX_EVENTS}
         self.args = app_args(paths, store=store, deployments={INGRESS: {"num_replicas": 2}},
                              timeouts={"cf": 10.0, "retrieval": 10.0}, max_body_bytes=BODY_LIMIT)  # fmt: skip
 
@@ -131,6 +133,46 @@ def test_concurrent_events_for_one_user_lose_nothing_and_keep_each_clients_order
     assert sorted(got) == sorted(i for items in sent.values() for i in items)
     for c, items in sent.items():
         assert [i for i in got if i in set(items)] == items, f"client {c}'s events out of order"
+
+
+def test_a_retried_batch_is_stored_once_whichever_replica_takes_it(shared):
+    """Sixteen copies of one batch at once, with one event id, spread over both replicas (a client retrying
+    through a load balancer): one is stored, every answer is the first one's, marked duplicate but one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    user = f"idem-{uuid.uuid4().hex[:8]}"
+    body = {"item_ids": ["50", "172"], "event_id": "order-1"}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: http_replica("POST", f"{shared.prefix}/users/{user}/events", body),
+                                range(16)))  # fmt: skip
+    assert {a[0] for a in answers} == {200}, answers[:3]
+    outs = [a[1] for a in answers]
+    assert sorted(o["duplicate"] for o in outs) == [False] + [True] * 15
+    assert {(o["appended"], o["history_length"], o["created"]) for o in outs} == {(2, 2, True)}
+    print(f"\nrepeats answered by {len({a[2] for a in answers})} replica(s)")
+    assert shared.length(user) == 2
+    # the header form, and a repeat after another batch: still the first answer
+    status, out = http("POST", f"{shared.prefix}/users/{user}/events", {"item_ids": ["1"]},
+                       {"Idempotency-Key": "order-2"})  # fmt: skip
+    assert status == 200 and not out["duplicate"] and out["history_length"] == 3
+    status, out = http("POST", f"{shared.prefix}/users/{user}/events", body)
+    assert status == 200 and out["duplicate"] and out["history_length"] == 2  # as answered the first time
+    assert shared.length(user) == 3
+    status, out = http("POST", f"{shared.prefix}/users/{user}/events", body, {"Idempotency-Key": "other"})
+    assert status == 422 and "event_id" in str(out)
+
+
+def test_a_heavy_user_keeps_only_the_newest_items(shared):
+    user = "7"
+    base = shared.length(user)
+    items = [str(i) for i in range(1, 1001)]
+    status, out, _ = shared.post(user, items[:40])
+    assert status == 200 and out["dropped"] == 0 and out["history_length"] == base + 40
+    status, out, _ = shared.post(user, items[40:1000])
+    assert status == 200 and out["dropped"] == 1000 - MAX_EVENTS, out
+    assert out["history_length"] == base + MAX_EVENTS == shared.length(user)
+    status, got = http("GET", f"{shared.prefix}/users/{user}?limit={MAX_EVENTS}")
+    assert [i["item_id"] for i in got["recent"]] == items[-MAX_EVENTS:]  # the oldest were dropped
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from serve.redis_server import RedisServer
-from serve.store import MemoryStore, OnlineStore, RedisStore, SQLiteStore, StoreUnavailable
+from serve.store import Appended, MemoryStore, OnlineStore, RedisStore, SQLiteStore, StoreUnavailable
 
 
 def run(coro):
@@ -28,13 +28,100 @@ def store(request, tmp_path) -> OnlineStore:
 def test_events_append_in_order_and_return_everything_up_to_them(store):
     async def go():
         assert await store.appended("u1") == []
-        assert await store.append("u1", ["10", "11"]) == ["10", "11"]
-        assert await store.append("u2", ["7"]) == ["7"]
-        assert await store.append("u1", ["12"]) == ["10", "11", "12"]
+        assert (await store.append("u1", ["10", "11"])).items == ["10", "11"]
+        assert (await store.append("u2", ["7"])).items == ["7"]
+        done = await store.append("u1", ["12"])
+        assert done == Appended(["10", "11", "12"], count=1, before=2, kept=3)
         assert await store.appended("u1") == ["10", "11", "12"]
         assert await store.appended("u2") == ["7"]
 
     run(go())
+
+
+def test_a_repeated_event_id_is_stored_once_and_answered_as_the_first_time(store):
+    async def go():
+        first = await store.append("u1", ["10", "11"], event_id="e-1")
+        assert first == Appended(["10", "11"], count=2, before=0, kept=2)
+        again = await store.append("u1", ["10", "11"], event_id="e-1")
+        assert again == Appended([], count=2, before=0, kept=2, duplicate=True)
+        assert (await store.append("u2", ["5"], event_id="e-1")).items == ["5"]  # ids are per user
+        assert (await store.append("u1", ["12"], event_id="e-2")).items == ["10", "11", "12"]
+        assert (await store.append("u1", ["12"])).items == ["10", "11", "12", "12"]  # no id: stored again
+        assert await store.appended("u1") == ["10", "11", "12", "12"]
+
+    run(go())
+
+
+def test_concurrent_repeats_store_once(store):
+    """Eight clients send the same batch at once (a retry storm): one stores it, seven are told so."""
+
+    async def go():
+        done = await asyncio.gather(*(store.append("u", ["1", "2"], event_id="same") for _ in range(8)))
+        assert sorted(d.duplicate for d in done) == [False] + [True] * 7
+        assert {(d.count, d.before, d.kept) for d in done} == {(2, 0, 2)}
+        assert await store.appended("u") == ["1", "2"]
+
+    run(go())
+
+
+def test_repeats_are_forgotten_after_the_retention_window(store):
+    store.event_id_ttl_s = 1
+
+    async def go():
+        await store.append("u", ["1"], event_id="e")
+        await asyncio.sleep(2.1)  # redis expires a key on whole seconds
+        assert not (await store.append("u", ["1"], event_id="e")).duplicate
+
+    run(go())
+
+
+def test_a_users_stored_history_keeps_the_newest_items(store):
+    store.max_events = 5
+
+    async def go():
+        await store.append("u", ["1", "2", "3"])
+        done = await store.append("u", ["4", "5", "6", "7"])
+        # the answer holds the history before the cap, so the caller knows it before and after the batch
+        assert done == Appended(["1", "2", "3", "4", "5", "6", "7"], count=4, before=3, kept=5, dropped=2)
+        assert await store.appended("u") == ["3", "4", "5", "6", "7"]
+        assert (await store.append("u", ["8"])).dropped == 1
+        assert await store.appended("u") == ["4", "5", "6", "7", "8"]
+
+    run(go())
+
+
+def test_sqlite_calls_never_block_the_event_loop(tmp_path):
+    """A writer holding the file's lock makes an append wait; the caller's event loop keeps running."""
+    import sqlite3
+
+    path = tmp_path / "state.sqlite3"
+    store = SQLiteStore(path, timeout_s=1.0)
+    run(store.ping())  # creates the file
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+
+    async def go() -> int:
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await store.append("u", ["1"])  # waits for the lock for timeout_s, then gives up
+        task.cancel()
+        return ticks
+
+    try:
+        ticks = run(go())
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert ticks >= 10  # a blocked loop would not have ticked once during the second of waiting
+    assert (run(store.append("u", ["1"]))).items == ["1"]
 
 
 def test_queries_put_get_pop(store):
@@ -115,8 +202,11 @@ def test_sqlite_unreachable_names_the_file(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the store's folder should be")
     store = SQLiteStore(blocker / "state.sqlite3")
-    with pytest.raises(StoreUnavailable, match=rf"online store sqlite:{blocker}/state.sqlite3 unavailable"):
+    with pytest.raises(StoreUnavailable) as err:
         run(store.appended("u"))
+    # named by its file, never by a path (the message can reach an HTTP client)
+    assert str(err.value).startswith("online store sqlite:state.sqlite3 unavailable")
+    assert str(tmp_path) not in str(err.value)
 
 
 def test_open_store_needs_a_redis_url(tmp_path, monkeypatch):
@@ -129,4 +219,5 @@ def test_open_store_needs_a_redis_url(tmp_path, monkeypatch):
     monkeypatch.setenv(REDIS_URL_ENV, "redis://127.0.0.1:1/0")
     s = open_store(StoreSettings(backend="redis"), tmp_path / "ml-100k", 10)
     assert (s.name, s.prefix) == ("redis://127.0.0.1:1/0", "q2rec:ml-100k:")
-    assert open_store(StoreSettings(), tmp_path, 10).name == f"sqlite:{tmp_path}/online/state.sqlite3"
+    sqlite = open_store(StoreSettings(), tmp_path, 10)
+    assert sqlite.name == "sqlite:state.sqlite3" and sqlite.path == tmp_path / "online" / "state.sqlite3"
