@@ -25,7 +25,8 @@ class QueryRetrievalBranch:
 
     ``metadata`` are the catalog's metadata vectors (the history parts come from them); ``retriever``
     searches the item vectors of ``weights``; ``encode`` embeds query texts (a text encoder's ``encode``, or
-    a cached one)."""
+    a cached one), and ``encode_intent`` free-text intents (default: ``encode``; a cache of their own keeps
+    a stream of one-off intents from evicting the users' query vectors)."""
 
     def __init__(
         self,
@@ -35,12 +36,14 @@ class QueryRetrievalBranch:
         weights: RetrievalWeights,
         intent_weight: float = 0.5,
         n: int = 100,
+        encode_intent: Encode | None = None,
     ) -> None:
         if len(metadata) != retriever.size:
             raise ValueError(f"{len(metadata)} metadata vectors for a catalog of {retriever.size}")
         if not 0 <= intent_weight <= 1:
             raise ValueError(f"intent_weight must be in [0, 1], got {intent_weight}")
         self.encode, self.metadata, self.retriever = encode, metadata, retriever
+        self.encode_intent = encode_intent or encode
         self.weights, self.intent_weight, self.n = weights, intent_weight, n
 
     def query_vectors(
@@ -57,7 +60,7 @@ class QueryRetrievalBranch:
         q = QueryParts.build(self.metadata, histories, llm).vectors(self.weights)
         if intents is not None and any(intents):
             rows = [i for i, t in enumerate(intents) if t]
-            iv = self.encode([str(intents[i]) for i in rows])
+            iv = self.encode_intent([str(intents[i]) for i in rows])
             base = q[rows]
             norm = np.linalg.norm(base, axis=1, keepdims=True)
             unit = np.where(norm > 1e-12, base / np.maximum(norm, 1e-12), 0.0)

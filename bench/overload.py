@@ -5,10 +5,13 @@ beside the others.
 
 Ramp: 1, 8, 32 and 64 clients, each sending one ``POST /recommend`` at a time (known users and cold-start
 histories, mixed), for ``--seconds`` each; then one client again, and the time until its rolling p50 (over
-10 requests) is back within 1.2x of the first 1-client p50. Twice, in the same run, engine ``none``:
+10 requests) is back within 1.2x of the first 1-client p50. A client told 503 waits its Retry-After before
+the next request, as a client of a shedding service should (``--no-backoff``: it retries at once, a retry
+storm). In the same run, engine ``none``:
 
-- ``queueing``: the ingress as before this option existed (``max_ongoing_requests`` 100, no queue limit);
-- ``shedding``: the shipped defaults (``serve.config``: 16 in flight, 16 queued, then 503 + Retry-After).
+- ``queueing``: the ingress as before shedding existed (``max_ongoing_requests`` 100, no queue limit);
+- ``shed N+M``: at most N requests in the ingress and M waiting for it, then 503 + Retry-After at once,
+  for each ``--limits N+M`` (default: the shipped config's).
 
 Goal (shedding, 64 clients): p99 of accepted requests within 2x the 1-client p99 (or the request timeout,
 whichever is lower), the rest 503, no 500, recovery to the 1-client p50 within 5 s.
@@ -54,7 +57,9 @@ def bodies(seed: int) -> list[dict[str, Any]]:
     return mixed
 
 
-def load(port: int, path: str, make_body, clients: int, seconds: float) -> dict[str, Any]:
+def load(
+    port: int, path: str, make_body, clients: int, seconds: float, backoff: bool = True
+) -> dict[str, Any]:
     """``clients`` threads, one request at a time each, for ``seconds``: statuses, accepted latencies."""
     statuses: Counter = Counter()
     accepted: list[float] = []
@@ -85,6 +90,8 @@ def load(port: int, path: str, make_body, clients: int, seconds: float) -> dict[
                     accepted.append(ms)
                 if status == 503:
                     retry_after[ra] += 1
+            if status == 503 and backoff and ra:
+                time.sleep(min(float(ra), max(0.0, stop - time.perf_counter())))
         conn.close()
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
@@ -108,7 +115,9 @@ def recovery(port: int, path: str, pool: list[dict], target_p50: float, limit_s:
     j = 0
     while time.perf_counter() - t_start < limit_s:
         t0 = time.perf_counter()
-        conn.request("POST", path, json.dumps(pool[j % len(pool)]).encode(), {"Content-Type": "application/json"})
+        conn.request(
+            "POST", path, json.dumps(pool[j % len(pool)]).encode(), {"Content-Type": "application/json"}
+        )
         r = conn.getresponse()
         r.read()
         j += 1
@@ -119,14 +128,14 @@ def recovery(port: int, path: str, pool: list[dict], target_p50: float, limit_s:
     return float("inf")
 
 
-def ramp(port: int, prefix: str, seconds: float) -> tuple[list[dict], float]:
+def ramp(port: int, label: str, seconds: float, backoff: bool) -> tuple[list[dict], float]:
     pool = bodies(0)
-    path = f"{prefix}/recommend"
+    path = "/recommend"
     load(port, path, lambda c, j: pool[(c * 7 + j) % len(pool)], 2, 3)  # warm
     rows = []
     for clients in STAGES:
-        rows.append(load(port, path, lambda c, j: pool[(c * 7 + j) % len(pool)], clients, seconds))
-        print(f"  {prefix}: {clients} clients: {rows[-1]}", flush=True)
+        rows.append(load(port, path, lambda c, j: pool[(c * 7 + j) % len(pool)], clients, seconds, backoff))
+        print(f"  {label}: {clients} clients: {rows[-1]}", flush=True)
     return rows, recovery(port, path, pool, rows[0]["p50"])
 
 
@@ -166,7 +175,9 @@ def heavy_user(port: int, prefix: str, seconds: float, max_events: int) -> dict[
             make = mixed(heavy_on)
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
-                cn.request("POST", path, json.dumps(make(c, j)).encode(), {"Content-Type": "application/json"})
+                cn.request(
+                    "POST", path, json.dumps(make(c, j)).encode(), {"Content-Type": "application/json"}
+                )
                 r = cn.getresponse()
                 r.read()
                 j += 1
@@ -194,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifacts", default="artifacts/ml-100k")
     ap.add_argument("--seconds", type=float, default=30.0, help="per ramp stage")
     ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument(
+        "--limits", default="", help="N+M,...: ingress requests in flight + queued (default: shipped)"
+    )
+    ap.add_argument("--no-backoff", action="store_true", help="clients retry a 503 at once (a retry storm)")
+    ap.add_argument("--no-heavy", action="store_true", help="skip the heavy-user measurement")
     args = ap.parse_args(argv)
     from data_prep.artifacts import ArtifactPaths
 
@@ -209,18 +225,29 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="q2rec-overload-") as tmp:
         base = {"artifacts": args.artifacts, "engine": {"backend": "none"}, "auth": "none",
                 "store": {"backend": "sqlite", "path": str(Path(tmp) / "state.sqlite3")}}  # fmt: skip
+        shipped = ServeAppConfig(**base).deployments["RerankDeployment"]
+        limits = (
+            args.limits.split(",")
+            if args.limits
+            else [f"{shipped.max_ongoing_requests}+{shipped.max_queued_requests}"]
+        )
+        apps = {"queueing": QUEUEING}
+        for lim in limits:
+            n, m = (int(x) for x in lim.split("+"))
+            apps[f"shed {n}+{m}"] = {
+                "RerankDeployment": {"num_cpus": 0, "max_ongoing_requests": n, "max_queued_requests": m}
+            }
         results = {}
-        for name, extra in (("queueing", {"deployments": QUEUEING}), ("shedding", {})):
-            app = build_app(base | extra)
-            if name == "queueing":
-                start_app(base, port=args.port, app=app, name=name, request_timeout_s=10)
+        for i, (name, deployments) in enumerate(apps.items()):
+            app = build_app(base | {"deployments": deployments})
+            if i == 0:
+                start_app(base, port=args.port, app=app, name="overload", request_timeout_s=10)
             else:
-                serve.run(app, name=name, route_prefix="/")
-            results[name] = ramp(args.port, "", args.seconds)
-            if name == "queueing":
-                serve.delete(name)
-        max_events = ServeAppConfig(**base).store.max_events
-        heavy = heavy_user(args.port, "", args.seconds, max_events)
+                serve.run(app, name="overload", route_prefix="/")
+            results[name] = ramp(args.port, name, args.seconds, not args.no_backoff)
+        heavy = None
+        if not args.no_heavy:  # on the last app
+            heavy = heavy_user(args.port, "", args.seconds, ServeAppConfig(**base).store.max_events)
         serve.shutdown()
 
     print("\n| ingress | clients | requests | 200 | 503 | other | p50 ms | p99 ms | ok req/s | shed |")
@@ -234,7 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| ingress | 64-client p99 / 1-client p99 | recovery to 1-client p50 (s) | Retry-After on 503 |")
     print("|---|---:|---:|---|")
     for name, (rows, rec) in results.items():
-        print(f"| {name} | {rows[-1]['p99'] / rows[0]['p99']:.2f} | {rec:.1f} | {rows[-1]['retry_after'] or '-'} |")
+        print(
+            f"| {name} | {rows[-1]['p99'] / rows[0]['p99']:.2f} | {rec:.1f} | {rows[-1]['retry_after'] or '-'} |"
+        )
+    if heavy is None:
+        return 0
     print("\n| heavy user (stored history at its cap) | others' req/s | others' p50 ms |\n|---|---:|---:|")
     print(f"| 4 clients on other users | {heavy['baseline_rps']:.1f} | {heavy['baseline_p50']:.1f} |")
     print(f"| 4 clients on the heavy user | {heavy['heavy_rps']:.1f} | {heavy['heavy_p50']:.1f} |")

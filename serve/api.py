@@ -89,6 +89,7 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
          "msg": _printable(e.get("msg", "")), "type": _printable(e.get("type", ""))}
         for e in exc.errors()
     ]  # fmt: skip
+
     def field(loc: list) -> str:  # body.history.1 -> history.1; the location's own name stays if alone
         inner = loc[1:] if len(loc) > 1 and loc[0] in ("body", "query", "path", "header") else loc
         return ".".join(str(p) for p in inner) or "body"

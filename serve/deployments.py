@@ -120,9 +120,11 @@ class RetrievalDeployment:
                      time.perf_counter() - t0)  # fmt: skip
         self.encoder = TextEncoder()
         self.vectors = LRU(max(cfg.query_cache_size, 1))
+        self.intent_vectors = LRU(cfg.intent_cache_size)  # bounded apart: one-off intents evict only intents
         self.branch = QueryRetrievalBranch(
-            self._encode, metadata.vectors, retriever, weights, cfg.intent_weight
-        )
+            self._encode, metadata.vectors, retriever, weights, cfg.intent_weight,
+            encode_intent=lambda texts: self._encode(texts, self.intent_vectors),
+        )  # fmt: skip
         self.rows = cfg.rows_for(retriever.size)
         self.score.set_max_batch_size(cfg.branch_batch_size)
         t0 = time.perf_counter()
@@ -146,14 +148,15 @@ class RetrievalDeployment:
         texts = q["queries"] if "queries" in q.columns else q["query"].map(lambda t: [t])
         return [str(t) for ts in texts for t in ts]
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        """Unit vectors of ``texts``, encoding only those not cached."""
-        got = {t: self.vectors[t] for t in texts if t in self.vectors}
+    def _encode(self, texts: list[str], cache: dict | None = None) -> np.ndarray:
+        """Unit vectors of ``texts``, encoding only those not in ``cache`` (default: the query vectors')."""
+        cache = self.vectors if cache is None else cache
+        got = {t: cache[t] for t in texts if t in cache}
         todo = list(dict.fromkeys(t for t in texts if t not in got))
         for start in range(0, len(todo), 256):
             chunk = todo[start : start + 256]
             for t, v in zip(chunk, self.encoder.encode(chunk), strict=True):
-                self.vectors.put(t, v)
+                cache.put(t, v)
                 got[t] = v
         if not texts:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)

@@ -91,6 +91,23 @@ def test_an_intent_is_blended_and_stands_alone_without_history(encoder, metadata
     assert b.search([EMPTY], None, ["a film about a pig on a farm"]).ids[0, 0] == 4  # Babe
 
 
+def test_intents_go_to_their_own_encoder(encoder, metadata):
+    seen: dict[str, list[str]] = {"query": [], "intent": []}
+
+    def spy(kind):
+        def encode(texts):
+            seen[kind] += texts
+            return encoder.encode(texts)
+
+        return encode
+
+    retriever = FaissRetriever.build(metadata, [str(i) for i in range(len(TEXTS))])
+    b = QueryRetrievalBranch(spy("query"), metadata, retriever, RetrievalWeights(last=1.0, llm=1.0), n=3,
+                             encode_intent=spy("intent"))  # fmt: skip
+    b.query_vectors([np.array([0])], [["space battles"]], ["a pig on a farm"])
+    assert seen == {"query": ["space battles"], "intent": ["a pig on a farm"]}
+
+
 def test_item_vectors_mix_in_the_description_and_weights_are_checked(metadata):
     desc = metadata[::-1].copy()
     v = item_vectors(metadata, desc, 0.5)

@@ -28,6 +28,17 @@ class LateBranch:
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100)
+class SlowBranch:
+    """Answers after 3 s with an empty list: a request through it holds its ingress slot that long."""
+
+    async def score(self, request: Any) -> Any:
+        from actors.branch import BranchOutput
+
+        await asyncio.sleep(3)
+        return BranchOutput.empty(1)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=100)
 class FailingBranch:
     def __init__(self) -> None:
         self.calls = 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
 import pytest
 
+from .conftest import BASE as BASE_URL
 from .conftest import app_args, http, wait_ready
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -21,6 +23,7 @@ def fault_apps(serve_url, serve_artifacts):
     from ray import serve
 
     from serve.api import RerankDeployment
+    from serve.config import DeploymentOptions
     from serve.deployments import CFDeployment, RetrievalDeployment
 
     from . import fakes
@@ -46,6 +49,11 @@ def fault_apps(serve_url, serve_artifacts):
         engine={"backend": "auto", "max_pending_anonymous": FLOOD_CAP},
     )
     apps["flood"] = RerankDeployment.options(**opts).bind(flood, fakes.SlowQuery.bind(), retrieval, cf)
+    # shedding: one request in the ingress and one waiting, each held 3 s by a slow CF branch
+    shed = app_args(serve_artifacts, timeouts=TIMEOUTS | {"cf": 10.0})
+    one = DeploymentOptions(max_ongoing_requests=1, max_queued_requests=1, retry_after_s=2).options()
+    apps["shed"] = RerankDeployment.options(**one).bind(shed, fakes.HangingQuery.bind(), retrieval,
+                                                        fakes.SlowBranch.bind())  # fmt: skip
     for name, app in apps.items():
         serve.run(app, name=name, route_prefix=f"/{name}")
         wait_ready(f"/{name}")
@@ -127,3 +135,27 @@ def test_a_flood_of_cold_start_requests_never_delays_a_known_users_query(fault_a
     print(f"\nflood: {len(log) - 1} anonymous generations written, {shed} shed; the new user's query "
           f"was served {waited:.1f} s after its event")  # fmt: skip
     assert shed >= 1  # 40 requests would need 38 s to be all accepted at one a second
+
+
+def test_beyond_its_queue_the_ingress_sheds_at_once_with_retry_after(fault_apps):
+    """Six requests at once where one fits in the ingress and one in its queue (each held 3 s): four are
+    answered 503 with Retry-After at once, none 500, and the two admitted are served."""
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(i: int) -> tuple[int, str | None, float]:
+        req = urllib.request.Request(BASE_URL + "/shed/recommend", json.dumps({"user_id": str(1 + i), "k": 5}).encode(),
+                                     {"Content-Type": "application/json"})  # fmt: skip
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, None, time.perf_counter() - t0
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("Retry-After"), time.perf_counter() - t0
+
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(ask, range(6)))
+    statuses = sorted(s for s, _, _ in got)
+    assert statuses == [200, 200, 503, 503, 503, 503], got
+    shed = [(ra, secs) for s, ra, secs in got if s == 503]
+    assert all(ra == "2" and secs < 2.5 for ra, secs in shed), shed  # at once, not after a held request

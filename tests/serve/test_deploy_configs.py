@@ -160,7 +160,7 @@ def test_the_ingress_sheds_beyond_its_queue_with_retry_after():
     from serve.config import DeploymentOptions
 
     rerank = ServeAppConfig(auth="none").deployments["RerankDeployment"].options()
-    assert rerank["max_queued_requests"] == 16 and rerank["max_ongoing_requests"] == 16
+    assert rerank["max_queued_requests"] == 4 and rerank["max_ongoing_requests"] == 4
     assert (
         rerank["backpressure_config"].status_code == 503 and rerank["backpressure_config"].retry_after_s == 1
     )
