@@ -8,7 +8,12 @@ STAMP  := $(VENV)/.q2rec-installed
 ARTIFACTS ?= artifacts
 
 export RAY_USAGE_STATS_ENABLED := 0
-export RAY_AUTH_MODE := disabled
+# Ray's ports need a token, a fresh one per make run unless given (nothing is written under ~/.ray)
+export RAY_AUTH_MODE ?= token
+ifndef RAY_AUTH_TOKEN
+RAY_AUTH_TOKEN := $(shell od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+endif
+export RAY_AUTH_TOKEN
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_AIR_NEW_OUTPUT := 0

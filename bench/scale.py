@@ -74,7 +74,7 @@ def tree_memory(pid: int, pss: bool = False) -> int:
 def run_measured(cmd: list[str], log_file: Path) -> dict:
     """Run ``cmd``; its wall time, the peak RSS and peak PSS of its process tree (RSS every 0.2 s, PSS every
     second), its exit code and its last lines."""
-    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",
+    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
                         "TRANSFORMERS_OFFLINE": "1", "RAY_AIR_NEW_OUTPUT": "0", "PYTHONPATH": str(ROOT)}  # fmt: skip
     log_file.parent.mkdir(parents=True, exist_ok=True)
     peak = {"rss": 0, "pss": 0}

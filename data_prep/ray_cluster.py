@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 
 SAFE_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage reporting
-    "RAY_AUTH_MODE": "disabled",  # no token written under ~/.ray
+    # Ray's own ports listen on every interface (Ray 2.60, even with a node IP of 127.0.0.1): every call to
+    # them needs the cluster's token, so nobody else who reaches them can run code
+    "RAY_AUTH_MODE": "token",
     "HF_HUB_OFFLINE": "1",  # models come from local folders only
     "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S": "600",  # a stuck pipeline fails instead of hanging forever
@@ -15,8 +18,14 @@ SAFE_ENV = {
 
 
 def apply_safe_env() -> None:
+    """The settings above, where the environment does not say otherwise; with token auth and no token
+    given, a fresh one in this process's environment (inherited by the Ray processes it starts, nothing
+    written under ~/.ray). A driver joining a cluster brings that cluster's token ($RAY_AUTH_TOKEN)."""
     for key, value in SAFE_ENV.items():
         os.environ.setdefault(key, value)
+    tokenless = not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if os.environ["RAY_AUTH_MODE"] == "token" and tokenless and not os.environ.get("RAY_ADDRESS"):
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 def init_ray(num_cpus: int | None = None, object_store_mb: int = 512, quiet: bool = True) -> None:

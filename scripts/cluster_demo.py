@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GCS_PORT, DASHBOARD_PORT, HTTP_PORT, REDIS_PORT = 6390, 8275, 8010, 6391
 DASHBOARD = f"http://127.0.0.1:{DASHBOARD_PORT}"
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-       "RAY_AIR_NEW_OUTPUT": "0", "RAY_AUTH_MODE": "disabled"}  # fmt: skip
+       "RAY_AIR_NEW_OUTPUT": "0"}  # fmt: skip (Ray's token: data_prep.ray_cluster.apply_safe_env)
 
 
 def bin_(name: str) -> str:
@@ -167,6 +167,10 @@ def down() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(ROOT))
+    from data_prep.ray_cluster import apply_safe_env
+
+    apply_safe_env()  # the cluster's token (generated unless $RAY_AUTH_TOKEN is set), passed on to every node
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifacts", type=Path, default=Path(os.environ.get("Q2REC_ARTIFACTS", "artifacts")))
     ap.add_argument("--items", type=int, default=64, help="catalog items the enrichment job enriches")
