@@ -12,7 +12,6 @@ import asyncio
 import hmac
 import logging
 import time
-from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from actors.user_query import QuerySettings
 from serve.config import ServeAppConfig
 from serve.deployments import CFRequest, RetrievalRequest
 from serve.fan_out import BranchFanOut
+from serve.metrics import MeteredCounts
 from serve.middleware import BodyLimit, ReplicaHeader, configure, settings
 from serve.schemas import (
     EventsRequest,
@@ -156,7 +156,7 @@ class RerankDeployment:
         self.query = query
         self.pending: dict[str, asyncio.Task] = {}
         self.pending_anonymous: set[str] = set()  # the keys in ``pending`` that no known user asked for
-        self.counts: Counter = Counter()
+        self.counts = MeteredCounts()  # /healthz's counts, also exported as Prometheus metrics
         self.branches = BranchFanOut(cf, retrieval, self.cfg.timeouts, self.counts)
         # the LLM writes queries only for a retrieval that uses them
         self.llm = self.cfg.engine.backend != "none" and self.fusion.weights.llm > 0
@@ -332,6 +332,10 @@ class RerankDeployment:
             raise HTTPException(503, f"no branch answered: degraded {degraded}")
         timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
         self.counts["recommend"] += 1
+        self.counts[f"query_{source}"] += 1
+        if cached:
+            self.counts["query_cached"] += 1
+        self.counts.timings(timings)
         return {
             "user_id": body.user_id,
             "items": items,

@@ -246,3 +246,36 @@ def test_the_query_limit_is_the_configured_one_and_no_answer_shows_a_path(serve_
     status, health = http("GET", "/healthz")
     assert status == 200 and str(serve_artifacts.root.resolve()) not in str(health)
     assert "/" not in health["store"]["name"] and "/" not in health["fusion"]["source"]
+
+
+def test_counts_and_timings_reach_the_metrics_endpoint(serve_url):
+    """What /healthz counts, and each stage's latency, as Prometheus metrics on Ray's metrics port."""
+    import urllib.request
+
+    import ray
+
+    from .conftest import poll
+
+    assert http("POST", "/recommend", {"user_id": "3", "k": 5})[0] == 200
+    port = ray.nodes()[0]["MetricsExportPort"]
+
+    def scrape() -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            lines = r.read().decode().splitlines()
+        out = {}
+        for line in lines:
+            if line.startswith("ray_q2rec_") and 'application="q2rec"' in line:
+                name, value = line.rsplit(" ", 1)
+                key = name.split("{")[0] + ":" + next((t.split('"')[1] for t in name.split(",")
+                                                       if t.startswith(("kind=", "stage="))), "")  # fmt: skip
+                out[key] = out.get(key, 0.0) + float(value)
+        return out
+
+    # the agent takes what replicas report about every 10 s
+    seen, _ = poll(scrape, lambda m: "ray_q2rec_latency_ms_count:total" in m, timeout=90)
+    assert seen.get("ray_q2rec_count_total:recommend", 0) >= 1, sorted(seen)
+    assert (
+        seen.get("ray_q2rec_count_total:query_none", 0) + seen.get("ray_q2rec_count_total:query_fallback", 0)
+        >= 1
+    )
+    assert seen["ray_q2rec_latency_ms_count:total"] >= 1 and "ray_q2rec_latency_ms_count:cf" in seen

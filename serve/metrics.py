@@ -1,0 +1,43 @@
+"""The ingress's counts and timings as Prometheus metrics, through Serve's metric classes: Ray's metrics agent
+on each node exports them on its metrics port (``ray.nodes()[i]["MetricsExportPort"]``, ``/metrics``), tagged
+with the deployment, replica and application, about every 10 s.
+
+- ``ray_q2rec_count_total{kind=…}``: what ``/healthz`` shows under ``counts``: answers (``recommend``),
+  events (``events``, ``events_repeated``, ``events_dropped``), degraded answers (``degraded_cf``,
+  ``degraded_retrieval``), the query each answer used (``query_llm``, ``query_fallback``, ``query_none``,
+  ``query_cached``), generations (``generated``, ``generation_failed``, ``generation_shed``) and store
+  errors (``store_failed``);
+- ``ray_q2rec_latency_ms{stage=…}``: a histogram of each stage of ``timings_ms`` (store, cf, retrieval,
+  branches, fuse, total).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+
+
+class MeteredCounts(Counter):
+    """A ``Counter`` whose every increase is also added to the exported ``q2rec_count`` metric."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from ray.serve.metrics import Counter as ServeCounter
+        from ray.serve.metrics import Histogram
+
+        self._count = ServeCounter(
+            "q2rec_count", description="q2rec ingress events by kind", tag_keys=("kind",)
+        )
+        self._latency = Histogram("q2rec_latency_ms", description="q2rec request stages, milliseconds",
+                                  boundaries=LATENCY_BUCKETS_MS, tag_keys=("stage",))  # fmt: skip
+
+    def __setitem__(self, key: str, value: int) -> None:
+        delta = value - self.get(key, 0)
+        super().__setitem__(key, value)
+        if delta > 0:
+            self._count.inc(delta, tags={"kind": key})
+
+    def timings(self, timings_ms: dict[str, float]) -> None:
+        for stage, ms in timings_ms.items():
+            self._latency.observe(ms, tags={"stage": stage})
