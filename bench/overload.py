@@ -37,15 +37,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from serve_latency import percentile, run_clients  # bench/ is on the path of this script
+
 STAGES = (1, 8, 32, 64)
 QUEUEING = {"RerankDeployment": {"num_cpus": 0, "max_ongoing_requests": 100, "max_queued_requests": -1}}
-
-
-def percentile(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 
 def bodies(seed: int) -> list[dict[str, Any]]:
@@ -57,10 +52,10 @@ def bodies(seed: int) -> list[dict[str, Any]]:
     return mixed
 
 
-def load(
-    port: int, path: str, make_body, clients: int, seconds: float, backoff: bool = True
-) -> dict[str, Any]:
-    """``clients`` threads, one request at a time each, for ``seconds``: statuses, accepted latencies."""
+def load(port: int, path: str, make_body, clients: int, seconds: float, backoff: bool = True,
+         counted=lambda c: True) -> dict[str, Any]:  # fmt: skip
+    """``clients`` threads, one request at a time each, for ``seconds``: statuses and accepted latencies of
+    the clients ``counted(c)`` is true for."""
     statuses: Counter = Counter()
     accepted: list[float] = []
     retry_after: Counter = Counter()
@@ -85,22 +80,17 @@ def load(
                 status, ra = 0, None  # connection error
             ms = (time.perf_counter() - t0) * 1000
             with lock:
-                statuses[status] += 1
-                if status == 200:
-                    accepted.append(ms)
-                if status == 503:
-                    retry_after[ra] += 1
+                if counted(c):
+                    statuses[status] += 1
+                    if status == 200:
+                        accepted.append(ms)
+                    if status == 503:
+                        retry_after[ra] += 1
             if status == 503 and backoff and ra:
                 time.sleep(min(float(ra), max(0.0, stop - time.perf_counter())))
         conn.close()
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_clients(client, clients)
     n = sum(statuses.values())
     return {"clients": clients, "n": n, "statuses": dict(sorted(statuses.items())), "ok_rps": len(accepted) / wall,
             "p50": percentile(accepted, 50), "p99": percentile(accepted, 99),
@@ -139,63 +129,34 @@ def ramp(port: int, label: str, seconds: float, backoff: bool) -> tuple[list[dic
     return rows, recovery(port, path, pool, rows[0]["p50"])
 
 
-def heavy_user(port: int, prefix: str, seconds: float, max_events: int) -> dict[str, float]:
+def heavy_user(port: int, seconds: float, max_events: int) -> dict[str, float]:
     """Others' req/s with 4 clients on other users, then with 4 clients on one user at the history cap."""
     heavy = "heavy-user"
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     for start in range(0, max_events + 1000, 1000):  # past the cap: the oldest are dropped
         items = [str(1 + (start + i) % 1682) for i in range(1000)]
-        conn.request("POST", f"{prefix}/users/{heavy}/events", json.dumps({"item_ids": items}).encode(),
+        conn.request("POST", f"/users/{heavy}/events", json.dumps({"item_ids": items}).encode(),
                      {"Content-Type": "application/json"})  # fmt: skip
         r = conn.getresponse()
         assert r.status == 200, r.read()
         r.read()
     conn.close()
-    path = f"{prefix}/recommend"
     rng = random.Random(1)
     users = [str(rng.randint(1, 943)) for _ in range(500)]
 
-    def mixed(heavy_clients: bool):
-        def body(c: int, j: int) -> dict:
-            if c < 4 and heavy_clients:
+    def body(heavy_on: bool):
+        def make(c: int, j: int) -> dict:
+            if c < 4 and heavy_on:
                 return {"user_id": heavy, "k": 10}
             return {"user_id": users[(c * 31 + j) % len(users)], "k": 10}
 
-        return body
+        return make
 
     out = {}
     for label, heavy_on in (("baseline", False), ("heavy", True)):
-        stats = {"others": Counter(), "ms": []}
-        lock = threading.Lock()
-        stop = time.perf_counter() + seconds
-
-        def client(c: int, heavy_on=heavy_on, stats=stats, lock=lock, stop=stop) -> None:
-            cn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            j = 0
-            make = mixed(heavy_on)
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                cn.request(
-                    "POST", path, json.dumps(make(c, j)).encode(), {"Content-Type": "application/json"}
-                )
-                r = cn.getresponse()
-                r.read()
-                j += 1
-                if c >= 4 and r.status == 200:
-                    with lock:
-                        stats["others"]["ok"] += 1
-                        stats["ms"].append((time.perf_counter() - t0) * 1000)
-            cn.close()
-
-        threads = [threading.Thread(target=client, args=(c,)) for c in range(8)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        out[f"{label}_rps"] = stats["others"]["ok"] / wall
-        out[f"{label}_p50"] = percentile(stats["ms"], 50)
+        # clients 0-3 ask for the heavy user (or, as the baseline, for others); 4-7, the others, are measured
+        r = load(port, "/recommend", body(heavy_on), 8, seconds, backoff=False, counted=lambda c: c >= 4)
+        out[f"{label}_rps"], out[f"{label}_p50"] = r["ok_rps"], r["p50"]
     out["ratio"] = out["heavy_rps"] / out["baseline_rps"]
     return out
 
@@ -247,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = ramp(args.port, name, args.seconds, not args.no_backoff)
         heavy = None
         if not args.no_heavy:  # on the last app
-            heavy = heavy_user(args.port, "", args.seconds, ServeAppConfig(**base).store.max_events)
+            heavy = heavy_user(args.port, args.seconds, ServeAppConfig(**base).store.max_events)
         serve.shutdown()
 
     print("\n| ingress | clients | requests | 200 | 503 | other | p50 ms | p99 ms | ok req/s | shed |")

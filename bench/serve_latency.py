@@ -43,8 +43,21 @@ from typing import Any
 
 
 def percentile(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+
+
+def run_clients(client, clients: int) -> float:
+    """``client(c)`` on ``clients`` threads at once; the wall time until the last one returns."""
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
 
 
 def run_load(port: int, path: str, bodies: list[dict[str, Any]], clients: int) -> dict[str, Any]:
@@ -75,13 +88,7 @@ def run_load(port: int, path: str, bodies: list[dict[str, Any]], clients: int) -
                 timings.append(json.loads(payload).get("timings_ms", {}))
         conn.close()
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = run_clients(lambda _: client(), clients)
     if not latencies:
         raise RuntimeError(f"{path}: every request failed, e.g. {errors[:3]}")
     return summarise(latencies, timings, len(errors), wall)
