@@ -8,9 +8,6 @@ import secrets
 
 SAFE_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage reporting
-    # Ray's own ports listen on every interface (Ray 2.60, even with a node IP of 127.0.0.1): every call to
-    # them needs the cluster's token, so nobody else who reaches them can run code
-    "RAY_AUTH_MODE": "token",
     "HF_HUB_OFFLINE": "1",  # models come from local folders only
     "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S": "600",  # a stuck pipeline fails instead of hanging forever
@@ -18,13 +15,19 @@ SAFE_ENV = {
 
 
 def apply_safe_env() -> None:
-    """The settings above, where the environment does not say otherwise; with token auth and no token
-    given, a fresh one in this process's environment (inherited by the Ray processes it starts, nothing
-    written under ~/.ray). A driver joining a cluster brings that cluster's token ($RAY_AUTH_TOKEN)."""
+    """The settings above, where the environment does not say otherwise, and a token for Ray's own ports.
+
+    Ray's ports listen on every interface (Ray 2.60, even with a node IP of 127.0.0.1), so every call to
+    them needs the cluster's token: Ray turns token auth on for a local cluster it starts while
+    ``RAY_AUTH_MODE`` is unset (and refreshes its cached config then, which setting the variable here,
+    after ``import ray``, would not). Unless ``RAY_AUTH_MODE=disabled`` or a token is given, a fresh one
+    goes into this process's environment: inherited by the Ray processes it starts, nothing written under
+    ~/.ray. A driver joining a cluster (``$RAY_ADDRESS``) brings that cluster's token."""
     for key, value in SAFE_ENV.items():
         os.environ.setdefault(key, value)
     tokenless = not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if os.environ["RAY_AUTH_MODE"] == "token" and tokenless and not os.environ.get("RAY_ADDRESS"):
+    wanted = os.environ.get("RAY_AUTH_MODE", "token") == "token"
+    if wanted and tokenless and not os.environ.get("RAY_ADDRESS"):
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
