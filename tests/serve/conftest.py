@@ -103,6 +103,9 @@ def app_args(paths, **overrides) -> dict[str, Any]:
         "auth": "none",  # events without a token: test apps on 127.0.0.1 (the main app has a token)
         # a store of each app's own: events one test posts never reach another app's answers
         "store": {"backend": "sqlite", "path": str(paths.root / "online" / f"{uuid.uuid4().hex}.sqlite3")},
+        # the ingress queues instead of shedding: on a loaded box Serve counts requests still being placed as
+        # queued, so the shipped 4 + 4 shed a burst of six (shedding has its own test, in test_degraded.py)
+        "deployments": {"RerankDeployment": {"max_ongoing_requests": 4}},
     } | overrides
 
 
