@@ -142,6 +142,14 @@ class BranchOutput:
             None if self.stats is None else self.stats.take(users),
         )
 
+    def widened(self, n_items: int) -> BranchOutput:
+        """The same output over a catalog of ``n_items``: full rows padded with -inf for the items past the
+        branch's own catalog (items it does not know: never listed, absent from its row)."""
+        if self.full is None or self.full.shape[1] >= n_items:
+            return self
+        pad = np.full((len(self.full), n_items - self.full.shape[1]), -np.inf, dtype=np.float32)
+        return BranchOutput(self.ids, self.scores, np.concatenate([self.full, pad], axis=1), self.stats)
+
     def head(self, n: int) -> BranchOutput:
         """The top ``n`` of each list (the rows or statistics unchanged)."""
         return BranchOutput(self.ids[:, :n], self.scores[:, :n], self.full, self.stats)

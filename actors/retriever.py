@@ -9,6 +9,9 @@ three implementations that pass one contract test (``tests/actors/test_retriever
   exact search and ``save`` writes it into ``index.json``.
 - ``LastItemRetriever``: content retrieval with the last history item's vector as the query (the
   query-free baseline), over any of the other two.
+- ``GrowingRetriever``: any of them plus items added online, kept in a small exact side index whose top-k
+  is merged with the base index's at search time (FAISS indexes are left as built: IVF's lists and HNSW's
+  graph were tuned for the catalog they were built on).
 
 Every row of a result has k' = min(k, pool size - largest exclude list) real results: FAISS's -1 padding
 never comes out, a k larger than the pool is fine, and excluded items are never listed. ``rows`` says what
@@ -403,3 +406,118 @@ class LastItemRetriever(Retriever):
 
     def _stats(self, q, excl, top):
         return self.base._stats(q, excl, top)
+
+
+class StackedRows:
+    """Two row arrays read as one, without copying: rows 0..len(base)-1 are ``base``'s, then ``extra``'s.
+    Takes what the query parts and the row statistics read: ``len``, ``shape``, an int, a slice or an int
+    array."""
+
+    def __init__(self, base: np.ndarray, extra: np.ndarray) -> None:
+        self.base, self.extra = base, extra
+        self.shape = (len(base) + len(extra), base.shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        nb = len(self.base)
+        if isinstance(index, slice):
+            index = np.arange(len(self))[index]
+        if np.ndim(index) == 0:
+            i = int(index)
+            return self.base[i] if i < nb else self.extra[i - nb]
+        idx = np.asarray(index, dtype=np.int64)
+        out = np.empty((len(idx), self.shape[1]), dtype=np.float32)
+        low = idx < nb
+        out[low] = self.base[idx[low]]
+        out[~low] = self.extra[idx[~low] - nb]
+        return out
+
+
+class GrowingRetriever(Retriever):
+    """``base`` (exact or FAISS, left as built) plus items added online: an exact side index whose top-k is
+    merged with the base's. Added item i is catalog index ``base.size + i``; ``added_seq`` keeps the log
+    position (``serve.store.CatalogChange.seq``) each arrived with, so a search can leave out what came
+    after a given position (``added_after``)."""
+
+    def __init__(self, base: Retriever) -> None:
+        self.base = base
+        self.extra = np.zeros((0, base.dim), dtype=np.float32)
+        self.extra_ids: list[str] = []
+        self.added_seq = np.zeros(0, dtype=np.int64)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._ids_cache = self._exact_cache = self._moments_cache = None
+
+    def add(self, vectors: np.ndarray, item_ids: Sequence[str], seq: Sequence[int] | int = 0) -> None:
+        """Append unit ``vectors`` (n, d) for ``item_ids``; ``seq``: their log positions (one for all)."""
+        v = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        if v.shape != (len(item_ids), self.dim):
+            raise ValueError(f"{v.shape} vectors for {len(item_ids)} items of dimension {self.dim}")
+        self.extra = np.concatenate([self.extra, v])
+        self.extra_ids += [str(i) for i in item_ids]
+        self.added_seq = np.concatenate([self.added_seq, np.broadcast_to(np.asarray(seq, np.int64), len(v))])
+        self._reset()
+
+    def added_after(self, seq: int) -> np.ndarray:
+        """Catalog indices of the items added after log position ``seq``."""
+        return self.base.size + np.flatnonzero(self.added_seq > seq)
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        if self._ids_cache is None:
+            self._ids_cache = np.concatenate([self.base.item_ids, np.asarray(self.extra_ids, dtype=str)])
+        return self._ids_cache
+
+    @property
+    def size(self) -> int:
+        return self.base.size + len(self.extra)
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
+    @property
+    def vectors(self) -> StackedRows:
+        return StackedRows(self.base.vectors, self.extra)
+
+    def exact(self) -> ExactRetriever:
+        if not len(self.extra):
+            return self.base.exact()
+        if self._exact_cache is None:  # a copy of every vector: full rows are for small catalogs only
+            self._exact_cache = ExactRetriever(np.concatenate([self.base.vectors, self.extra]), self.item_ids)
+        return self._exact_cache
+
+    def _moments(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._moments_cache is None:
+            mean_b, gram_b = self.base._moments()
+            e = self.extra.astype(np.float64)
+            mean = (mean_b * self.base.size + e.sum(axis=0)) / max(self.size, 1)
+            self._moments_cache = (mean, gram_b + e.T @ e)
+        return self._moments_cache
+
+    def _top(self, q, k, excl):
+        nb = self.base.size
+        if not len(self.extra):
+            return self.base._top(q, k, excl)
+        base_excl = [e[e < nb] for e in excl]
+        kb = min(k, nb - max((len(e) for e in base_excl), default=0))
+        extra_scores = mask_items(q @ self.extra.T, [e[e >= nb] - nb for e in excl])
+        parts_ids, parts_scores = (
+            [np.broadcast_to(nb + np.arange(len(self.extra)), extra_scores.shape)],
+            [extra_scores],
+        )
+        if kb > 0:
+            ids_b, scores_b = self.base._top(q, kb, base_excl)
+            parts_ids.insert(0, ids_b)
+            parts_scores.insert(0, scores_b)
+        ids, scores = np.concatenate(parts_ids, axis=1), np.concatenate(parts_scores, axis=1)
+        cols, top = top_scores(scores, k)
+        out_ids = np.take_along_axis(ids, cols, axis=1)
+        short = np.flatnonzero(~np.isfinite(top).all(axis=1))  # a row the base's shared k left short
+        if len(short):
+            ids_s, top_s = self.exact()._top(q[short], k, [excl[r] for r in short])
+            out_ids[short], top[short] = ids_s, top_s
+        return out_ids, top

@@ -4,6 +4,12 @@
 branch concurrently (``serve.fan_out``), and fuses whatever answered with the tuned config through
 ``actors.rerank.fuse``, the function the offline evaluation uses. A branch that fails or is late is left
 out and named in ``degraded``; only when both fail is the answer a 503. Bodies are in ``serve.schemas``.
+
+``POST /items`` and ``DELETE /items/{id}`` change the catalog online, through the store's catalog log.
+Every request reads the log's head first (one small store read), so an item added or withdrawn through
+any replica counts in every replica's next answer; the retrieval call carries the position, so retrieval
+replicas catch up before answering. CF does not know an added item until it is trained again: it is
+absent from CF's list and row, and enters an answer only through retrieval.
 """
 
 from __future__ import annotations
@@ -39,14 +45,17 @@ from serve.schemas import (
     EventsRequest,
     EventsResponse,
     ItemsResponse,
+    NewItemsRequest,
+    NewItemsResponse,
     RecommendRequest,
     RecommendResponse,
     UserResponse,
+    WithdrawnResponse,
     id_problem,
 )
 from serve.state import LRU, ServingState, UnknownItems, load_fusion
+from serve.store import ItemsExist, MemoryStore, StoreUnavailable, open_store
 from serve.store import Query as StoredQuery
-from serve.store import StoreUnavailable, open_store
 
 log = logging.getLogger("ray.serve")
 
@@ -156,6 +165,8 @@ class RerankDeployment:
         self.query = query
         self.pending: dict[str, asyncio.Task] = {}
         self.pending_anonymous: set[str] = set()  # the keys in ``pending`` that no known user asked for
+        self.catalog_lock = asyncio.Lock()
+        await self._sync_catalog([])  # items added online before this replica started
         self.counts = MeteredCounts()  # /healthz's counts, also exported as Prometheus metrics
         self.branches = BranchFanOut(cf, retrieval, self.cfg.timeouts, self.counts)
         # the LLM writes queries only for a retrieval that uses them
@@ -247,6 +258,31 @@ class RerankDeployment:
         if "store" not in degraded:
             degraded.append("store")
 
+    async def _sync_catalog(self, degraded: list[str]) -> None:
+        """Apply the store's catalog log up to its head; while the store is down, the catalog as last read."""
+        try:
+            head = await self.store.catalog_head()
+            if head > self.state.catalog_seq:
+                async with self.catalog_lock:  # one reader applies; the others find it done
+                    if head > self.state.catalog_seq:
+                        self.state.apply(await self.store.catalog_changes(self.state.catalog_seq))
+        except StoreUnavailable:
+            self._store_failed(degraded)
+
+    def _authorize(self, authorization: str | None, what: str) -> None:
+        """401 unless the request carries the app's bearer token (when it has one)."""
+        token = self.cfg.token()
+        if token is None:
+            return
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if (
+            not authorization
+            or not authorization.startswith("Bearer ")
+            or not hmac.compare_digest(given.encode(), token.encode())
+        ):
+            raise HTTPException(401, f"Authorization: a valid 'Bearer <token>' is required for {what}",
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
     async def _history(self, user_id: str, degraded: list[str]) -> list[int] | None:
         """The user's history (None: unknown user), read from the store at every request so that every
         replica sees every event at once; while the store is down, as last read, and ``store`` is degraded."""
@@ -275,6 +311,7 @@ class RerankDeployment:
             )
         degraded: list[str] = []
         timings: dict[str, float] = {}
+        await self._sync_catalog(degraded)
         if body.user_id is not None:
             t_store = time.perf_counter()
             full = await self._history(body.user_id, degraded)
@@ -307,16 +344,22 @@ class RerankDeployment:
         # the history items the query comes from: those the LLM saw, or those of the history parts
         parts = 1 + RECENT_ITEMS if weights.recent else 1 if weights.last else 0
         query_items = history[-RECENT:] if texts else history[-parts:] if parts else []
-        exclude = sorted(set(history)) if body.exclude_seen else []
+        # withdrawn items are never listed; items added online are unknown to CF (absent from its list)
+        exclude = sorted((set(history) if body.exclude_seen else set()) | st.hidden)
+        cf_history = [i for i in history if i < st.n_base]
         cfg = replace(self.fusion.config, n=max(self.fusion.config.n, body.k))
         n = max(self.cfg.branch_n or cfg.n, body.k)  # items asked of each branch
         if intent:  # an intent asks for the retrieval branch to count, however long the history
             cfg = replace(cfg, max_alpha=min(cfg.max_alpha, self.cfg.intent_max_alpha))
-        cf_req = CFRequest(history, exclude, n) if history else None
-        ret_req = RetrievalRequest(history, list(texts), intent, exclude, n)
+        cf_req = CFRequest(cf_history, [i for i in exclude if i < st.n_base], n) if cf_history else None
+        ret_req = RetrievalRequest(history, list(texts), intent, exclude, n, st.catalog_seq)
         cf_out, ret_out = await self.branches.both(cf_req, ret_req, timings)
-        if not history:
-            degraded.append("cf")  # nothing to score from; not a failure
+        if not cf_history:
+            degraded.append(
+                "cf"
+            )  # nothing to score from (no history, or only items CF never saw); not a failure
+        elif isinstance(cf_out, BranchOutput):
+            cf_out = cf_out.widened(st.n_items)
         for name, res in (("cf", cf_out), ("retrieval", ret_out)):
             if isinstance(res, BaseException):
                 degraded.append(name)
@@ -371,16 +414,7 @@ class RerankDeployment:
         self, user_id: str, body: EventsRequest, authorization: str | None = Header(None),
         idempotency_key: str | None = Header(None, description="the batch's event_id, as a header"),
     ) -> dict[str, Any]:  # fmt: skip
-        token = self.cfg.token()
-        if token is not None:
-            given = (authorization or "").removeprefix("Bearer ").strip()
-            if (
-                not authorization
-                or not authorization.startswith("Bearer ")
-                or not hmac.compare_digest(given.encode(), token.encode())
-            ):
-                raise HTTPException(401, "Authorization: a valid 'Bearer <token>' is required for events",
-                                    headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        self._authorize(authorization, "events")
         _check_id(user_id, "user_id")
         event_id = body.event_id
         if idempotency_key is not None:
@@ -390,6 +424,7 @@ class RerankDeployment:
                     422, "event_id: differs from the Idempotency-Key header; give one of them"
                 )
             event_id = idempotency_key
+        await self._sync_catalog([])  # items added online through another replica
         try:
             indices = self.state.resolve(body.item_ids, "item_ids")
         except UnknownItems as exc:
@@ -429,6 +464,68 @@ class RerankDeployment:
                 "created": before is None, "query_invalidated": invalidated, "duplicate": False,
                 "dropped": done.dropped}  # fmt: skip
 
+    @app.post("/items", response_model=NewItemsResponse, responses={401: {}, 409: {}, 422: {}, 503: {}})
+    async def add_items(
+        self, body: NewItemsRequest, authorization: str | None = Header(None)
+    ) -> dict[str, Any]:
+        """Add items to the catalog online, all or none: recommendable through retrieval at once (embedded
+        from their metadata text by every retrieval replica), unknown to CF until it is trained again."""
+        self._authorize(authorization, "adding items")
+        if isinstance(self.store, MemoryStore):
+            raise HTTPException(409, "items: adding items needs a shared store (store.backend sqlite or redis); "
+                                     "this app's store is memory, which the retrieval replicas do not share")  # fmt: skip
+        st = self.state
+        rows, seen = [], set()
+        for n, item in enumerate(body.items):
+            given = item.model_dump(exclude_none=True)
+            foreign = sorted(set(given) - set(st.columns))
+            if foreign:
+                raise HTTPException(422, f"items.{n}.{foreign[0]}: not a field of this catalog "
+                                         f"(its fields: {', '.join(st.columns)})")  # fmt: skip
+            if not item.title.strip():
+                raise HTTPException(422, f"items.{n}.title: empty; an item needs a title")
+            if item.item_id in seen:
+                raise HTTPException(422, f"items.{n}.item_id: {item.item_id!r} is given twice")
+            seen.add(item.item_id)
+            rows.append(given)
+        await self._sync_catalog([])
+        taken = [r["item_id"] for r in rows if r["item_id"] in st.index_of]
+        if taken:
+            raise HTTPException(409, {"field": "item_id", "existing_item_ids": taken[:100],
+                                      "message": f"item_id: already in the catalog: {taken[:20]}"})  # fmt: skip
+        try:
+            head = await self.store.add_items(rows)
+        except ItemsExist as exc:  # added through another replica a moment ago
+            raise HTTPException(409, {"field": "item_id", "existing_item_ids": exc.ids[:100],
+                                      "message": str(exc)}) from None  # fmt: skip
+        except StoreUnavailable as exc:
+            self.counts["store_failed"] += 1
+            raise _store_down(exc) from None
+        await self._sync_catalog([])
+        self.counts["items_added"] += len(rows)
+        return {"added": [r["item_id"] for r in rows], "catalog_size": st.n_items, "catalog_seq": head}
+
+    @app.delete("/items/{item_id}", response_model=WithdrawnResponse, responses={401: {}, 404: {}, 503: {}})
+    async def withdraw_item(self, item_id: str, authorization: str | None = Header(None)) -> dict[str, Any]:
+        """Withdraw an item (out of stock, recalled): from the next answer of every replica on, it is never
+        recommended nor found by ``GET /items?q=``; histories that hold it keep it."""
+        self._authorize(authorization, "withdrawing items")
+        _check_id(item_id, "item_id")
+        st = self.state
+        await self._sync_catalog([])
+        if item_id not in st.index_of:
+            raise HTTPException(404, f"item_id: unknown item {item_id!r}")
+        if st.index_of[item_id] in st.hidden:
+            return {"item_id": item_id, "withdrawn": False, "catalog_seq": st.catalog_seq}
+        try:
+            head = await self.store.hide_item(item_id)
+        except StoreUnavailable as exc:
+            self.counts["store_failed"] += 1
+            raise _store_down(exc) from None
+        await self._sync_catalog([])
+        self.counts["items_withdrawn"] += 1
+        return {"item_id": item_id, "withdrawn": True, "catalog_seq": head}
+
     @app.get("/", include_in_schema=False)
     async def explorer(self) -> HTMLResponse:
         """The explorer page: a user's history, the query and each recommendation's branches."""
@@ -443,6 +540,7 @@ class RerankDeployment:
     ) -> dict[str, Any]:
         """Item summaries: a title search (``q``) or a lookup of ``ids`` in their order; exactly one of them."""
         st = self.state
+        await self._sync_catalog([])
         if (q is None) == (ids is None):
             raise HTTPException(422, "give exactly one of q (a search) or ids (comma-separated item ids)")
         if q is not None:
@@ -479,8 +577,11 @@ class RerankDeployment:
     @app.get("/items/{item_id}", responses={404: {}})
     async def item(self, item_id: str) -> dict[str, Any]:
         _check_id(item_id, "item_id")
+        await self._sync_catalog([])
         if item_id not in self.state.index_of:
             raise HTTPException(404, f"item_id: unknown item {item_id!r}")
+        if self.state.index_of[item_id] in self.state.hidden:
+            raise HTTPException(404, f"item_id: item {item_id!r} is withdrawn")
         return self.state.item(item_id)
 
     @app.get("/healthz")
@@ -501,6 +602,11 @@ class RerankDeployment:
             "store": store,
             "users": len(self.state.histories),
             "items": self.state.n_items,
+            "catalog": {
+                "added_online": self.state.n_added,
+                "withdrawn": len(self.state.hidden),
+                "log_position": self.state.catalog_seq,
+            },  # fmt: skip
             "cached_queries": len(self.state.queries),
             "queries_being_written": len(self.pending),
             "llm": self.cfg.engine.backend,

@@ -40,6 +40,7 @@ class RetrievalRequest:
     intent: str | None  # a free-text intent, blended into the query
     exclude: list[int]  # never listed
     n: int
+    catalog_seq: int = 0  # the catalog log position the ingress answers at: later additions are left out
 
 
 def split_batch(out: BranchOutput, ns: list[int]) -> list[BranchOutput]:
@@ -94,15 +95,22 @@ class QueryDeployment:
 class RetrievalDeployment:
     """Text encoder + FAISS over the whole catalog, the query built from its weighted parts (``fusion.json``'s
     retrieval weights). Query vectors are cached by text; the stored user queries are encoded at start, so a
-    cached query costs no encoder call."""
+    cached query costs no encoder call.
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    Items added online (the store's catalog log) are embedded with the offline recipe (``metadata_text``
+    through the same encoder) into a side index (``GrowingRetriever``). A replica applies the whole log
+    before it reports ready, and a request carrying a later log position than the replica's makes it read
+    the rest first; items added after a request's position are left out of its answer, so the ingress is
+    never handed an item it does not know yet."""
+
+    async def __init__(self, config: dict[str, Any]) -> None:
         from actors.encoder import TextEncoder
         from actors.retrieval_branch import QueryRetrievalBranch
         from actors.retrieval_query import item_vectors
-        from actors.retriever import FaissRetriever
+        from actors.retriever import FaissRetriever, GrowingRetriever
         from data_prep.artifacts import ArtifactPaths
         from serve.state import LRU, load_fusion
+        from serve.store import open_store
 
         cfg = ServeAppConfig(**config)
         paths = ArtifactPaths(cfg.root)
@@ -121,10 +129,16 @@ class RetrievalDeployment:
         self.encoder = TextEncoder()
         self.vectors = LRU(max(cfg.query_cache_size, 1))
         self.intent_vectors = LRU(cfg.intent_cache_size)  # bounded apart: one-off intents evict only intents
+        self.metadata = metadata.vectors
+        self.retriever = GrowingRetriever(retriever)
         self.branch = QueryRetrievalBranch(
-            self._encode, metadata.vectors, retriever, weights, cfg.intent_weight,
+            self._encode, metadata.vectors, self.retriever, weights, cfg.intent_weight,
             encode_intent=lambda texts: self._encode(texts, self.intent_vectors),
         )  # fmt: skip
+        self.store = open_store(cfg.store, cfg.root, cfg.query_cache_size)
+        self.catalog_seq = 0
+        self.catalog_lock = asyncio.Lock()
+        await self._catch_up(None)
         self.rows = cfg.rows_for(retriever.size)
         self.score.set_max_batch_size(cfg.branch_batch_size)
         t0 = time.perf_counter()
@@ -134,6 +148,39 @@ class RetrievalDeployment:
             [np.array([0])], [["warm-up"]], ["warm-up"], n=10, rows=self.rows
         )  # sets things up
         log.info("retrieval: %d query vectors encoded at start in %.1fs", len(warm), time.perf_counter() - t0)
+
+    async def _catch_up(self, wanted: int | None) -> None:
+        """Apply the catalog log up to its head (``wanted``: only when this replica is behind it). A store
+        that does not answer leaves the replica where it is (the request is answered without the items it
+        has not read)."""
+        from actors.prompts import metadata_text
+        from actors.retriever import StackedRows
+        from serve.store import StoreUnavailable
+
+        async with self.catalog_lock:
+            if wanted is not None and wanted <= self.catalog_seq:
+                return
+            try:
+                changes = await self.store.catalog_changes(self.catalog_seq)
+            except StoreUnavailable as exc:
+                log.warning("retrieval: catalog log not read: %s", exc)
+                return
+            known = set(self.retriever.extra_ids)
+            adds = [c for c in changes if c.op == "add" and c.item_id not in known]
+            t0 = time.perf_counter()
+            for start in range(0, len(adds), 256):
+                chunk = adds[start : start + 256]
+                vectors = self.encoder.encode([metadata_text(c.row or {}) for c in chunk])
+                self.retriever.add(vectors, [c.item_id for c in chunk], [c.seq for c in chunk])
+            if adds:
+                self.branch.metadata = StackedRows(
+                    self.metadata, self.retriever.extra
+                )  # new items: metadata only
+                log.info(
+                    "retrieval: %d items added online embedded in %.2fs", len(adds), time.perf_counter() - t0
+                )
+            if changes:
+                self.catalog_seq = changes[-1].seq
 
     @staticmethod
     def _stored_texts(paths) -> list[str]:
@@ -166,10 +213,18 @@ class RetrievalDeployment:
     async def score(self, requests: list[RetrievalRequest]) -> list[BranchOutput]:
         """Each request's weighted query searched over the whole catalog (``QueryRetrievalBranch.search``)."""
         ns = [r.n for r in requests]
+        wanted = max(r.catalog_seq for r in requests)
+        if wanted > self.catalog_seq:
+            await self._catch_up(wanted)
+        exclude = [np.asarray(r.exclude, dtype=np.int64) for r in requests]
+        if self.retriever.added_after(min(r.catalog_seq for r in requests)).size:  # newer than a request
+            exclude = [
+                np.union1d(e, self.retriever.added_after(r.catalog_seq))
+                for e, r in zip(exclude, requests, strict=True)
+            ]
         out = self.branch.search(
             [np.asarray(r.history, dtype=np.int64) for r in requests], [r.texts for r in requests],
-            [r.intent for r in requests], n=max(ns), rows=self.rows,
-            exclude=[np.asarray(r.exclude, dtype=np.int64) for r in requests],
+            [r.intent for r in requests], n=max(ns), rows=self.rows, exclude=exclude,
         )  # fmt: skip
         return split_batch(out, ns)
 

@@ -131,6 +131,38 @@ class EventsResponse(BaseModel):
     )
 
 
+class NewItem(BaseModel):
+    """An item in the catalog's schema; a field the catalog does not have is refused (422 naming it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: Id
+    title: Text = Field(..., min_length=1, max_length=500)
+    year: int | None = Field(None, ge=0, le=9999)
+    genres: Text | None = Field(None, max_length=1000)
+    categories: Text | None = Field(None, max_length=1000)
+    brand: Text | None = Field(None, max_length=500)
+    description: Text | None = Field(None, max_length=5000)
+
+
+class NewItemsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[NewItem] = Field(..., min_length=1, max_length=1000, description="items to add, all or none")
+
+
+class NewItemsResponse(BaseModel):
+    added: list[str] = Field(description="the ids added, in the order given")
+    catalog_size: int = Field(description="items in the catalog now, withdrawn ones included")
+    catalog_seq: int = Field(description="the catalog log's position after the addition")
+
+
+class WithdrawnResponse(BaseModel):
+    item_id: str
+    withdrawn: bool = Field(description="false: it was withdrawn before (nothing changed)")
+    catalog_seq: int
+
+
 class ItemSummary(BaseModel):
     item_id: str
     title: str

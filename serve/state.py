@@ -4,6 +4,10 @@ the fusion config.
 Users are served with their history up to the held-out test item (train + validation), so an answer for a
 known user equals the offline test evaluation of the same fusion. Events append to that history in the
 shared online store (``serve.store``), which every replica reads.
+
+The catalog grows online: ``apply`` takes the store's catalog log (items added, items withdrawn) in order,
+so every replica gives an added item the same index (the base catalog's size, then one per addition).
+Withdrawn items stay in the catalog (a history may hold them) but are never recommended or listed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from actors.user_query import HistoryItem, history_items, history_key
 from data_prep.artifacts import ArtifactPaths
 from data_prep.corpus import Corpus
 from serve.config import ServeAppConfig
+from serve.store import CatalogChange
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +118,10 @@ class ServingState:
         self.item_ids = corpus.item_ids
         self.index_of = {iid: i for i, iid in enumerate(self.item_ids)}
         self.unseen = corpus.item_popularity() == 0  # items the CF models never saw in training
+        self.n_base = len(self.item_ids)  # the catalog the CF model was trained on
+        self.columns = [str(c) for c in self.items.columns]  # the fields an item added online may have
+        self.catalog_seq = 0  # how far the store's catalog log is applied
+        self.hidden: set[int] = set()  # withdrawn items
         self.titles = self.items["title"].astype(str).tolist()
         self.rows = self.items.to_dict("records")
         self.folded_titles = [t.casefold() for t in self.titles]  # what search() matches against
@@ -143,6 +152,31 @@ class ServingState:
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def n_added(self) -> int:
+        return self.n_items - self.n_base
+
+    def apply(self, changes: Sequence[CatalogChange]) -> None:
+        """Apply the catalog log's changes after ``catalog_seq``, in order (those already applied are skipped)."""
+        changes = [c for c in changes if c.seq > self.catalog_seq]
+        added = [c for c in changes if c.op == "add" and c.item_id not in self.index_of]
+        if added:
+            rows = [dict(c.row or {}) for c in added]
+            self.item_ids = np.concatenate([self.item_ids, np.asarray([c.item_id for c in added], dtype=str)])
+            for c, row in zip(added, rows, strict=True):
+                self.index_of[c.item_id] = len(self.rows)
+                self.rows.append(row)
+                self.titles.append(str(row.get("title", "")))
+                self.folded_titles.append(self.titles[-1].casefold())
+            self.unseen = np.concatenate([self.unseen, np.ones(len(added), dtype=bool)])  # CF never saw them
+        for c in changes:
+            if c.op == "hide" and c.item_id in self.index_of:
+                self.hidden.add(self.index_of[c.item_id])
+        if changes:
+            self.catalog_seq = changes[-1].seq
+            log.info("catalog log applied to %d: %d items added online, %d withdrawn", self.catalog_seq,
+                     self.n_added, len(self.hidden))  # fmt: skip
 
     def resolve(self, ids: Sequence[str], field: str) -> list[int]:
         """Item indices of ``ids``; every unknown id is listed in the error."""
@@ -185,10 +219,12 @@ class ServingState:
         titles containing it (case-insensitive), each group in catalog order. A scan of every title."""
         text = text.strip()
         q = text.casefold()
-        exact = [self.index_of[text]] if text in self.index_of else []
+        exact = (
+            [self.index_of[text]] if text in self.index_of and self.index_of[text] not in self.hidden else []
+        )
         starts, contains = [], []
         for i, t in enumerate(self.folded_titles):
-            if q in t and i not in exact:
+            if q in t and i not in exact and i not in self.hidden:
                 (starts if t.startswith(q) else contains).append(i)
                 if len(starts) >= limit:
                     break

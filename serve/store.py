@@ -14,6 +14,12 @@ everywhere and read-only. The store holds only what arrived online, as item ids,
 client's ``event_id``: a repeat within ``event_id_ttl_s`` appends nothing and is answered as the first
 was, atomically on every backend (one SQLite transaction, one Redis script), so concurrent repeats from
 several replicas store once. Without an id a client's retry may store a batch twice.
+
+The store also holds the catalog's online changes, as one log (``CatalogChange``): items added through
+the API and items withdrawn, numbered 1, 2, ... in the order every replica applies them. An added id is
+unique in the log (checked atomically with the append); a replica knows how far it has applied the log, and
+``catalog_head`` tells it whether there is more.
+
 Every backend failure is a ``StoreUnavailable`` that names the store (never a path).
 """
 
@@ -71,6 +77,33 @@ class Appended:
         return cls([], int(count), int(before), int(kept), 0, True)
 
 
+@dataclass(frozen=True)
+class CatalogChange:
+    """One entry of the catalog log: ``add`` carries the new item's catalog row (``item_id``, ``title`` and
+    the text fields the catalog has); ``hide`` withdraws ``item_id``."""
+
+    seq: int  # 1-based position in the log
+    op: str  # "add" | "hide"
+    item_id: str
+    row: dict | None = None
+
+    def record(self) -> str:
+        return json.dumps([self.op, self.item_id, self.row])
+
+    @classmethod
+    def parse(cls, seq: int, record: str) -> CatalogChange:
+        op, item_id, row = json.loads(record)
+        return cls(int(seq), op, item_id, row)
+
+
+class ItemsExist(ValueError):
+    """Items added online before under these ids (the log keeps each added id once)."""
+
+    def __init__(self, ids: list[str]) -> None:
+        super().__init__(f"item_id: already added online: {ids[:20]}")
+        self.ids = ids
+
+
 def _texts(stored: str) -> tuple[str, ...]:
     """Query texts as stored: a JSON list (a plain string from before several queries per user)."""
     try:
@@ -117,6 +150,23 @@ class OnlineStore(ABC):
         """Remove a query; whether there was one."""
 
     @abstractmethod
+    async def add_items(self, rows: list[dict]) -> int:
+        """Append one ``add`` per row to the catalog log, all or none: ``ItemsExist`` (nothing added) when
+        an id was added before. Returns the log's new head."""
+
+    @abstractmethod
+    async def hide_item(self, item_id: str) -> int:
+        """Append a ``hide`` of ``item_id``; returns the log's new head."""
+
+    @abstractmethod
+    async def catalog_head(self) -> int:
+        """The seq of the log's last change (0: none)."""
+
+    @abstractmethod
+    async def catalog_changes(self, after: int) -> list[CatalogChange]:
+        """The changes after seq ``after``, in order."""
+
+    @abstractmethod
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store answers."""
 
@@ -133,6 +183,26 @@ class MemoryStore(OnlineStore):
         self.queries: OrderedDict[str, Query] = OrderedDict()
         self.capacity = query_capacity
         self.max_events, self.event_id_ttl_s = max_events, event_id_ttl_s
+        self.catalog: list[CatalogChange] = []
+
+    async def add_items(self, rows: list[dict]) -> int:
+        added = {c.item_id for c in self.catalog if c.op == "add"}
+        taken = [r["item_id"] for r in rows if r["item_id"] in added]
+        if taken:
+            raise ItemsExist(taken)
+        for r in rows:
+            self.catalog.append(CatalogChange(len(self.catalog) + 1, "add", r["item_id"], dict(r)))
+        return len(self.catalog)
+
+    async def hide_item(self, item_id: str) -> int:
+        self.catalog.append(CatalogChange(len(self.catalog) + 1, "hide", item_id))
+        return len(self.catalog)
+
+    async def catalog_head(self) -> int:
+        return len(self.catalog)
+
+    async def catalog_changes(self, after: int) -> list[CatalogChange]:
+        return self.catalog[after:]
 
     async def append(self, user_id: str, item_ids: list[str], event_id: str | None = None) -> Appended:
         now = time.time()
@@ -182,6 +252,9 @@ class SQLiteStore(OnlineStore):
     CREATE TABLE IF NOT EXISTS queries (key TEXT PRIMARY KEY, text TEXT NOT NULL, source TEXT NOT NULL,
                                         at REAL NOT NULL);
     CREATE INDEX IF NOT EXISTS queries_at ON queries (at);
+    CREATE TABLE IF NOT EXISTS catalog (seq INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL,
+                                        item_id TEXT NOT NULL, record TEXT NOT NULL, at REAL NOT NULL);
+    CREATE UNIQUE INDEX IF NOT EXISTS catalog_added ON catalog (item_id) WHERE op = 'add';
     """
 
     def __init__(self, path: str | Path, timeout_s: float = 2.0, query_capacity: int = 200_000,
@@ -291,6 +364,49 @@ class SQLiteStore(OnlineStore):
             lambda db: db.execute("DELETE FROM queries WHERE key = ?", (key,)).rowcount > 0
         )
 
+    async def add_items(self, rows: list[dict]) -> int:
+        def tx(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [r["item_id"] for r in rows]
+                taken: list[str] = []
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    q = f"SELECT item_id FROM catalog WHERE op = 'add' AND item_id IN ({','.join('?' * len(chunk))})"
+                    taken += [r[0] for r in db.execute(q, chunk)]
+                if taken:
+                    raise ItemsExist(taken)
+                now = time.time()
+                db.executemany("INSERT INTO catalog (op, item_id, record, at) VALUES ('add', ?, ?, ?)",
+                               [(r["item_id"], CatalogChange(0, "add", r["item_id"], r).record(), now)
+                                for r in rows])  # fmt: skip
+                head = db.execute("SELECT MAX(seq) FROM catalog").fetchone()[0]
+                db.execute("COMMIT")
+                return int(head)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        return await self._run(tx)
+
+    async def hide_item(self, item_id: str) -> int:
+        def tx(db: sqlite3.Connection) -> int:
+            record = CatalogChange(0, "hide", item_id).record()
+            cur = db.execute("INSERT INTO catalog (op, item_id, record, at) VALUES ('hide', ?, ?, ?)",
+                             (item_id, record, time.time()))  # fmt: skip
+            return int(cur.lastrowid)
+
+        return await self._run(tx)
+
+    async def catalog_head(self) -> int:
+        return await self._run(
+            lambda db: int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM catalog").fetchone()[0])
+        )
+
+    async def catalog_changes(self, after: int) -> list[CatalogChange]:
+        q = "SELECT seq, record FROM catalog WHERE seq > ? ORDER BY seq"
+        return await self._run(lambda db: [CatalogChange.parse(*r) for r in db.execute(q, (after,))])
+
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1 FROM events LIMIT 1").fetchall())  # reads the file
 
@@ -327,6 +443,21 @@ class RedisStore(OnlineStore):
     end
     return {0, items}
     """
+    # KEYS[1]: the catalog log, KEYS[2]: the hash of added ids. ARGV: ids..., then their records (as many)
+    ADD_ITEMS = """
+    local n = #ARGV / 2
+    local taken = {}
+    for i = 1, n do
+      if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 1 then table.insert(taken, ARGV[i]) end
+    end
+    if #taken > 0 then return {1, taken} end
+    local head = 0
+    for i = 1, n do
+      head = redis.call('RPUSH', KEYS[1], ARGV[n + i])
+      redis.call('HSET', KEYS[2], ARGV[i], head)
+    end
+    return {0, head}
+    """
 
     def __init__(self, url: str, namespace: str, timeout_s: float = 0.5, query_ttl_s: int = 30 * 86400,
                  max_events: int = MAX_EVENTS, event_id_ttl_s: float = EVENT_ID_TTL_S) -> None:  # fmt: skip
@@ -339,6 +470,7 @@ class RedisStore(OnlineStore):
         self.max_events, self.event_id_ttl_s = max_events, event_id_ttl_s
         self._client = None
         self._append = None
+        self._add_items = None
 
     def _redis(self):
         if self._client is None:  # made on first use, on the event loop that uses it
@@ -349,6 +481,7 @@ class RedisStore(OnlineStore):
                 decode_responses=True, retry_on_timeout=False,
             )  # fmt: skip
             self._append = self._client.register_script(self.APPEND)
+            self._add_items = self._client.register_script(self.ADD_ITEMS)
         return self._client
 
     async def _run(self, coro_fn):
@@ -392,6 +525,26 @@ class RedisStore(OnlineStore):
 
     async def pop_query(self, key: str) -> bool:
         return bool(await self._run(lambda r: r.delete(self._query(key))))
+
+    async def add_items(self, rows: list[dict]) -> int:
+        ids = [r["item_id"] for r in rows]
+        records = [CatalogChange(0, "add", r["item_id"], r).record() for r in rows]
+        keys = [f"{self.prefix}catalog", f"{self.prefix}catalog-added"]
+        kind, got = await self._run(lambda r: self._add_items(keys=keys, args=[*ids, *records]))
+        if int(kind) == 1:
+            raise ItemsExist(list(got))
+        return int(got)
+
+    async def hide_item(self, item_id: str) -> int:
+        record = CatalogChange(0, "hide", item_id).record()
+        return int(await self._run(lambda r: r.rpush(f"{self.prefix}catalog", record)))
+
+    async def catalog_head(self) -> int:
+        return int(await self._run(lambda r: r.llen(f"{self.prefix}catalog")))
+
+    async def catalog_changes(self, after: int) -> list[CatalogChange]:
+        got = await self._run(lambda r: r.lrange(f"{self.prefix}catalog", after, -1))
+        return [CatalogChange.parse(after + 1 + i, rec) for i, rec in enumerate(got)]
 
     async def ping(self) -> None:
         await self._run(lambda r: r.ping())

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from actors.branch import BranchOutput, RowStats
-from actors.retriever import ExactRetriever, FaissRetriever, IndexConfig, LastItemRetriever, Retriever
+from actors.retriever import (
+    ExactRetriever,
+    FaissRetriever,
+    GrowingRetriever,
+    IndexConfig,
+    LastItemRetriever,
+    Retriever,
+)
 
 N, D = 60, 8
 
@@ -27,7 +34,19 @@ RETRIEVERS = {
     ),
     "faiss-ivf": lambda v: FaissRetriever.build(v, IDS, IndexConfig(kind="ivf", ivf_nlist=4, ivf_nprobe=4)),
     "lastitem": lambda v: LastItemRetriever(ExactRetriever(v, IDS)),
+    # a catalog of 45 indexed items and 15 added online in two batches: one pool to every test
+    "growing-flat": lambda v: grown(FaissRetriever.build(v[:45], IDS[:45], IndexConfig(kind="flat")), v),
+    "growing-ivf": lambda v: grown(
+        FaissRetriever.build(v[:45], IDS[:45], IndexConfig(kind="ivf", ivf_nlist=3, ivf_nprobe=3)), v
+    ),
 }
+
+
+def grown(base: Retriever, v: np.ndarray) -> GrowingRetriever:
+    out = GrowingRetriever(base)
+    out.add(v[45:50], IDS[45:50], seq=1)
+    out.add(v[50:], IDS[50:], seq=2)
+    return out
 
 
 @pytest.fixture(params=sorted(RETRIEVERS))
@@ -167,3 +186,14 @@ def test_measured_recall_is_the_recall_against_exact_search(tmp_path):
     tuned.save(tmp_path / "tuned")
     again = FaissRetriever.load(tmp_path / "tuned")
     assert again.index.nprobe == tuned.config.ivf_nprobe > 1
+
+
+def test_growing_retriever_leaves_out_what_came_after_a_log_position():
+    r = grown(ExactRetriever(pool()[:45], IDS[:45]), pool())
+    assert r.size == N and r.item_ids[-1] == IDS[-1]
+    assert r.added_after(0).tolist() == list(range(45, N)) and r.added_after(1).tolist() == list(range(50, N))
+    assert r.added_after(2).size == 0
+    out = r.search(r.vectors[[52]], k=3, exclude=[r.added_after(1)])  # the item itself came at position 2
+    assert 52 not in out.ids[0] and not set(out.ids[0]) & set(range(50, N))
+    with pytest.raises(ValueError, match="vectors for 2 items"):
+        r.add(pool(3), ["a", "b"])

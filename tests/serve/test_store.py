@@ -9,7 +9,16 @@ import uuid
 import pytest
 
 from serve.redis_server import RedisServer
-from serve.store import Appended, MemoryStore, OnlineStore, RedisStore, SQLiteStore, StoreUnavailable
+from serve.store import (
+    Appended,
+    CatalogChange,
+    ItemsExist,
+    MemoryStore,
+    OnlineStore,
+    RedisStore,
+    SQLiteStore,
+    StoreUnavailable,
+)
 
 
 def run(coro):
@@ -141,6 +150,39 @@ def _client(path: str, client: int, n: int) -> None:
     s = SQLiteStore(path)
     for j in range(n):
         asyncio.run(s.append("shared-user", [f"c{client}-{j}"]))
+
+
+def test_the_catalog_log_keeps_additions_and_withdrawals_in_order_and_each_id_once(store):
+    async def go():
+        assert await store.catalog_head() == 0 and await store.catalog_changes(0) == []
+        rows = [{"item_id": "n1", "title": "New One", "year": 2026}, {"item_id": "n2", "title": "New Two"}]
+        assert await store.add_items(rows) == 2
+        assert await store.hide_item("n1") == 3
+        with pytest.raises(ItemsExist) as err:  # one id taken: nothing of the batch is added
+            await store.add_items([{"item_id": "n3", "title": "Three"}, {"item_id": "n2", "title": "Again"}])
+        assert err.value.ids == ["n2"]
+        assert await store.catalog_head() == 3
+        assert await store.catalog_changes(0) == [
+            CatalogChange(1, "add", "n1", rows[0]), CatalogChange(2, "add", "n2", rows[1]),
+            CatalogChange(3, "hide", "n1"),
+        ]  # fmt: skip
+        assert [c.seq for c in await store.catalog_changes(2)] == [3]
+        assert await store.catalog_changes(3) == []
+
+    run(go())
+
+
+def test_concurrent_additions_of_one_id_keep_one(tmp_path):
+    """Replicas adding the same item at once, each with its own connection: the log holds it once."""
+
+    async def go():
+        stores = [SQLiteStore(tmp_path / "state.sqlite3") for _ in range(4)]
+        got = await asyncio.gather(*(s.add_items([{"item_id": "x", "title": "X"}]) for s in stores),
+                                   return_exceptions=True)  # fmt: skip
+        assert sum(isinstance(g, ItemsExist) for g in got) == 3 and got.count(1) == 1, got
+        assert [c.item_id for c in await stores[0].catalog_changes(0)] == ["x"]
+
+    run(go())
 
 
 def test_sqlite_is_shared_by_processes_and_loses_nothing(tmp_path):
