@@ -99,6 +99,33 @@ def write_prepared(
     return paths
 
 
+def append_items(paths: ArtifactPaths, rows: list[dict]) -> list[str]:
+    """Append catalog rows (items added online, in the order they were added) to ``items.parquet``, after
+    every item already there, so no item's index changes; ids already in the catalog are skipped. The
+    manifest counts them (``online_items``), so the stages keyed on it (index, training) run again.
+    Returns the ids appended."""
+    import pandas as pd
+
+    items = pd.read_parquet(paths.items)
+    have = set(items["item_id"].astype(str))
+    new = [r for r in rows if str(r["item_id"]) not in have]
+    for r in new:
+        foreign = sorted(set(r) - set(items.columns))
+        if foreign or not str(r.get("title") or "").strip():
+            why = f"field(s) {foreign} not in the catalog" if foreign else "no title"
+            raise DataError(f"{paths.items}: item {r['item_id']!r} cannot be appended: {why}")
+    if not new:
+        return []
+    added = pd.DataFrame(new, columns=items.columns).astype(items.dtypes.to_dict())
+    pd.concat([items, added], ignore_index=True).to_parquet(paths.items, index=False)
+    manifest = read_json(paths.prepare_manifest)
+    manifest["items"] = len(items) + len(added)
+    manifest["online_items"] = manifest.get("online_items", 0) + len(added)
+    write_json(paths.prepare_manifest, manifest)
+    log.info("%s: %d items added online appended to the catalog", paths.items, len(added))
+    return [str(r["item_id"]) for r in new]
+
+
 def prepare(
     cfg: PrepareConfig, artifacts_root: str | Path | None = None, force: bool = False
 ) -> ArtifactPaths:

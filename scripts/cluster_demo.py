@@ -31,8 +31,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 GCS_PORT, DASHBOARD_PORT, HTTP_PORT, REDIS_PORT = 6390, 8275, 8010, 6391
 DASHBOARD = f"http://127.0.0.1:{DASHBOARD_PORT}"
+# Ray's token comes from data_prep.ray_cluster.apply_safe_env
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-       "RAY_AIR_NEW_OUTPUT": "0"}  # fmt: skip (Ray's token: data_prep.ray_cluster.apply_safe_env)
+       "RAY_AIR_NEW_OUTPUT": "0"}  # fmt: skip
 
 
 def bin_(name: str) -> str:

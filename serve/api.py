@@ -311,7 +311,9 @@ class RerankDeployment:
             )
         degraded: list[str] = []
         timings: dict[str, float] = {}
+        t_catalog = time.perf_counter()
         await self._sync_catalog(degraded)
+        timings["catalog"] = round((time.perf_counter() - t_catalog) * 1000, 2)
         if body.user_id is not None:
             t_store = time.perf_counter()
             full = await self._history(body.user_id, degraded)

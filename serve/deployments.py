@@ -138,6 +138,7 @@ class RetrievalDeployment:
         self.store = open_store(cfg.store, cfg.root, cfg.query_cache_size)
         self.catalog_seq = 0
         self.catalog_lock = asyncio.Lock()
+        self._known_ids: set[str] | None = None  # the catalog's ids, made at the first addition
         await self._catch_up(None)
         self.rows = cfg.rows_for(retriever.size)
         self.score.set_max_batch_size(cfg.branch_batch_size)
@@ -165,8 +166,12 @@ class RetrievalDeployment:
             except StoreUnavailable as exc:
                 log.warning("retrieval: catalog log not read: %s", exc)
                 return
-            known = set(self.retriever.extra_ids)
-            adds = [c for c in changes if c.op == "add" and c.item_id not in known]
+            adds = [c for c in changes if c.op == "add"]
+            if adds:  # an addition folded into the catalog since (serve.fold_items) is there already
+                if self._known_ids is None:
+                    self._known_ids = set(self.retriever.item_ids.tolist())
+                adds = [c for c in adds if c.item_id not in self._known_ids]
+                self._known_ids.update(c.item_id for c in adds)
             t0 = time.perf_counter()
             for start in range(0, len(adds), 256):
                 chunk = adds[start : start + 256]

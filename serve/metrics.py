@@ -6,9 +6,9 @@ with the deployment, replica and application, about every 10 s.
   events (``events``, ``events_repeated``, ``events_dropped``), degraded answers (``degraded_cf``,
   ``degraded_retrieval``), the query each answer used (``query_llm``, ``query_fallback``, ``query_none``,
   ``query_cached``), generations (``generated``, ``generation_failed``, ``generation_shed``) and store
-  errors (``store_failed``);
-- ``ray_q2rec_latency_ms{stage=…}``: a histogram of each stage of ``timings_ms`` (store, cf, retrieval,
-  branches, fuse, total).
+  errors (``store_failed``), items added and withdrawn online (``items_added``, ``items_withdrawn``);
+- ``ray_q2rec_latency_ms{stage=…}``: a histogram of each stage of ``timings_ms`` (catalog, store, cf,
+  retrieval, branches, fuse, total).
 """
 
 from __future__ import annotations

@@ -168,3 +168,24 @@ def test_cf_abstains_on_items_it_never_saw_when_asked():
     assert per_user.ids.tolist() == abstain.ids.tolist()
     with pytest.raises(ValueError, match="needs the mask of the items CF never saw"):
         fuse(cf, ret, H, cfg, 5)
+
+
+def test_an_item_cf_does_not_know_is_absent_from_its_row_not_a_zero():
+    """An item added after CF's training (index 4, past CF's 4 items): CF's full row is widened with -inf,
+    so the item takes CF's floor (the same as an item CF ranks last), never a CF score of 0, and enters
+    through retrieval alone."""
+    cf_full = np.array([[3.0, 2.0, 1.0, 0.5]], dtype=np.float32)  # every known item scores above 0
+    cf = BranchOutput.from_rows(cf_full, 2).widened(5)
+    assert cf.full.shape == (1, 5) and np.isneginf(cf.full[0, 4])
+    assert BranchOutput.from_rows(cf_full, 2, "topn").widened(5).full is None  # nothing to widen
+    ret_full = np.array([[0.1, 0.2, 0.3, 0.4, 0.9]], dtype=np.float32)
+    ret = BranchOutput.from_rows(ret_full, 3)
+    out = fuse(cf, ret, np.array([10]), FusionConfig(method="fixed", alpha=0.5), 5)
+    new = list(out.ids[0]).index(4)
+    assert out.cf_rank[0, new] == 0 and out.retrieval_rank[0, new] == 1
+    # its CF value is CF's floor (just below its lowest listed item), as for an item CF did not list
+    cf_floor = RowStats.of(cf_full).normalise(np.array([[2.0]]), "zscore")[0, 0] - 1e-6
+    ret_value = RowStats.of(ret_full).normalise(np.array([[0.9]]), "zscore")[0, 0]
+    assert out.scores[0, new] == pytest.approx(0.5 * cf_floor + 0.5 * ret_value, abs=1e-5)
+    zero = RowStats.of(cf_full).normalise(np.array([[0.0]]), "zscore")[0, 0]  # what a score of 0 would be
+    assert abs(cf_floor - zero) > 0.5

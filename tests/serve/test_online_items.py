@@ -77,7 +77,10 @@ def test_an_added_item_is_recommended_by_every_replica_and_outlives_a_restart(ca
     assert {(g["cf_rank"], g["retrieval_rank"] <= 3) for g in got} == {(None, True)}  # through retrieval only
     assert {a["degraded"] == [] for a in answers} == {True}
     # found by the search box, and usable in a history and in events
-    assert http("GET", f"{PREFIX}/items?q=shadows%20of%20the%20galactic")[1]["items"][0]["item_id"] == NEW["item_id"]
+    assert (
+        http("GET", f"{PREFIX}/items?q=shadows%20of%20the%20galactic")[1]["items"][0]["item_id"]
+        == NEW["item_id"]
+    )
     out, _ = recommend({"history": [*SCIFI, NEW["item_id"]], "k": 10})
     assert ranked(out, NEW["item_id"]) is None  # seen
     status, out = http("POST", f"{PREFIX}/users/3/events", {"item_ids": [NEW["item_id"]]}, AUTH)
