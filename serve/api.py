@@ -377,6 +377,8 @@ class RerankDeployment:
             raise HTTPException(503, f"no branch answered: degraded {degraded}")
         timings["total"] = round((time.perf_counter() - t_start) * 1000, 2)
         self.counts["recommend"] += 1
+        for part in {"llm", "store"} & set(degraded):  # the branches' are counted where they fail
+            self.counts[f"degraded_{part}"] += 1
         self.counts[f"query_{source}"] += 1
         if cached:
             self.counts["query_cached"] += 1

@@ -3,12 +3,18 @@ on each node exports them on its metrics port (``ray.nodes()[i]["MetricsExportPo
 with the deployment, replica and application, about every 10 s.
 
 - ``ray_q2rec_count_total{kind=…}``: what ``/healthz`` shows under ``counts``: answers (``recommend``),
-  events (``events``, ``events_repeated``, ``events_dropped``), degraded answers (``degraded_cf``,
-  ``degraded_retrieval``), the query each answer used (``query_llm``, ``query_fallback``, ``query_none``,
+  events (``events``, ``events_repeated``, ``events_dropped``), degraded answers by what was missing
+  (``degraded_cf``, ``degraded_retrieval``, ``degraded_llm``, ``degraded_store``), branch calls that timed
+  out or failed (``cf_timeout``, ``cf_error``, ``retrieval_timeout``, ``retrieval_error``), the query each answer used (``query_llm``, ``query_fallback``, ``query_none``,
   ``query_cached``), generations (``generated``, ``generation_failed``, ``generation_shed``) and store
   errors (``store_failed``), items added and withdrawn online (``items_added``, ``items_withdrawn``);
 - ``ray_q2rec_latency_ms{stage=…}``: a histogram of each stage of ``timings_ms`` (catalog, store, cf,
   retrieval, branches, fuse, total).
+
+``docs/monitoring/`` holds a Prometheus scrape config (Ray's own service-discovery file of every node's
+metrics endpoint) and a Grafana dashboard of these series (request rate, p50/p99, degraded share, stage
+latency, query sources, failures, catalog changes); ``tests/serve/test_api.py`` checks that the series it
+queries are exported.
 """
 
 from __future__ import annotations

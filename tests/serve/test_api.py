@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from .conftest import TOKEN, http
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.ray]
 
@@ -257,6 +263,8 @@ def test_counts_and_timings_reach_the_metrics_endpoint(serve_url):
     from .conftest import poll
 
     assert http("POST", "/recommend", {"user_id": "3", "k": 5})[0] == 200
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert http("POST", "/users/metrics-u1/events", {"item_ids": ["1"]}, auth)[0] == 200
     port = ray.nodes()[0]["MetricsExportPort"]
 
     def scrape() -> dict[str, float]:
@@ -279,3 +287,12 @@ def test_counts_and_timings_reach_the_metrics_endpoint(serve_url):
         >= 1
     )
     assert seen["ray_q2rec_latency_ms_count:total"] >= 1 and "ray_q2rec_latency_ms_count:cf" in seen
+    # the shipped dashboard queries series the app exports, by the names and labels it exports them under
+    dashboard = json.loads((ROOT / "docs" / "monitoring" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    names = {m.split(":")[0] for m in seen}
+    for expr in exprs:
+        for name in re.findall(r"ray_q2rec_\w+", expr):
+            assert name in names, (name, sorted(names))
+            for value in re.findall(r'(?:kind|stage)="([^"]+)"', expr):  # exact matchers only
+                assert f"{name}:{value}" in seen, (expr, value)
