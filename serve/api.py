@@ -53,7 +53,7 @@ from serve.schemas import (
     WithdrawnResponse,
     id_problem,
 )
-from serve.state import LRU, ServingState, UnknownItems, load_fusion
+from serve.state import LRU, ServingState, UnknownItems, load_fusion, serving_version
 from serve.store import ItemsExist, MemoryStore, StoreUnavailable, open_store
 from serve.store import Query as StoredQuery
 
@@ -161,6 +161,7 @@ class RerankDeployment:
         # each user's appended items as last read: served (marked degraded) while the store is down
         self.last_appended = LRU(100_000)
         self.fusion = load_fusion(self.cfg)
+        self.version = serving_version(self.cfg)  # branch calls carry it: one build per answer
         self.fallback_writer = UserQueryWriter(None)
         self.query = query
         self.pending: dict[str, asyncio.Task] = {}
@@ -175,8 +176,8 @@ class RerankDeployment:
         if self.cfg.timeouts.warmup > 0:
             t0 = time.perf_counter()
             probe = {
-                "cf": CFRequest([0], [], 10),
-                "retrieval": RetrievalRequest([0], ["warm-up"], "warm-up", [], 10),
+                "cf": CFRequest([0], [], 10, self.version),  # ready only once this build's branches are
+                "retrieval": RetrievalRequest([0], ["warm-up"], "warm-up", [], 10, version=self.version),
             }
             silent = await self.branches.warm(probe, self.cfg.timeouts.warmup)
             if silent:
@@ -353,8 +354,9 @@ class RerankDeployment:
         n = max(self.cfg.branch_n or cfg.n, body.k)  # items asked of each branch
         if intent:  # an intent asks for the retrieval branch to count, however long the history
             cfg = replace(cfg, max_alpha=min(cfg.max_alpha, self.cfg.intent_max_alpha))
-        cf_req = CFRequest(cf_history, [i for i in exclude if i < st.n_base], n) if cf_history else None
-        ret_req = RetrievalRequest(history, list(texts), intent, exclude, n, st.catalog_seq)
+        cf_exclude = [i for i in exclude if i < st.n_base]
+        cf_req = CFRequest(cf_history, cf_exclude, n, self.version) if cf_history else None
+        ret_req = RetrievalRequest(history, list(texts), intent, exclude, n, st.catalog_seq, self.version)
         cf_out, ret_out = await self.branches.both(cf_req, ret_req, timings)
         if not cf_history:
             degraded.append(
@@ -396,6 +398,7 @@ class RerankDeployment:
             },
             "alpha": alpha,
             "degraded": degraded,
+            "version": self.version,
             "timings_ms": timings,
         }
 
@@ -613,6 +616,7 @@ class RerankDeployment:
             },  # fmt: skip
             "cached_queries": len(self.state.queries),
             "queries_being_written": len(self.pending),
+            "version": self.version,
             "llm": self.cfg.engine.backend,
             "cf_model": self.cfg.cf_model,
             "fusion": {

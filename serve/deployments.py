@@ -26,11 +26,17 @@ from serve.config import ServeAppConfig
 log = logging.getLogger("ray.serve")
 
 
+class VersionMismatch(RuntimeError):
+    """A branch request made for another build than this replica's (``serve.state.serving_version``): during
+    a rollout, old and new replicas answer side by side, and an answer may never fuse two builds."""
+
+
 @dataclass(frozen=True)
 class CFRequest:
     history: list[int]  # item indices, oldest first
     exclude: list[int]  # never listed
     n: int  # items wanted
+    version: str | None = None  # the build the ingress serves (None: any)
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,12 @@ class RetrievalRequest:
     exclude: list[int]  # never listed
     n: int
     catalog_seq: int = 0  # the catalog log position the ingress answers at: later additions are left out
+    version: str | None = None  # the build the ingress serves (None: any)
+
+
+def check_version(request: CFRequest | RetrievalRequest, version: str) -> None:
+    if request.version is not None and request.version != version:
+        raise VersionMismatch(f"a request for build {request.version} reached a replica of build {version}")
 
 
 def split_batch(out: BranchOutput, ns: list[int]) -> list[BranchOutput]:
@@ -109,7 +121,7 @@ class RetrievalDeployment:
         from actors.retrieval_query import item_vectors
         from actors.retriever import FaissRetriever, GrowingRetriever
         from data_prep.artifacts import ArtifactPaths
-        from serve.state import LRU, load_fusion
+        from serve.state import LRU, load_fusion, serving_version
         from serve.store import open_store
 
         cfg = ServeAppConfig(**config)
@@ -141,7 +153,8 @@ class RetrievalDeployment:
         self._known_ids: set[str] | None = None  # the catalog's ids, made at the first addition
         await self._catch_up(None)
         self.rows = cfg.rows_for(retriever.size)
-        self.score.set_max_batch_size(cfg.branch_batch_size)
+        self.version = serving_version(cfg)
+        self._score.set_max_batch_size(cfg.branch_batch_size)
         t0 = time.perf_counter()
         warm = self._stored_texts(paths) if weights.llm else []
         self._encode(warm)
@@ -214,8 +227,13 @@ class RetrievalDeployment:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
         return np.stack([got[t] for t in texts])
 
+    async def score(self, request: RetrievalRequest) -> BranchOutput:
+        """The request's top-n (``_score``), when it was made for this replica's build."""
+        check_version(request, self.version)
+        return await self._score(request)
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def score(self, requests: list[RetrievalRequest]) -> list[BranchOutput]:
+    async def _score(self, requests: list[RetrievalRequest]) -> list[BranchOutput]:
         """Each request's weighted query searched over the whole catalog (``QueryRetrievalBranch.search``)."""
         ns = [r.n for r in requests]
         wanted = max(r.catalog_seq for r in requests)
@@ -242,6 +260,7 @@ class CFDeployment:
     def __init__(self, config: dict[str, Any]) -> None:
         from actors.cf import model_class
         from data_prep.artifacts import ArtifactPaths
+        from serve.state import serving_version
 
         cfg = ServeAppConfig(**config)
         folder = ArtifactPaths(cfg.root).model_dir(cfg.cf_model)
@@ -255,11 +274,17 @@ class CFDeployment:
                         "then score the whole catalog); run `python -m data_prep.train --models %s`",
                         cfg.cf_model, self.model.n_items, cfg.cf_model)  # fmt: skip
         self.rows = cfg.rows_for(self.model.n_items)
-        self.score.set_max_batch_size(cfg.branch_batch_size)
+        self.version = serving_version(cfg)
+        self._score.set_max_batch_size(cfg.branch_batch_size)
         self.model.rank([np.array([0])], 10, rows=self.rows)  # the first call pays for setting up
 
+    async def score(self, request: CFRequest) -> BranchOutput:
+        """The request's ranking (``_score``), when it was made for this replica's build."""
+        check_version(request, self.version)
+        return await self._score(request)
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def score(self, requests: list[CFRequest]) -> list[BranchOutput]:
+    async def _score(self, requests: list[CFRequest]) -> list[BranchOutput]:
         """Each request's history ranked against the whole catalog (``CFModel.rank``)."""
         ns = [r.n for r in requests]
         out = self.model.rank([np.asarray(r.history, dtype=np.int64) for r in requests], max(ns),

@@ -1,5 +1,6 @@
 """The ingress's calls to the CF and retrieval deployments: concurrent (``asyncio.gather``), each under its
-own timeout with a retry after a failure (not after a timeout). A branch that fails or is late comes
+own timeout with a retry after a failure (not after a timeout); a replica of another build (mid-rollout)
+is asked again until the budget ends, never fused. A branch that fails or is late comes
 back as a ``BranchFailed`` in its place, so the caller fuses whatever answered. The outcome of each
 branch's latest call is kept (``health``), and ``warm`` waits until both branches answer in time."""
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from actors.branch import BranchOutput
 from serve.config import Timeouts
+from serve.deployments import VersionMismatch
 
 log = logging.getLogger("ray.serve")
 
@@ -71,7 +73,8 @@ class BranchFanOut:
         t0 = time.perf_counter()
         deadline = t0 + timeout
         try:
-            for attempt in range(self.timeouts.retries + 1):
+            attempt = 0
+            while True:
                 response = self.handles[name].score.remote(request)
                 try:
                     out = await asyncio.wait_for(_await(response), max(deadline - time.perf_counter(), 1e-3))
@@ -81,12 +84,16 @@ class BranchFanOut:
                     response.cancel()
                     self.counts[f"{name}_timeout"] += 1
                     raise BranchFailed(f"{name}: no answer within {timeout}s") from None
+                except VersionMismatch as exc:  # a replica of another build, mid-rollout: ask again
+                    self.counts[f"{name}_version_mismatch"] += 1
+                    if time.perf_counter() >= deadline:
+                        raise BranchFailed(f"{name}: {exc}") from exc
                 except Exception as exc:
                     self.counts[f"{name}_error"] += 1
                     log.warning("%s branch failed (attempt %d): %r", name, attempt + 1, exc)
                     if attempt == self.timeouts.retries or time.perf_counter() >= deadline:
                         raise BranchFailed(f"{name}: {exc!r}") from exc
-            raise AssertionError("unreachable")
+                    attempt += 1
         except BranchFailed as exc:
             self.latest[name] = {"answering": False, "at": time.monotonic(), "error": str(exc)[:300]}
             raise

@@ -105,6 +105,7 @@ class RecommendResponse(BaseModel):
     query: QueryUsed
     alpha: float | None
     degraded: list[str]
+    version: str = Field(description="the build that answered (artifacts and fusion config): one per answer")
     timings_ms: dict[str, float]
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 from actors.rerank import FusionConfig
 from actors.retrieval_query import RetrievalWeights
 from actors.user_query import HistoryItem, history_items, history_key
-from data_prep.artifacts import ArtifactPaths
+from data_prep.artifacts import ArtifactPaths, fingerprint
 from data_prep.corpus import Corpus
 from serve.config import ServeAppConfig
 from serve.store import CatalogChange
@@ -90,6 +90,18 @@ def load_fusion(cfg: ServeAppConfig) -> FusionSetup:
         raise ValueError(f"{path if cfg.retrieval_weights is None else 'retrieval_weights'}: {exc}") from None
     source = str(path) if saved else "defaults (no fusion.json)"
     return FusionSetup(fusion, w, source, saved.get("valid", {}))
+
+
+def serving_version(cfg: ServeAppConfig) -> str:
+    """The version of the build an app serves: a fingerprint of what its deployments read (the catalog, the
+    item indexes, the CF model's fit, ``fusion.json``) and of the config fields that pick among them. Every
+    deployment computes it from the same config, so replicas of one build agree, and during a rollout a
+    branch replica refuses a request of another build (``serve.deployments.VersionMismatch``)."""
+    paths = ArtifactPaths(cfg.root)
+    return fingerprint(
+        paths.items, paths.index_dir("metadata") / "index.json", paths.index_dir("description") / "index.json",
+        paths.model_dir(cfg.cf_model) / "config.json", cfg.fusion_file, cfg.cf_model, cfg.retrieval_weights,
+    )  # fmt: skip
 
 
 class LRU(OrderedDict):
