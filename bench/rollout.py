@@ -3,9 +3,10 @@
     python bench/rollout.py [--artifacts artifacts/ml-100k] [--clients 4] [--seconds 90]   # after make demo
 
 The app (engine ``none``, SQLite store, ``--replicas`` of each deployment but the LLM's) serves build A: the artifacts with
-their ``fusion.json``. Under a steady load of known users (each client one request at a time), the same
-app is redeployed in place (``serve.run`` of the same name, as ``serve deploy`` of a changed config does)
-with build B: the same artifacts and another ``fusion.json`` (a fixed α of 0.5), so every deployment's
+their ``fusion.json``. Under a steady load of known users (each client one request at a time), build B
+replaces it: with ``--mode inplace``, by ``serve.run`` of the changed app under the same name (what
+``serve deploy`` of a changed config does); with ``--mode rollout`` (the default), by ``serve.rollout``.
+Build B is the same artifacts and another ``fusion.json`` (a fixed α of 0.5), so every deployment's
 config changes and Serve replaces every replica. Every answer names its build (``version``) and the
 branches refuse requests of another build, so an answer is never fused from two builds; the bench checks
 it from outside too: each answer's top-10 must equal what a static app of its build answers for that user
@@ -59,12 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=90.0, help="load after the redeploy call")
     ap.add_argument("--port", type=int, default=8138)
     ap.add_argument("--replicas", type=int, default=1, help="replicas of every deployment but the LLM's")
+    ap.add_argument("--mode", choices=["inplace", "rollout"], default="rollout",
+                    help="inplace: serve.run of the changed app (what serve deploy does); rollout: serve.rollout")  # fmt: skip
     args = ap.parse_args(argv)
 
     from ray import serve
 
     from data_prep.ray_cluster import init_ray
     from serve.app import build_app
+    from serve.rollout import rollout
+
+    def deploy(build: dict) -> None:
+        if args.mode == "rollout":
+            print(rollout(build, "rollout"), flush=True)
+        else:
+            serve.run(build_app(build), name="rollout", route_prefix="/")
 
     work = Path(tempfile.mkdtemp(prefix="q2rec-rollout-"))
     fusion_b = work / "fusion-b.json"
@@ -78,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     init_ray(quiet=True)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     try:
-        serve.run(build_app(build_b), name="rollout", route_prefix="/")
+        deploy(build_b)
         version_b, expect_b = static_answers(args.port)
-        serve.run(build_app(build_a), name="rollout", route_prefix="/")  # A serves when the load starts
+        deploy(build_a)  # A serves when the load starts
         version_a, expect_a = static_answers(args.port)
         expected = {version_a: expect_a, version_b: expect_b}
         print(f"build A {version_a}, build B {version_b}; {len(USERS)} users' static answers recorded")
@@ -118,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             t.start()
         time.sleep(10)
         t_deploy = time.perf_counter()
-        serve.run(build_app(build_b), name="rollout", route_prefix="/")
+        deploy(build_b)
         t_done = time.perf_counter()
         time.sleep(max(0.0, args.seconds - (t_done - t_deploy)))
         stop.set()

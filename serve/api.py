@@ -37,7 +37,7 @@ from actors.rerank import Fused, fuse
 from actors.retrieval_query import RECENT_ITEMS
 from actors.user_query import QuerySettings
 from serve.config import ServeAppConfig
-from serve.deployments import CFRequest, RetrievalRequest
+from serve.deployments import BranchRef, CFRequest, RetrievalRequest, branch_handle
 from serve.fan_out import BranchFanOut
 from serve.metrics import MeteredCounts
 from serve.middleware import BodyLimit, ReplicaHeader, configure, settings
@@ -143,8 +143,13 @@ def _unknown_items(exc: UnknownItems) -> HTTPException:
 class RerankDeployment:
     async def __init__(self, config: dict[str, Any], query, retrieval, cf) -> None:
         """Loads the serving state, then waits (up to ``timeouts.warmup``) until both branches answer within
-        their budgets: Serve routes traffic to this replica only after that, so ready means warm."""
+        their budgets: Serve routes traffic to this replica only after that, so ready means warm. A branch is
+        a bound deployment, or a ``BranchRef`` to a branch application of its own (``serve.rollout``)."""
         from actors.user_query import UserQueryWriter
+
+        self.config_args = config
+        self.branch_refs = [b for b in (retrieval, cf) if isinstance(b, BranchRef)]
+        retrieval, cf = branch_handle(retrieval), branch_handle(cf)
 
         self.cfg = ServeAppConfig(**config)
         self.cfg.check_auth()
@@ -590,6 +595,15 @@ class RerankDeployment:
         if self.state.index_of[item_id] in self.state.hidden:
             raise HTTPException(404, f"item_id: item {item_id!r} is withdrawn")
         return self.state.item(item_id)
+
+    def build_info(self) -> dict[str, Any]:
+        """The build this replica serves, the config it was deployed with and the branch applications it calls
+        (for ``serve.rollout``)."""
+        return {
+            "version": self.version,
+            "config": self.config_args,
+            "branch_apps": [r.app for r in self.branch_refs],
+        }
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

@@ -4,6 +4,9 @@
 
 ``build_app(args)`` takes the ``args`` of ``serve_config.yaml`` (validated by ``ServeAppConfig``) and gives
 each deployment its replicas, CPUs/GPUs, ``max_ongoing_requests`` and autoscaling from the same config.
+``build_split(args, refs)`` and ``build_branch(args, name)`` are the same app cut in three for
+``serve.rollout``: the ingress and the query writer, calling the CF and retrieval deployments each deployed
+as an application of its own (``BranchRef``), so a new build's branches can start beside the old ones.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from ray.serve import Application
 
 from serve.api import RerankDeployment
 from serve.config import ServeAppConfig
-from serve.deployments import CFDeployment, QueryDeployment, RetrievalDeployment
+from serve.deployments import BranchRef, CFDeployment, QueryDeployment, RetrievalDeployment
+
+BRANCH_CLASSES = {"RetrievalDeployment": RetrievalDeployment, "CFDeployment": CFDeployment}
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -25,4 +30,20 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     query = QueryDeployment.options(**opts["QueryDeployment"]).bind(config)
     retrieval = RetrievalDeployment.options(**opts["RetrievalDeployment"]).bind(config)
     cf = CFDeployment.options(**opts["CFDeployment"]).bind(config)
+    return RerankDeployment.options(**opts["RerankDeployment"]).bind(config, query, retrieval, cf)
+
+
+def build_branch(args: dict[str, Any], name: str) -> Application:
+    """One branch deployment (``RetrievalDeployment`` or ``CFDeployment``) of ``args``, as an application."""
+    cfg = ServeAppConfig(**args)
+    return BRANCH_CLASSES[name].options(**cfg.deployments[name].options()).bind(cfg.model_dump())
+
+
+def build_split(args: dict[str, Any], retrieval: BranchRef, cf: BranchRef) -> Application:
+    """The ingress and the query writer of ``args``, calling the branch applications ``retrieval`` and ``cf``."""
+    cfg = ServeAppConfig(**args)
+    cfg.check_auth()
+    config = cfg.model_dump()
+    opts = {name: d.options() for name, d in cfg.deployments.items()}
+    query = QueryDeployment.options(**opts["QueryDeployment"]).bind(config)
     return RerankDeployment.options(**opts["RerankDeployment"]).bind(config, query, retrieval, cf)

@@ -55,6 +55,24 @@ def check_version(request: CFRequest | RetrievalRequest, version: str) -> None:
         raise VersionMismatch(f"a request for build {request.version} reached a replica of build {version}")
 
 
+@dataclass(frozen=True)
+class BranchRef:
+    """A branch deployment that is the only deployment of an application of its own (``serve.rollout``
+    deploys each build's branches that way, so two builds' branches can run side by side)."""
+
+    app: str
+    deployment: str
+
+
+def branch_handle(branch: Any) -> Any:
+    """The handle of a bound branch (a handle already) or of a ``BranchRef``."""
+    return (
+        serve.get_deployment_handle(branch.deployment, app_name=branch.app)
+        if isinstance(branch, BranchRef)
+        else branch
+    )
+
+
 def split_batch(out: BranchOutput, ns: list[int]) -> list[BranchOutput]:
     """One ``BranchOutput`` per request of a batch answered together with the largest n."""
     return [out.take([i]).head(n) for i, n in enumerate(ns)]
