@@ -147,7 +147,6 @@ class RerankDeployment:
         a bound deployment, or a ``BranchRef`` to a branch application of its own (``serve.rollout``)."""
         from actors.user_query import UserQueryWriter
 
-        self.config_args = config
         self.branch_refs = [b for b in (retrieval, cf) if isinstance(b, BranchRef)]
         retrieval, cf = branch_handle(retrieval), branch_handle(cf)
 
@@ -171,9 +170,9 @@ class RerankDeployment:
         self.query = query
         self.pending: dict[str, asyncio.Task] = {}
         self.pending_anonymous: set[str] = set()  # the keys in ``pending`` that no known user asked for
+        self.counts = MeteredCounts()  # /healthz's counts, also exported as Prometheus metrics
         self.catalog_lock = asyncio.Lock()
         await self._sync_catalog([])  # items added online before this replica started
-        self.counts = MeteredCounts()  # /healthz's counts, also exported as Prometheus metrics
         self.branches = BranchFanOut(cf, retrieval, self.cfg.timeouts, self.counts)
         # the LLM writes queries only for a retrieval that uses them
         self.llm = self.cfg.engine.backend != "none" and self.fusion.weights.llm > 0
@@ -363,10 +362,8 @@ class RerankDeployment:
         cf_req = CFRequest(cf_history, cf_exclude, n, self.version) if cf_history else None
         ret_req = RetrievalRequest(history, list(texts), intent, exclude, n, st.catalog_seq, self.version)
         cf_out, ret_out = await self.branches.both(cf_req, ret_req, timings)
-        if not cf_history:
-            degraded.append(
-                "cf"
-            )  # nothing to score from (no history, or only items CF never saw); not a failure
+        if not cf_history:  # nothing to score from (no history, or only items CF never saw); not a failure
+            degraded.append("cf")
         elif isinstance(cf_out, BranchOutput):
             cf_out = cf_out.widened(st.n_items)
         for name, res in (("cf", cf_out), ("retrieval", ret_out)):
@@ -597,13 +594,8 @@ class RerankDeployment:
         return self.state.item(item_id)
 
     def build_info(self) -> dict[str, Any]:
-        """The build this replica serves, the config it was deployed with and the branch applications it calls
-        (for ``serve.rollout``)."""
-        return {
-            "version": self.version,
-            "config": self.config_args,
-            "branch_apps": [r.app for r in self.branch_refs],
-        }
+        """The build this replica serves and the branch applications it calls (for ``serve.rollout``)."""
+        return {"version": self.version, "branch_apps": [r.app for r in self.branch_refs]}
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

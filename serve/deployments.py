@@ -208,10 +208,8 @@ class RetrievalDeployment:
                 chunk = adds[start : start + 256]
                 vectors = self.encoder.encode([metadata_text(c.row or {}) for c in chunk])
                 self.retriever.add(vectors, [c.item_id for c in chunk], [c.seq for c in chunk])
-            if adds:
-                self.branch.metadata = StackedRows(
-                    self.metadata, self.retriever.extra
-                )  # new items: metadata only
+            if adds:  # the query parts of a history with added items: their metadata vectors
+                self.branch.metadata = StackedRows(self.metadata, self.retriever.extra)
                 log.info(
                     "retrieval: %d items added online embedded in %.2fs", len(adds), time.perf_counter() - t0
                 )
