@@ -1,7 +1,8 @@
 """Items added and withdrawn online, on an app of two ingress and two retrieval replicas sharing the SQLite
 store: an added item is recommended (through retrieval; CF does not know it) by every replica for a history
-of items like it, from the answer after the addition on, and after the whole app restarts; a withdrawn item
-never comes back; bad items are refused whole, with a 4xx naming the field."""
+of items like it, from the answer after the addition on (replicas that start later catch up before they are
+ready: ``test_rollout.py``); a withdrawn item never comes back; bad items are refused whole, with a 4xx
+naming the field."""
 
 from __future__ import annotations
 
@@ -52,7 +53,11 @@ def recommend(body: dict) -> tuple[dict, str]:
 
 
 def reads(body: dict) -> tuple[list[dict], set[str]]:
+    """READS answers, and more (up to 5x) until both ingress replicas have answered (Serve's router is not
+    uniform)."""
     answers = [recommend(body) for _ in range(READS)]
+    while len({a[1] for a in answers}) < 2 and len(answers) < 5 * READS:
+        answers.append(recommend(body))
     return [a[0] for a in answers], {a[1] for a in answers}
 
 
@@ -60,7 +65,7 @@ def ranked(out: dict, item_id: str) -> dict | None:
     return next((i for i in out["items"] if i["item_id"] == item_id), None)
 
 
-def test_an_added_item_is_recommended_by_every_replica_and_outlives_a_restart(catalog):
+def test_an_added_item_is_recommended_by_every_replica_from_the_next_answer(catalog):
     body = {"history": SCIFI, "k": 10}
     before, _ = recommend(body)
     assert ranked(before, NEW["item_id"]) is None
@@ -71,7 +76,7 @@ def test_an_added_item_is_recommended_by_every_replica_and_outlives_a_restart(ca
 
     # the answer right after the addition, whichever ingress and retrieval replica takes it
     answers, replicas = reads(body)
-    assert len(replicas) == 2, f"only {replicas} answered {READS} requests"
+    assert len(replicas) == 2, f"only {replicas} answered {len(answers)} requests"
     got = [ranked(a, NEW["item_id"]) for a in answers]
     assert all(g is not None for g in got), "a replica does not recommend the added item"
     assert {(g["cf_rank"], g["retrieval_rank"] <= 3) for g in got} == {(None, True)}  # through retrieval only
@@ -85,14 +90,6 @@ def test_an_added_item_is_recommended_by_every_replica_and_outlives_a_restart(ca
     assert ranked(out, NEW["item_id"]) is None  # seen
     status, out = http("POST", f"{PREFIX}/users/3/events", {"item_ids": [NEW["item_id"]]}, AUTH)
     assert status == 200 and out["appended"] == 1, out
-
-    # the whole app, restarted: every replica reads the catalog log before it is ready
-    from ray import serve
-
-    serve.delete(APP)
-    catalog()
-    answers, replicas = reads(body)
-    assert len(replicas) == 2 and all(ranked(a, NEW["item_id"]) for a in answers)
     assert http("GET", f"{PREFIX}/healthz")[1]["catalog"]["added_online"] == 1
 
 

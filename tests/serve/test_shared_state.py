@@ -15,7 +15,7 @@ from .conftest import app_args, http, http_replica, running_replicas, wait_for_r
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 INGRESS = "RerankDeployment"
 BODY_LIMIT = 8192  # not the default: the configured limit must reach the app that serves
-READS = 40  # requests per check: with 2 replicas, all 40 on one replica has odds of 2^-39
+READS = 40  # requests per check (more until both replicas answered: SharedApp.reads)
 MAX_EVENTS = 50  # online items kept per user (not the default: the configured cap must reach the store)
 
 
@@ -55,7 +55,11 @@ class SharedApp:
         return out["history_length"]
 
     def reads(self, user: str, n: int = READS) -> tuple[list[list[str]], list[list[str]], set[str]]:
+        """``n`` answers, and more (up to 5n) until both replicas have answered: Serve's router is not
+        uniform (one CI run sent 40 sequential requests all to one replica)."""
         answers = [self.recommend(user) for _ in range(n)]
+        while len({a[2] for a in answers}) < 2 and len(answers) < 5 * n:
+            answers.append(self.recommend(user))
         return [a[0] for a in answers], [a[1] for a in answers], {a[2] for a in answers}
 
 
@@ -86,9 +90,9 @@ def test_an_event_reaches_every_replica_and_outlives_replica_and_app(shared):
     assert status == 200 and out["history_length"] == base + 1, out
 
     lists, degraded, replicas = shared.reads(user)
-    assert len(replicas) == 2, f"only {replicas} answered {READS} requests"
+    assert len(replicas) == 2, f"only {replicas} answered {len(lists)} requests"
     assert not any(seen in ids for ids in lists), "a replica still recommends the item posted as seen"
-    assert degraded == [[]] * READS
+    assert degraded == [[]] * len(lists)
     assert {shared.length(user) for _ in range(10)} == {base + 1}
 
     # kill the replica that took the event: the survivor and the replacement both know it
@@ -193,7 +197,7 @@ def test_redis_down_gives_503_naming_it_and_serves_the_last_known_state(shared):
         assert http("GET", f"{shared.prefix}/users/{user}")[0] == 503
         lists, degraded, replicas = shared.reads(user)
         assert len(replicas) == 2
-        assert degraded == [["store"]] * READS
+        assert degraded == [["store"]] * len(lists)
         assert not any(seen in ids for ids in lists), "the last known state lost the event"
         health = http("GET", f"{shared.prefix}/healthz")[1]
         assert health["status"] == "degraded" and health["store"]["answering"] is False, health
@@ -201,7 +205,7 @@ def test_redis_down_gives_503_naming_it_and_serves_the_last_known_state(shared):
         shared.redis.start()
     assert shared.length(user) == base + 1
     lists, degraded, _ = shared.reads(user)
-    assert degraded == [[]] * READS and not any(seen in ids for ids in lists)
+    assert degraded == [[]] * len(lists) and not any(seen in ids for ids in lists)
 
 
 def test_bad_events_are_4xx_and_change_nothing(shared):
