@@ -22,28 +22,29 @@ from serve.deployments import BranchRef, CFDeployment, QueryDeployment, Retrieva
 BRANCH_CLASSES = {"RetrievalDeployment": RetrievalDeployment, "CFDeployment": CFDeployment}
 
 
-def build_app(args: dict[str, Any] | None = None) -> Application:
-    cfg = ServeAppConfig(**(args or {}))
+def _branch(cfg: ServeAppConfig, name: str) -> Application:
+    return BRANCH_CLASSES[name].options(**cfg.deployments[name].options()).bind(cfg.model_dump())
+
+
+def _ingress(cfg: ServeAppConfig, retrieval: Any, cf: Any) -> Application:
+    """The ingress and the query writer, calling ``retrieval`` and ``cf`` (bound, or ``BranchRef``)."""
     cfg.check_auth()
     config = cfg.model_dump()
     opts = {name: d.options() for name, d in cfg.deployments.items()}
     query = QueryDeployment.options(**opts["QueryDeployment"]).bind(config)
-    retrieval = RetrievalDeployment.options(**opts["RetrievalDeployment"]).bind(config)
-    cf = CFDeployment.options(**opts["CFDeployment"]).bind(config)
     return RerankDeployment.options(**opts["RerankDeployment"]).bind(config, query, retrieval, cf)
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    cfg = ServeAppConfig(**(args or {}))
+    return _ingress(cfg, _branch(cfg, "RetrievalDeployment"), _branch(cfg, "CFDeployment"))
 
 
 def build_branch(args: dict[str, Any], name: str) -> Application:
     """One branch deployment (``RetrievalDeployment`` or ``CFDeployment``) of ``args``, as an application."""
-    cfg = ServeAppConfig(**args)
-    return BRANCH_CLASSES[name].options(**cfg.deployments[name].options()).bind(cfg.model_dump())
+    return _branch(ServeAppConfig(**args), name)
 
 
 def build_split(args: dict[str, Any], retrieval: BranchRef, cf: BranchRef) -> Application:
     """The ingress and the query writer of ``args``, calling the branch applications ``retrieval`` and ``cf``."""
-    cfg = ServeAppConfig(**args)
-    cfg.check_auth()
-    config = cfg.model_dump()
-    opts = {name: d.options() for name, d in cfg.deployments.items()}
-    query = QueryDeployment.options(**opts["QueryDeployment"]).bind(config)
-    return RerankDeployment.options(**opts["RerankDeployment"]).bind(config, query, retrieval, cf)
+    return _ingress(ServeAppConfig(**args), retrieval, cf)

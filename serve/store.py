@@ -501,6 +501,10 @@ class RedisStore(OnlineStore):
     def _query(self, key: str) -> str:
         return f"{self.prefix}query:{key}"
 
+    @property
+    def _catalog(self) -> str:
+        return f"{self.prefix}catalog"
+
     async def append(self, user_id: str, item_ids: list[str], event_id: str | None = None) -> Appended:
         keys = [self._events(user_id)] + ([self._event_id(user_id, event_id)] if event_id is not None else [])
         ttl = max(1, int(self.event_id_ttl_s))
@@ -529,7 +533,7 @@ class RedisStore(OnlineStore):
     async def add_items(self, rows: list[dict]) -> int:
         ids = [r["item_id"] for r in rows]
         records = [CatalogChange(0, "add", r["item_id"], r).record() for r in rows]
-        keys = [f"{self.prefix}catalog", f"{self.prefix}catalog-added"]
+        keys = [self._catalog, f"{self._catalog}-added"]
         kind, got = await self._run(lambda r: self._add_items(keys=keys, args=[*ids, *records]))
         if int(kind) == 1:
             raise ItemsExist(list(got))
@@ -537,13 +541,13 @@ class RedisStore(OnlineStore):
 
     async def hide_item(self, item_id: str) -> int:
         record = CatalogChange(0, "hide", item_id).record()
-        return int(await self._run(lambda r: r.rpush(f"{self.prefix}catalog", record)))
+        return int(await self._run(lambda r: r.rpush(self._catalog, record)))
 
     async def catalog_head(self) -> int:
-        return int(await self._run(lambda r: r.llen(f"{self.prefix}catalog")))
+        return int(await self._run(lambda r: r.llen(self._catalog)))
 
     async def catalog_changes(self, after: int) -> list[CatalogChange]:
-        got = await self._run(lambda r: r.lrange(f"{self.prefix}catalog", after, -1))
+        got = await self._run(lambda r: r.lrange(self._catalog, after, -1))
         return [CatalogChange.parse(after + 1 + i, rec) for i, rec in enumerate(got)]
 
     async def ping(self) -> None:
