@@ -19,7 +19,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AIR_NEW_OUTPUT := 0
 export Q2REC_ARTIFACTS := $(ARTIFACTS)
 
-.PHONY: setup system demo test lint bench serve cluster-demo cluster-down clean
+.PHONY: setup system demo test test-fast lint bench serve cluster-demo cluster-down clean
 
 setup: $(STAMP) system
 
@@ -80,7 +80,14 @@ cluster-down:
 
 test: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
+
+# the edit-and-run loop: every test that needs no Ray cluster, no LLM engine and no browser
+test-fast: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q -m "not ray and not llm and not browser and not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -24,8 +24,9 @@ pushes it down; λ = 1 lets the top retrieval answers among them crowd out warm 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 
@@ -34,6 +35,11 @@ from actors.ranking import topk
 
 # adaptive α: history length and confidence enter centred, so ``a`` alone sets a typical user's α
 LOG_LEN_CENTRE = float(np.log1p(50))
+
+
+RANGES = {"n": (1, math.inf), "alpha": (0, 1), "a": (-math.inf, math.inf), "b": (-math.inf, math.inf),
+          "c": (-math.inf, math.inf), "rrf_k": (1e-9, math.inf), "max_alpha": (0, 1),
+          "cf_candidates": (0, math.inf), "unseen": (0, 1)}  # fmt: skip
 
 
 @dataclass
@@ -52,6 +58,20 @@ class FusionConfig:
     max_alpha: float = 1.0  # upper bound of every user's α (a free-text intent online lowers it)
     cf_candidates: int = 0  # serial: only CF's top-K may be answered (0: parallel, both lists' union)
     unseen: float = 0.0  # items CF never saw in training: how far CF's value defers to retrieval's (0 to 1)
+
+    def __post_init__(self) -> None:
+        """Every field checked at construction (a search, ``fusion.json``, ``dataclasses.replace``): a bad
+        value is an error that names the field."""
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        for name, (low, high) in RANGES.items():
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and low <= v <= high):
+                raise ValueError(f"{name} must be a number in [{low}, {high}], got {v!r}")
+
+
+_CHOICES = {f: get_args(t) for f, t in get_type_hints(FusionConfig).items() if get_origin(t) is Literal}
 
 
 @dataclass

@@ -474,6 +474,18 @@ class GrowingRetriever(Retriever):
         self.added_seq = np.concatenate([self.added_seq, np.broadcast_to(np.asarray(seq, np.int64), len(v))])
         self._reset()
 
+    def replace(self, item_ids: Sequence[str], vectors: np.ndarray) -> None:
+        """New unit ``vectors`` for items added before (their LLM description landed); same positions."""
+        v = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        at = {iid: i for i, iid in enumerate(self.extra_ids)}
+        missing = [str(i) for i in item_ids if str(i) not in at]
+        if missing or v.shape != (len(item_ids), self.dim):
+            raise ValueError(f"{v.shape} vectors for {len(item_ids)} items; not added here: {missing[:10]}")
+        self._buffer[[at[str(i)] for i in item_ids]] = v
+        self._side.reset()
+        self._side.add(self.extra)
+        self._reset()
+
     @property
     def extra(self) -> np.ndarray:
         """(n_added, d): the vectors of the items added online, in order."""

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from actors.branch import BranchOutput, RowStats
+from actors.fusion_file import TunedFusion
 from actors.retrieval_query import QueryParts, RetrievalWeights
 from data_prep.artifacts import ArtifactPaths
 from tune.branches import BranchScores, evaluate_fused, fused_lists
@@ -99,7 +100,8 @@ def quality(paths: ArtifactPaths, cfs: list[str], trials: int) -> None:
                                        ("fixed weights (before)", full, ())):  # fmt: skip
             with tempfile.TemporaryDirectory() as tmp:
                 out = run_search(branches, ctx, Path(tmp), trials, tuned=tuned, name="bench")
-            cfg, w = to_fusion(out["config"]), RetrievalWeights(**out["weights"])
+            tuned_fusion = TunedFusion.of(out, f"{label} search")
+            cfg, w = tuned_fusion.config, tuned_fusion.weights
             ids, _ = fused_lists(test.with_weights(w), cfg, 10)
             hit = ids == test.targets[:, None]
             ranks = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, corpus.n_items + 1)

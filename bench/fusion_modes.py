@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from actors.branch import ROW_MODES
+from actors.fusion_file import TunedFusion
 from actors.ranking import ndcg_at_k
 from actors.rerank import FusionConfig, fuse
 from actors.retrieval_query import RetrievalWeights
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in ROW_MODES:
                 search = run_search(valid.with_rows(mode), ctx, Path(storage), args.trials,
                                     methods=("fixed", "adaptive"), name=f"{cf}-{mode}")  # fmt: skip
-                cfg = FusionConfig(**search["config"])
+                cfg = TunedFusion.of(search, f"{cf}-{mode} search").config
                 ranks[mode] = fused_ranks(test.with_rows(mode), cfg, corpus.n_items)
                 pb = paired_bootstrap(ranks[mode], ranks["full"])
                 ndcg = ndcg_at_k(ranks[mode], 10)

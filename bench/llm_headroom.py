@@ -91,8 +91,7 @@ def workspace(source: Path, target: Path, cf: str) -> None:
 def run_p(paths, corpus, cf: str, trials: int) -> dict:
     """The report's query row for the queries in ``paths``: the selected and best configs' test ranks and the
     no-LLM row's."""
-    from actors.rerank import FusionConfig
-    from actors.retrieval_query import RetrievalWeights
+    from actors.fusion_file import TunedFusion
     from tune.experiments import METHODS
     from tune.harness import metric_context
     from tune.rows import branch_pair, fused_metrics
@@ -107,7 +106,8 @@ def run_p(paths, corpus, cf: str, trials: int) -> dict:
     nollm = select(candidates("nollm", choice["searches"]["nollm"]), valid, ctx)["selected"]
 
     def ranks(c: dict) -> np.ndarray:
-        m = fused_metrics(test, FusionConfig(**c["config"]), ctx, RetrievalWeights(**c["weights"]))
+        tuned = TunedFusion.of(c, "candidate")
+        m = fused_metrics(test, tuned.config, ctx, tuned.weights)
         return m["target_ranks"]
 
     return {"selected": choice["selected"], "best": choice["best"], "nollm": nollm,

@@ -60,7 +60,7 @@ def query_cost(source: Path, scratch: Path, samples: int, engine: str) -> tuple[
 
 
 def quality(source: Path, scratch: Path, queries: Path, use: int, trials: int) -> dict:
-    from actors.rerank import FusionConfig
+    from actors.fusion_file import TunedFusion
     from actors.retrieval_query import RetrievalWeights
     from data_prep.artifacts import ArtifactPaths
     from data_prep.corpus import Corpus
@@ -76,7 +76,8 @@ def quality(source: Path, scratch: Path, queries: Path, use: int, trials: int) -
     corpus = Corpus.load(paths)
     ctx = metric_context(corpus)
     search = cached_search(paths, corpus, "sasrec", ("last", "recent", "llm"), trials)
-    cfg, w = FusionConfig(**search["config"]), RetrievalWeights(**search["weights"])
+    tuned = TunedFusion.of(search, "search")
+    cfg, w = tuned.config, tuned.weights
     valid, test = branch_pair(paths, corpus, "sasrec", {})
     fused = fused_metrics(test, cfg, ctx, w)
     alone = RetrievalWeights(last=0.0, llm=1.0)

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ray import serve
 
+    from actors.fusion_file import FusionFile
     from data_prep.ray_cluster import init_ray
     from serve.app import build_app
     from serve.rollout import rollout
@@ -78,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="q2rec-rollout-"))
     fusion_b = work / "fusion-b.json"
-    saved = json.loads((args.artifacts / "fusion.json").read_text())
-    fusion_b.write_text(json.dumps(saved | {"config": saved["config"] | {"method": "fixed", "alpha": 0.5}}))
+    saved = FusionFile.load(args.artifacts / "fusion.json")
+    saved.model_copy(update={"config": replace(saved.config, method="fixed", alpha=0.5)}).save(fusion_b)
     base = {"artifacts": str(args.artifacts.resolve()), "engine": {"backend": "none"}, "auth": "none",
             "store": {"backend": "sqlite", "path": str(work / "state.sqlite3")},
             "deployments": {d: {"num_replicas": args.replicas}

@@ -230,7 +230,7 @@ def offline_fused(root: Path, users: list[str], k: int = 10) -> dict[str, list[s
 
     paths = ArtifactPaths(root)
     setup = load_fusion(ServeAppConfig(artifacts=str(root)))
-    cf = json.loads(paths.fusion.read_text()).get("cf", "sasrec")
+    cf = setup.cf or "sasrec"
     corpus = Corpus.load(paths)
     row_of = {str(corpus.user_ids[u]): r for r, u in enumerate(corpus.eval_users("test"))}
     model = model_class(cf).load(paths.model_dir(cf))
@@ -245,6 +245,7 @@ def compare_catalogs(roots: list[Path], port: int, requests: int, rounds: int, c
     from noop_app import build_noop_app
     from ray import serve
 
+    from actors.fusion_file import FusionFile
     from data_prep.artifacts import ArtifactPaths
     from data_prep.corpus import Corpus
     from data_prep.ray_cluster import init_ray
@@ -261,7 +262,7 @@ def compare_catalogs(roots: list[Path], port: int, requests: int, rounds: int, c
         users[i] = [str(corpus.user_ids[u]) for u in corpus.eval_users("test")]
         label = f"{root.name} ({sizes[i][1]:,} items)"
         cfg = {"artifacts": str(root), "engine": {"backend": "none"}, "store": {"backend": "memory"}, "auth": "none",
-               "cf_model": json.loads(ArtifactPaths(root).fusion.read_text()).get("cf", "sasrec")}  # fmt: skip
+               "cf_model": FusionFile.load(ArtifactPaths(root).fusion).cf or "sasrec"}  # fmt: skip
         t0 = time.perf_counter()
         serve.run(build_app(cfg), name=f"catalog{i}", route_prefix=f"/catalog{i}")
         print(f"{label}: deployed in {time.perf_counter() - t0:.0f} s", flush=True)

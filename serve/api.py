@@ -171,11 +171,16 @@ class RerankDeployment:
         self.pending: dict[str, asyncio.Task] = {}
         self.pending_anonymous: set[str] = set()  # the keys in ``pending`` that no known user asked for
         self.counts = MeteredCounts()  # /healthz's counts, also exported as Prometheus metrics
+        # the LLM writes queries only for a retrieval that uses them, and describes the items added online
+        # only for one that weighs descriptions (in the background: the item is recommendable before)
+        self.llm = self.cfg.engine.backend != "none" and self.fusion.weights.llm > 0
+        self.describe_online = self.cfg.engine.backend != "none" and self.fusion.weights.enriched > 0
+        self.describing: set[asyncio.Task] = set()
         self.catalog_lock = asyncio.Lock()
         await self._sync_catalog([])  # items added online before this replica started
+        # Ray drops a gauge value not set again within about 20 s: levels are re-set every few seconds
+        self.levels = asyncio.get_running_loop().create_task(self._report_levels())
         self.branches = BranchFanOut(cf, retrieval, self.cfg.timeouts, self.counts)
-        # the LLM writes queries only for a retrieval that uses them
-        self.llm = self.cfg.engine.backend != "none" and self.fusion.weights.llm > 0
         self.explorer_page = EXPLORER.read_text()
         if self.cfg.timeouts.warmup > 0:
             t0 = time.perf_counter()
@@ -273,6 +278,27 @@ class RerankDeployment:
                         self.state.apply(await self.store.catalog_changes(self.state.catalog_seq))
         except StoreUnavailable:
             self._store_failed(degraded)
+
+    def _pending_enrichment(self) -> int:
+        return self.state.n_undescribed if self.describe_online else 0
+
+    async def _report_levels(self, every_s: float = 5.0) -> None:
+        """The exported gauges (``serve.metrics``), set every ``every_s`` while the replica lives."""
+        while True:
+            self.counts.gauge("items_pending_enrichment", self._pending_enrichment())
+            self.counts.gauge("generations_pending", len(self.pending))
+            await asyncio.sleep(every_s)
+
+    async def _describe(self, rows: list[dict]) -> None:
+        """The LLM descriptions of items just added, written to the catalog log: every retrieval replica
+        then re-embeds them with the description, as the offline index does."""
+        try:
+            descriptions = await self.query.describe.remote(rows)
+            await self.store.describe_items(descriptions)
+            self.counts["items_described"] += len(descriptions)
+        except Exception as exc:  # the item keeps its metadata-built vector and counts as pending
+            self.counts["description_failed"] += len(rows)
+            log.warning("descriptions of %d items added online not written: %r", len(rows), exc)
 
     def _authorize(self, authorization: str | None, what: str) -> None:
         """401 unless the request carries the app's bearer token (when it has one)."""
@@ -512,6 +538,10 @@ class RerankDeployment:
             raise _store_down(exc) from None
         await self._sync_catalog([])
         self.counts["items_added"] += len(rows)
+        if self.describe_online:
+            task = asyncio.get_running_loop().create_task(self._describe(rows))
+            self.describing.add(task)  # kept until done: the loop holds only weak references
+            task.add_done_callback(self.describing.discard)
         return {"added": [r["item_id"] for r in rows], "catalog_size": st.n_items, "catalog_seq": head}
 
     @app.delete("/items/{item_id}", response_model=WithdrawnResponse, responses={401: {}, 404: {}, 503: {}})
@@ -619,6 +649,7 @@ class RerankDeployment:
                 "added_online": self.state.n_added,
                 "withdrawn": len(self.state.hidden),
                 "log_position": self.state.catalog_seq,
+                "pending_enrichment": self._pending_enrichment(),
             },  # fmt: skip
             "cached_queries": len(self.state.queries),
             "queries_being_written": len(self.pending),
@@ -626,7 +657,7 @@ class RerankDeployment:
             "llm": self.cfg.engine.backend,
             "cf_model": self.cfg.cf_model,
             "fusion": {
-                "source": Path(f.source).name if f.source.endswith(".json") else f.source,  # never a path
+                "source": f.source,  # a file name, never a path
                 "method": f.config.method,
                 "retrieval_weights": asdict(f.weights),
                 "valid": f.valid,

@@ -80,23 +80,33 @@ def split_batch(out: BranchOutput, ns: list[int]) -> list[BranchOutput]:
 
 @serve.deployment
 class QueryDeployment:
-    """The user-query writer with one LLM engine per replica. ``vllm.LLM`` is not thread-safe, so every
-    batch runs on the replica's single engine thread, one batch at a time."""
+    """The LLM of the app, one engine per replica: it writes user queries and describes items added online
+    (the offline enrichment's recipe). ``vllm.LLM`` is not thread-safe, so every call runs on the replica's
+    single engine thread, one batch at a time."""
 
     def __init__(self, config: dict[str, Any]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         import pandas as pd
 
-        from actors.prompts import infer_domain
+        from actors.enricher import CatalogEnricher, EnrichmentSettings
+        from actors.prompts import ItemPrompt, infer_domain
         from actors.user_query import QuerySettings, UserQueryWriter
         from data_prep.artifacts import ArtifactPaths
 
         cfg = ServeAppConfig(**config)
         domain = infer_domain(pd.read_parquet(ArtifactPaths(cfg.root).items).columns)
-        self.writer = UserQueryWriter(
-            self._engine(cfg), QuerySettings(domain=domain, samples=cfg.query_samples)
+        engine = self._engine(cfg)
+        self.writer = UserQueryWriter(engine, QuerySettings(domain=domain, samples=cfg.query_samples))
+        self.enricher = (
+            CatalogEnricher(engine, EnrichmentSettings(prompt=ItemPrompt(domain=domain)))
+            if engine is not None
+            else None
         )
+        self.engine_thread = ThreadPoolExecutor(1, thread_name_prefix="llm-engine")
         self.generated = 0
         self.batches = 0
+        self.described = 0
 
     @staticmethod
     def _engine(cfg: ServeAppConfig):
@@ -112,13 +122,28 @@ class QueryDeployment:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02)
     async def write(self, histories: list[list]) -> list[dict[str, Any]]:
         """One query per history (a list of ``HistoryItem``, oldest first)."""
-        queries = await asyncio.to_thread(self.writer.write, histories)
+        loop = asyncio.get_running_loop()
+        queries = await loop.run_in_executor(self.engine_thread, self.writer.write, histories)
         self.generated += len(histories)
         self.batches += 1
         return [asdict(q) for q in queries]
 
+    async def describe(self, rows: list[dict]) -> dict[str, dict]:
+        """LLM descriptions of catalog rows (items added online): ``{item_id: {"description", "source"}}``,
+        validated and retried as offline (``CatalogEnricher``), a metadata-built fallback when both fail."""
+        from actors.prompts import ItemRecord
+
+        if self.enricher is None:
+            raise RuntimeError("this app's engine is none: there is no LLM to describe items with")
+        items = [ItemRecord.from_mapping(r) for r in rows]
+        loop = asyncio.get_running_loop()
+        out = await loop.run_in_executor(self.engine_thread, self.enricher.enrich, items)
+        self.described += len(out)
+        return {e.item_id: {"description": e.description, "source": e.source} for e in out}
+
     def stats(self) -> dict[str, Any]:
-        return {"generated": self.generated, "batches": self.batches, "llm": self.writer.engine is not None}
+        return {"generated": self.generated, "batches": self.batches, "described": self.described,
+                "llm": self.writer.engine is not None}  # fmt: skip
 
 
 @serve.deployment
@@ -160,6 +185,8 @@ class RetrievalDeployment:
         self.vectors = LRU(max(cfg.query_cache_size, 1))
         self.intent_vectors = LRU(cfg.intent_cache_size)  # bounded apart: one-off intents evict only intents
         self.metadata = metadata.vectors
+        self.enriched = weights.enriched
+        self.added_metadata = np.zeros((0, metadata.dim), dtype=np.float32)  # of the items added online
         self.retriever = GrowingRetriever(retriever)
         self.branch = QueryRetrievalBranch(
             self._encode, metadata.vectors, self.retriever, weights, cfg.intent_weight,
@@ -184,8 +211,11 @@ class RetrievalDeployment:
     async def _catch_up(self, wanted: int | None) -> None:
         """Apply the catalog log up to its head (``wanted``: only when this replica is behind it). A store
         that does not answer leaves the replica where it is (the request is answered without the items it
-        has not read)."""
-        from actors.prompts import metadata_text
+        has not read).
+
+        An added item's vector is the offline recipe's: its metadata text's, plus (with an ``enriched``
+        weight) that weight times its description's: the metadata-built fallback description at once, the
+        LLM's when its ``describe`` lands (``serve.api``'s background enrichment)."""
         from actors.retriever import StackedRows
         from serve.store import StoreUnavailable
 
@@ -206,15 +236,41 @@ class RetrievalDeployment:
             t0 = time.perf_counter()
             for start in range(0, len(adds), 256):
                 chunk = adds[start : start + 256]
-                vectors = self.encoder.encode([metadata_text(c.row or {}) for c in chunk])
+                meta, vectors = self._added_vectors([c.row or {} for c in chunk])
                 self.retriever.add(vectors, [c.item_id for c in chunk], [c.seq for c in chunk])
+                self.added_metadata = np.concatenate([self.added_metadata, meta])
             if adds:  # the query parts of a history with added items: their metadata vectors
-                self.branch.metadata = StackedRows(self.metadata, self.retriever.extra)
+                self.branch.metadata = StackedRows(self.metadata, self.added_metadata)
                 log.info(
                     "retrieval: %d items added online embedded in %.2fs", len(adds), time.perf_counter() - t0
                 )
+            # an item folded into the catalog since keeps the vector it was indexed with
+            at = {iid: n for n, iid in enumerate(self.retriever.extra_ids)}
+            described = {c.item_id: c.row for c in changes if c.op == "describe" and c.item_id in at}
+            if described and self.enriched:
+                ids = list(described)
+                meta = self.added_metadata[[at[i] for i in ids]]
+                texts = [str(described[i].get("description", "")) for i in ids]
+                self.retriever.replace(ids, self._with_description(meta, texts))
+                log.info("retrieval: %d LLM descriptions of items added online applied", len(ids))
             if changes:
                 self.catalog_seq = changes[-1].seq
+
+    def _added_vectors(self, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """(metadata vectors, index vectors) of catalog rows added online, before any LLM description:
+        the index vector of an item whose enrichment fell back offline (``fallback_description``)."""
+        from actors.prompts import ItemRecord, fallback_description, metadata_text
+
+        meta = self.encoder.encode([metadata_text(r) for r in rows])
+        if not self.enriched:
+            return meta, meta
+        fallback = [fallback_description(ItemRecord.from_mapping(r)) for r in rows]
+        return meta, self._with_description(meta, fallback)
+
+    def _with_description(self, meta: np.ndarray, descriptions: list[str]) -> np.ndarray:
+        from actors.retrieval_query import item_vectors
+
+        return item_vectors(meta, self.encoder.encode(descriptions), self.enriched)
 
     @staticmethod
     def _stored_texts(paths) -> list[str]:

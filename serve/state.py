@@ -12,16 +12,15 @@ Withdrawn items stay in the catalog (a history may hold them) but are never reco
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from actors.fusion_file import FusionFile
 from actors.rerank import FusionConfig
 from actors.retrieval_query import RetrievalWeights
 from actors.user_query import HistoryItem, history_items, history_key
@@ -49,47 +48,23 @@ class UnknownItems(ValueError):
         self.ids = ids
 
 
-@dataclass
-class FusionSetup:
-    """The tuned fusion and the retrieval weights it was tuned with."""
-
-    config: FusionConfig
-    weights: RetrievalWeights
-    source: str  # the fusion.json path, or "defaults (no fusion.json)"
-    valid: dict[str, float]
-
-
-# fusion.json written before the retrieval weights: its query mode as weights (the concatenated
-# "llm+lastitem" text became the sum of the two parts' vectors)
-LEGACY_MODES = {"lastitem": {}, "llm": {"last": 0.0, "llm": 1.0}, "llm+lastitem": {"last": 1.0, "llm": 1.0}}
-
-
-def load_fusion(cfg: ServeAppConfig) -> FusionSetup:
-    """The fusion config of ``fusion.json`` (or the defaults) and the retrieval weights it was tuned with; the
-    app config's ``retrieval_weights`` overrides them."""
+def load_fusion(cfg: ServeAppConfig) -> FusionFile:
+    """``fusion.json`` (checked: ``FusionFileError`` names the file and the key), or the defaults when there is
+    none; the app config's ``retrieval_weights`` override the weights it was tuned with. ``source`` names
+    the file (never its path) or the defaults."""
     path = cfg.fusion_file
-    saved: dict[str, Any] = {}
     if path.is_file():
-        saved = json.loads(path.read_text())
+        fusion = FusionFile.load(path).model_copy(update={"source": path.name})
     else:
         log.warning("%s not found: serving with the default fusion config; run `python -m tune.search`", path)
-    names = {f.name for f in fields(FusionConfig)}
-    fusion = FusionConfig(**{k: v for k, v in saved.get("config", {}).items() if k in names})
-    weights = saved.get("weights")
-    if weights is None and "retrieval" in saved:
-        if saved["retrieval"] not in LEGACY_MODES:
-            raise ValueError(
-                f"{path}: retrieval must be one of {list(LEGACY_MODES)}, got {saved['retrieval']!r}"
-            )
-        weights = LEGACY_MODES[saved["retrieval"]]
+        fusion = FusionFile(config=FusionConfig(), source="defaults (no fusion.json)")
     if cfg.retrieval_weights is not None:
-        weights = cfg.retrieval_weights
-    try:
-        w = RetrievalWeights.from_dict(weights)
-    except ValueError as exc:
-        raise ValueError(f"{path if cfg.retrieval_weights is None else 'retrieval_weights'}: {exc}") from None
-    source = str(path) if saved else "defaults (no fusion.json)"
-    return FusionSetup(fusion, w, source, saved.get("valid", {}))
+        try:
+            weights = RetrievalWeights.from_dict(cfg.retrieval_weights)
+        except ValueError as exc:
+            raise ValueError(f"retrieval_weights: {exc}") from None
+        fusion = fusion.model_copy(update={"weights": weights})
+    return fusion
 
 
 def serving_version(cfg: ServeAppConfig) -> str:
@@ -134,6 +109,7 @@ class ServingState:
         self.columns = [str(c) for c in self.items.columns]  # the fields an item added online may have
         self.catalog_seq = 0  # how far the store's catalog log is applied
         self.hidden: set[int] = set()  # withdrawn items
+        self.described: set[int] = set()  # items added online whose LLM description the log holds
         self.titles = self.items["title"].astype(str).tolist()
         self.rows = self.items.to_dict("records")
         self.folded_titles = [t.casefold() for t in self.titles]  # what search() matches against
@@ -169,6 +145,12 @@ class ServingState:
     def n_added(self) -> int:
         return self.n_items - self.n_base
 
+    @property
+    def n_undescribed(self) -> int:
+        """Items added online, not withdrawn, whose LLM description has not landed yet."""
+        waiting = set(range(self.n_base, self.n_items)) - self.described - self.hidden
+        return len(waiting)
+
     def apply(self, changes: Sequence[CatalogChange]) -> None:
         """Apply the catalog log's changes after ``catalog_seq``, in order (those already applied are skipped)."""
         changes = [c for c in changes if c.seq > self.catalog_seq]
@@ -185,6 +167,9 @@ class ServingState:
         for c in changes:
             if c.op == "hide" and c.item_id in self.index_of:
                 self.hidden.add(self.index_of[c.item_id])
+            elif c.op == "describe" and self.index_of.get(c.item_id, -1) >= self.n_base and c.row:
+                self.descriptions[c.item_id] = str(c.row.get("description", ""))  # what query prompts show
+                self.described.add(self.index_of[c.item_id])
         if changes:
             self.catalog_seq = changes[-1].seq
             log.info("catalog log applied to %d: %d items added online, %d withdrawn", self.catalog_seq,

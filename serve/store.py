@@ -33,8 +33,10 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -80,10 +82,11 @@ class Appended:
 @dataclass(frozen=True)
 class CatalogChange:
     """One entry of the catalog log: ``add`` carries the new item's catalog row (``item_id``, ``title`` and
-    the text fields the catalog has); ``hide`` withdraws ``item_id``."""
+    the text fields the catalog has); ``hide`` withdraws ``item_id``; ``describe`` carries an added item's
+    LLM-written description (``{"description", "source"}``), which lands after its ``add``."""
 
     seq: int  # 1-based position in the log
-    op: str  # "add" | "hide"
+    op: str  # "add" | "hide" | "describe"
     item_id: str
     row: dict | None = None
 
@@ -154,9 +157,18 @@ class OnlineStore(ABC):
         """Append one ``add`` per row to the catalog log, all or none: ``ItemsExist`` (nothing added) when
         an id was added before. Returns the log's new head."""
 
-    @abstractmethod
     async def hide_item(self, item_id: str) -> int:
         """Append a ``hide`` of ``item_id``; returns the log's new head."""
+        return await self._log([CatalogChange(0, "hide", item_id)])
+
+    async def describe_items(self, descriptions: dict[str, dict]) -> int:
+        """Append a ``describe`` per item: its LLM-written description (``{"description", "source"}``, the
+        offline enrichment's fields), written after it was added; returns the log's new head."""
+        return await self._log([CatalogChange(0, "describe", i, d) for i, d in descriptions.items()])
+
+    @abstractmethod
+    async def _log(self, changes: list[CatalogChange]) -> int:
+        """Append ``changes`` (their ``seq`` ignored) to the catalog log at once; returns the new head."""
 
     @abstractmethod
     async def catalog_head(self) -> int:
@@ -194,8 +206,8 @@ class MemoryStore(OnlineStore):
             self.catalog.append(CatalogChange(len(self.catalog) + 1, "add", r["item_id"], dict(r)))
         return len(self.catalog)
 
-    async def hide_item(self, item_id: str) -> int:
-        self.catalog.append(CatalogChange(len(self.catalog) + 1, "hide", item_id))
+    async def _log(self, changes: list[CatalogChange]) -> int:
+        self.catalog += [replace(c, seq=len(self.catalog) + 1 + i) for i, c in enumerate(changes)]
         return len(self.catalog)
 
     async def catalog_head(self) -> int:
@@ -235,6 +247,19 @@ class MemoryStore(OnlineStore):
 
     async def ping(self) -> None:
         pass
+
+
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (``BEGIN IMMEDIATE``: one writer at a time, across processes), committed when
+    the block ends, rolled back when it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 class SQLiteStore(OnlineStore):
@@ -304,8 +329,7 @@ class SQLiteStore(OnlineStore):
         trim = self.appends % 1000 == 0
 
         def tx(db: sqlite3.Connection) -> Appended:
-            db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes: repeats store once
-            try:
+            with _immediate(db):  # one writer at a time, across processes: repeats store once
                 now = time.time()
                 if trim:  # now and then, forget the event ids past their retention
                     db.execute("DELETE FROM event_ids WHERE at <= ?", (now - self.event_id_ttl_s,))
@@ -313,7 +337,6 @@ class SQLiteStore(OnlineStore):
                     row = db.execute("SELECT record FROM event_ids WHERE user_id = ? AND event_id = ? AND at > ?",
                                      (user_id, event_id, now - self.event_id_ttl_s)).fetchone()  # fmt: skip
                     if row is not None:
-                        db.execute("COMMIT")
                         return Appended.repeat(row[0])
                 db.executemany("INSERT INTO events (user_id, item_id, at) VALUES (?, ?, ?)",
                                [(user_id, i, now) for i in item_ids])  # fmt: skip
@@ -325,11 +348,7 @@ class SQLiteStore(OnlineStore):
                 if event_id is not None:
                     db.execute("INSERT OR REPLACE INTO event_ids VALUES (?, ?, ?, ?)",
                                (user_id, event_id, out.record(), now))  # fmt: skip
-                db.execute("COMMIT")
                 return out
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
         return await self._run(tx)
 
@@ -366,8 +385,7 @@ class SQLiteStore(OnlineStore):
 
     async def add_items(self, rows: list[dict]) -> int:
         def tx(db: sqlite3.Connection) -> int:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(db):
                 ids = [r["item_id"] for r in rows]
                 taken: list[str] = []
                 for start in range(0, len(ids), 500):
@@ -380,21 +398,17 @@ class SQLiteStore(OnlineStore):
                 db.executemany("INSERT INTO catalog (op, item_id, record, at) VALUES ('add', ?, ?, ?)",
                                [(r["item_id"], CatalogChange(0, "add", r["item_id"], r).record(), now)
                                 for r in rows])  # fmt: skip
-                head = db.execute("SELECT MAX(seq) FROM catalog").fetchone()[0]
-                db.execute("COMMIT")
-                return int(head)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                return int(db.execute("SELECT MAX(seq) FROM catalog").fetchone()[0])
 
         return await self._run(tx)
 
-    async def hide_item(self, item_id: str) -> int:
+    async def _log(self, changes: list[CatalogChange]) -> int:
         def tx(db: sqlite3.Connection) -> int:
-            record = CatalogChange(0, "hide", item_id).record()
-            cur = db.execute("INSERT INTO catalog (op, item_id, record, at) VALUES ('hide', ?, ?, ?)",
-                             (item_id, record, time.time()))  # fmt: skip
-            return int(cur.lastrowid)
+            with _immediate(db):
+                now = time.time()
+                db.executemany("INSERT INTO catalog (op, item_id, record, at) VALUES (?, ?, ?, ?)",
+                               [(c.op, c.item_id, c.record(), now) for c in changes])  # fmt: skip
+                return int(db.execute("SELECT MAX(seq) FROM catalog").fetchone()[0])
 
         return await self._run(tx)
 
@@ -539,9 +553,9 @@ class RedisStore(OnlineStore):
             raise ItemsExist(list(got))
         return int(got)
 
-    async def hide_item(self, item_id: str) -> int:
-        record = CatalogChange(0, "hide", item_id).record()
-        return int(await self._run(lambda r: r.rpush(self._catalog, record)))
+    async def _log(self, changes: list[CatalogChange]) -> int:
+        records = [c.record() for c in changes]
+        return int(await self._run(lambda r: r.rpush(self._catalog, *records)))
 
     async def catalog_head(self) -> int:
         return int(await self._run(lambda r: r.llen(self._catalog)))

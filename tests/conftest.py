@@ -12,9 +12,23 @@ apply_safe_env()
 os.environ["RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S"] = "180"  # a hang fails; a slow engine start does not
 
 
+# what a test needs, from the fixtures it uses: ``make test-fast`` runs the tests that need none of these
+NEEDS = {
+    "ray": {"ray_cluster", "ml100k_content"},  # the session's Ray cluster (the content builds indexes on Ray Data)
+    "llm": {"llm_dir", "reranker"},  # an LLM engine on the packaged model
+    "browser": {"browser"},  # headless Chromium
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """The multi-node tests (``tests/cluster``) run first: their cluster starts and stops before the
-    session's one-node Ray does, since a process joins one Ray cluster at a time."""
+    """Each test gets the markers of what it needs (``NEEDS``). The multi-node tests (``tests/cluster``) run
+    first: their cluster starts and stops before the session's one-node Ray does, since a process joins one
+    Ray cluster at a time."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for mark, fixtures in NEEDS.items():
+            if used & fixtures:
+                item.add_marker(mark)
     items.sort(key=lambda item: 0 if item.path.parent.name == "cluster" else 1)
 
 

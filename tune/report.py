@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from actors.fusion_file import TunedFusion
 from actors.llm_rerank import MODES
-from actors.rerank import FusionConfig
 from actors.retrieval_query import RetrievalWeights
 from data_prep.artifacts import ArtifactPaths, read_json, write_json
 from data_prep.train import parse_overrides
@@ -258,8 +258,10 @@ def build_report(
         """The row of a searched config: the selected config's valid and test metrics, the best-on-valid
         config's test metrics (its ranks in ``fused``)."""
         chosen, best = choice["selected"], choice["best"]
-        cfg, w = FusionConfig(**chosen["config"]), RetrievalWeights(**chosen["weights"])
-        best_cfg, best_w = FusionConfig(**best["config"]), RetrievalWeights(**best["weights"])
+        selected = TunedFusion.of(chosen, f"{name}: selected")
+        best_on_valid = TunedFusion.of(best, f"{name}: best")
+        cfg, w = selected.config, selected.weights
+        best_cfg, best_w = best_on_valid.config, best_on_valid.weights
         best_test = fused_metrics(test, best_cfg, ctx, best_w)
         fused[name] = best_test.pop("target_ranks")
         results[name] = row_result(

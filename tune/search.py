@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.fusion_file import FusionFile, TunedFusion
 from actors.rerank import FusionConfig
 from actors.retrieval_query import WEIGHTS, RetrievalWeights
 from data_prep.artifacts import ArtifactPaths, fingerprint, read_json, write_json
@@ -111,8 +112,8 @@ def starting_points(
 
 
 def to_fusion(config: dict[str, Any]) -> FusionConfig:
-    names = {f.name for f in fields(FusionConfig)}
-    return FusionConfig(**{k: v for k, v in config.items() if k in names})
+    """The fusion config of a trial config (its other entries are the retrieval weights, ``w_<name>``)."""
+    return FusionConfig(**{k: v for k, v in config.items() if not k.startswith("w_")})
 
 
 def to_weights(config: dict[str, Any], base: RetrievalWeights) -> RetrievalWeights:
@@ -309,10 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     target = args.out or paths.fusion
-    write_json(target, out)
-    best = out["best"]
-    print(f"{out['trials']} trials in {out['seconds']}s; selected {out['selected']} (valid NDCG@10 "
-          f"{out['valid']['NDCG@10']:.4f}): {out['config']}, retrieval weights {out['weights']}; best on valid "
+    out.save(target)
+    best = out.best
+    print(f"{out.trials} trials in {out.seconds}s; selected {out.selected} (valid NDCG@10 "
+          f"{out.valid['NDCG@10']:.4f}): {out.config}, retrieval weights {out.weights}; best on valid "
           f"{best['name']} ({best['valid_ndcg10']:.4f}); wrote {target}")  # fmt: skip
     return 0
 
@@ -346,7 +347,7 @@ def select_fusion(
     objective: str,
     methods: tuple[str, ...],
     cf_overrides: dict[str, Any] | None,
-) -> dict[str, Any]:
+) -> FusionFile:
     """What ``fusion.json`` holds: the search of ``weights`` (a ``--weights`` spec) and of every simpler set,
     and the config the one-standard-error rule selects among them (``choose``), with its
     validation metrics; ``best`` is the best on validation."""
@@ -359,15 +360,15 @@ def select_fusion(
     ctx = metric_context(corpus)
     choice = choose(paths, corpus, cf, tuned, valid, ctx, kwargs)
     sel = choice["selected"]
-    config, w = FusionConfig(**sel["config"]), RetrievalWeights(**sel["weights"])
-    metrics = evaluate_fused(valid, config, ctx, ks=(10,), weights=w)
+    tuned_fusion = TunedFusion.of(sel, "the selected candidate")
+    metrics = evaluate_fused(valid, tuned_fusion.config, ctx, ks=(10,), weights=tuned_fusion.weights)
     main = choice["searches"][use_name(tuned)]
-    return {"config": asdict(config), "weights": asdict(w), "selected": sel["name"],
-            "valid": {k: metrics[k] for k in TUNE_KEYS if k in metrics}, "best": choice["best"],
-            "selection": choice["table"], "tuned_weights": list(tuned), "cf": cf,
-            "trials": sum(s["trials"] for s in choice["searches"].values()),
-            "seconds": round(sum(s["seconds"] for s in choice["searches"].values()), 2),
-            "objective": main["objective"], "methods": main["methods"]}  # fmt: skip
+    return FusionFile(config=tuned_fusion.config, weights=tuned_fusion.weights, selected=sel["name"],
+                      valid={k: metrics[k] for k in TUNE_KEYS if k in metrics}, best=choice["best"],
+                      selection=choice["table"], tuned_weights=list(tuned), cf=cf,
+                      trials=sum(s["trials"] for s in choice["searches"].values()),
+                      seconds=round(sum(s["seconds"] for s in choice["searches"].values()), 2),
+                      objective=main["objective"], methods=main["methods"])  # fmt: skip
 
 
 if __name__ == "__main__":

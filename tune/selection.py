@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.fusion_file import TunedFusion
 from actors.rerank import FusionConfig
 from actors.retrieval_query import RetrievalWeights
 from tune.branches import BranchScores, fused_lists, ranked_lists
@@ -61,8 +62,8 @@ class Candidate:
 
 def candidates(source: str, search: dict[str, Any]) -> list[Candidate]:
     """The best config of each method of one search (``tune.search.run_search``'s ``by_method``)."""
-    return [Candidate(source, FusionConfig(**b["config"]), RetrievalWeights(**b["weights"]))
-            for b in search["by_method"].values()]  # fmt: skip
+    tuned = [TunedFusion.of(b, f"{source} search") for b in search["by_method"].values()]
+    return [Candidate(source, t.config, t.weights) for t in tuned]
 
 
 def target_ranks(b: BranchScores, c: Candidate, ctx: MetricContext) -> np.ndarray:

@@ -45,7 +45,8 @@ RETRIEVERS = {
 def grown(base: Retriever, v: np.ndarray) -> GrowingRetriever:
     out = GrowingRetriever(base)
     out.add(v[45:50], IDS[45:50], seq=1)
-    out.add(v[50:], IDS[50:], seq=2)
+    out.add(v[45:55], IDS[50:], seq=2)  # the wrong vectors first: replaced as when descriptions land
+    out.replace(IDS[50:], v[50:])
     return out
 
 
@@ -186,6 +187,14 @@ def test_measured_recall_is_the_recall_against_exact_search(tmp_path):
     tuned.save(tmp_path / "tuned")
     again = FaissRetriever.load(tmp_path / "tuned")
     assert again.index.nprobe == tuned.config.ivf_nprobe > 1
+
+
+def test_growing_retriever_replaces_only_items_added_online():
+    r = RETRIEVERS["growing-flat"](pool())
+    with pytest.raises(ValueError, match="not added here"):
+        r.replace([IDS[0]], pool()[:1])  # an item of the built index keeps its vector
+    with pytest.raises(ValueError, match="vectors for 2 items"):
+        r.replace(IDS[50:52], pool()[:1])
 
 
 def test_growing_retriever_leaves_out_what_came_after_a_log_position():

@@ -13,7 +13,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -123,14 +122,14 @@ def wait_ready(prefix: str, timeout: float = 120.0, base: str = BASE) -> None:
 
 def prepare_serve_artifacts(paths):
     """EASE trained (or reused) and a fusion.json for the test apps, on the Ray cluster that is up."""
-    from actors.rerank import FusionConfig
-    from data_prep.artifacts import write_json
+    from actors.fusion_file import FusionFile
     from data_prep.train import train
 
     train(paths, "ease", show_progress=False)
-    config = asdict(FusionConfig(**FUSION))
-    write_json(paths.root / "serve_fusion.json",
-               {"config": config, "cf": "ease", "weights": WEIGHTS, "valid": {"NDCG@10": 0.0}})  # fmt: skip
+    fusion = FusionFile.model_validate(
+        {"config": FUSION, "weights": WEIGHTS, "cf": "ease", "valid": {"NDCG@10": 0.0}}
+    )
+    fusion.save(paths.root / "serve_fusion.json")
     return paths
 
 

@@ -64,3 +64,37 @@ def test_events_start_the_new_query_at_once(llm_app):
             break
         time.sleep(0.5)
     assert status == 200 and out["query"]["cached"], out
+
+
+def test_an_item_added_online_is_described_by_the_llm_and_re_embedded(llm_app):
+    """The fusion weighs descriptions (``enriched``), so the query replica's engine describes an added item in
+    the background, and the retrieval replica re-embeds it as the offline index would: metadata vector +
+    weight x description vector."""
+    from actors.encoder import TextEncoder
+    from actors.prompts import metadata_text
+    from actors.retrieval_query import item_vectors
+
+    from .conftest import WEIGHTS, poll
+
+    new = {"item_id": "new-described", "title": "Galaxy Rangers of the Outer Rim", "year": 1997,
+           "genres": "Action, Sci-Fi"}  # fmt: skip
+    status, out = http("POST", "/llm/items", {"items": [new]})
+    assert status == 200, out
+    item, waited = poll(lambda: http("GET", f"/llm/items/{new['item_id']}")[1],
+                        lambda got: got.get("description"), timeout=180)  # fmt: skip
+    assert item.get("description"), f"no description after {waited:.0f}s"
+    print(f"\nLLM description of an added item landed {waited:.1f}s after the POST: {item['description']!r}")
+    health = http("GET", "/llm/healthz")[1]
+    assert health["catalog"]["pending_enrichment"] == 0 and health["counts"]["items_described"] == 1
+    assert llm_app.stats.remote().result()["described"] == 1
+
+    # a query alone (no history) is the retrieval vector: the item's score is its cosine with the query
+    query = "space rangers adventure"
+    status, out = http("POST", "/llm/recommend", {"history": [], "query": query, "k": 50})
+    assert status == 200, out
+    got = {i["item_id"]: i for i in out["items"]}.get(new["item_id"])
+    assert got is not None, f"{new['item_id']} is not in the top 50 for {query!r}"
+    encoder = TextEncoder()
+    meta, desc, q = encoder.encode([metadata_text(new), item["description"], query])
+    want = item_vectors(meta[None], desc[None], WEIGHTS["enriched"])[0] @ q
+    assert got["retrieval_score"] == pytest.approx(float(want), abs=1e-4)

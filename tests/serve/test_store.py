@@ -168,6 +168,9 @@ def test_the_catalog_log_keeps_additions_and_withdrawals_in_order_and_each_id_on
         ]  # fmt: skip
         assert [c.seq for c in await store.catalog_changes(2)] == [3]
         assert await store.catalog_changes(3) == []
+        described = {"n2": {"description": "space, robots", "source": "llm"}}
+        assert await store.describe_items(described) == 4
+        assert await store.catalog_changes(3) == [CatalogChange(4, "describe", "n2", described["n2"])]
 
     run(go())
 
