@@ -14,7 +14,7 @@ os.environ["RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S"] = "180"  # a hang fails; 
 
 # what a test needs, from the fixtures it uses: ``make test-fast`` runs the tests that need none of these
 NEEDS = {
-    "ray": {"ray_cluster", "ml100k_content"},  # the session's Ray cluster (the content builds indexes on Ray Data)
+    "ray": {"ray_cluster", "ml100k_content"},  # the session's Ray cluster (the content indexes on Ray Data)
     "llm": {"llm_dir", "reranker"},  # an LLM engine on the packaged model
     "browser": {"browser"},  # headless Chromium
 }
