@@ -23,19 +23,20 @@ export Q2REC_ARTIFACTS := $(ARTIFACTS)
 
 setup: $(STAMP) system
 
-# Debian packages the tests and the demo run for real: headless Chromium (the explorer page's browser test
-# and the demo's screenshot) and redis-server (the cluster's online store). Installed only when missing;
-# $Q2REC_CHROMIUM / $Q2REC_REDIS_SERVER name other binaries instead
+# Debian packages the tests and the demo run for real: headless Chromium and its WebDriver (the explorer
+# page's browser test and the demo's screenshot) and redis-server (the cluster's online store). Installed
+# only when missing; $Q2REC_CHROMIUM / $Q2REC_CHROMEDRIVER / $Q2REC_REDIS_SERVER name other binaries instead
 system:
-	@need=; \
-	if [ -z "$$Q2REC_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1; then need="$$need chromium"; fi; \
-	if [ -z "$$Q2REC_REDIS_SERVER" ] && ! command -v redis-server >/dev/null 2>&1; then need="$$need redis-server"; fi; \
+	@need=; bins=; \
+	if [ -z "$$Q2REC_CHROMIUM" ] && ! command -v chromium >/dev/null 2>&1; then need="$$need chromium"; bins="$$bins chromium"; fi; \
+	if [ -z "$$Q2REC_CHROMEDRIVER" ] && ! command -v chromedriver >/dev/null 2>&1; then need="$$need chromium-driver"; bins="$$bins chromedriver"; fi; \
+	if [ -z "$$Q2REC_REDIS_SERVER" ] && ! command -v redis-server >/dev/null 2>&1; then need="$$need redis-server"; bins="$$bins redis-server"; fi; \
 	if [ -z "$$need" ]; then exit 0; fi; \
 	echo "==> installing$$need (apt)"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; \
 	else echo "error: installing$$need needs root: apt-get install -y$$need" >&2; exit 1; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need >/dev/null \
-	&& for p in $$need; do command -v $$p >/dev/null || { echo "error: $$p did not install" >&2; exit 1; }; done
+	&& for b in $$bins; do command -v $$b >/dev/null || { echo "error: $$b did not install" >&2; exit 1; }; done
 
 $(STAMP): pyproject.toml Makefile
 	@echo "==> setting up $(VENV) (first run takes a few minutes)"
@@ -64,7 +65,7 @@ demo: setup
 	$(PY) -m tune.search --dataset ml-100k --trials 200 --cf sasrec
 	$(PY) -m tune.report --dataset ml-100k --trials 200 --out $(ARTIFACTS)/ml-100k/report
 	$(PY) -m tune.targets $(ARTIFACTS)/ml-100k/report/report.json
-	$(PY) -m serve.smoke --artifacts $(ARTIFACTS)/ml-100k --screenshot $(ARTIFACTS)/ml-100k/report/explorer.png
+	$(PY) -m devtools.smoke --artifacts $(ARTIFACTS)/ml-100k --screenshot $(ARTIFACTS)/ml-100k/report/explorer.png
 
 # the Serve app on the demo's artifacts, on 127.0.0.1:8000 (API docs at /docs); Ctrl-C stops it
 serve: setup

@@ -139,7 +139,9 @@ def compare_stores(root: Path, port: int, requests: int, rounds: int, workdir: P
 
     from data_prep.ray_cluster import init_ray
     from serve.app import build_app
-    from serve.redis_server import RedisServer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ is not an installed package
+    from devtools.redis_server import RedisServer
 
     redis = RedisServer(workdir / "redis").start()
     stores = {
@@ -175,6 +177,8 @@ def compare_stores(root: Path, port: int, requests: int, rounds: int, workdir: P
 
 def replica_pids(apps: list[str]) -> dict[tuple[str, str], list[int]]:
     """(app, deployment) -> pids of its RUNNING replicas, from one reading of Serve's state."""
+    # replica ids, actor names and pids have no public API: serve.status() stops at deployments, and
+    # ray.util.state needs the dashboard, which the tests and benches run without
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ReplicaState, ServeInstanceDetails
 

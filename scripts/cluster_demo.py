@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.monotonic()
     sys.path.insert(0, str(ROOT))
-    from serve.redis_server import RedisServer
+    from devtools.redis_server import RedisServer
 
     redis_dir = a.artifacts / "cluster-demo" / "redis"
     shutil.rmtree(redis_dir, ignore_errors=True)  # each demo starts with no events

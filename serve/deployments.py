@@ -282,7 +282,7 @@ class RetrievalDeployment:
             return []
         q = pd.read_parquet(qpath)
         q = q[q["stage"] == "test"]
-        texts = q["queries"] if "queries" in q.columns else q["query"].map(lambda t: [t])
+        texts = q["queries"]
         return [str(t) for ts in texts for t in ts]
 
     def _encode(self, texts: list[str], cache: dict | None = None) -> np.ndarray:

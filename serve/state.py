@@ -130,7 +130,7 @@ class ServingState:
         qpath = paths.user_queries
         if qpath.is_file():
             q = pd.read_parquet(qpath)
-            texts = q["queries"] if "queries" in q.columns else q["query"].map(lambda t: [t])
+            texts = q["queries"]
             for key, ts, source in zip(q["key"], texts, q["source"], strict=True):
                 self.queries.put(str(key), (tuple(str(t) for t in ts), str(source)))
         self.loaded_queries = len(self.queries)

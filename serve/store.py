@@ -108,12 +108,8 @@ class ItemsExist(ValueError):
 
 
 def _texts(stored: str) -> tuple[str, ...]:
-    """Query texts as stored: a JSON list (a plain string from before several queries per user)."""
-    try:
-        value = json.loads(stored)
-    except json.JSONDecodeError:
-        return (stored,)
-    return tuple(str(t) for t in value) if isinstance(value, list) else (stored,)
+    """Query texts as stored: a JSON list."""
+    return tuple(str(t) for t in json.loads(stored))
 
 
 class StoreUnavailable(RuntimeError):

@@ -100,7 +100,7 @@ def ml100k_content(ml100k):
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """A real redis-server on a free port of 127.0.0.1 (installed by ``make setup``), stopped at the end."""
-    from serve.redis_server import RedisServer
+    from devtools.redis_server import RedisServer
 
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server

@@ -49,8 +49,6 @@ def query_texts(paths: ArtifactPaths, corpus: Corpus, stage: Stage) -> list[list
         raise ValueError(
             f"{len(missing)} {stage} users have no query (e.g. {missing[:3]}); run data_prep.queries"
         )
-    if "queries" not in q.columns:  # written before several queries per user
-        return [[str(t)] for t in q.loc[users, "query"]]
     return [[str(t) for t in texts] for texts in q.loc[users, "queries"]]
 
 

@@ -87,14 +87,3 @@ def serial_rows(available: tuple[str, ...]) -> list[SerialRow]:
     """The serial rows, per backbone and K, each with the widest LLM use whose inputs are ``available``."""
     widest = [use for use in LLM_USES if set(use.needs) <= set(available)][-1]
     return [SerialRow(cf, k, widest) for cf in BACKBONES for k in SERIAL_KS]
-
-
-# names of earlier reports, kept for one release: each points at the row that took its place
-ALIASES = {
-    "fused_adaptive": "fused_sasrec_llm",
-    "fused_adaptive_ease": "fused_ease_llm",
-    "fused_adaptive_noquery": "fused_sasrec_enrich",
-    "fused_adaptive_noenrich": "fused_sasrec_query",
-    "fused_adaptive_ease_noquery": "fused_ease_enrich",
-    "fused_adaptive_ease_noenrich_noquery": "fused_ease_nollm",
-}

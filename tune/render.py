@@ -176,8 +176,6 @@ def markdown(report: dict[str, Any], plots: list[Path]) -> str:
                          f"selected {sel['name']} (valid NDCG@10 {sel['valid_ndcg10']:.4f}) {sel['config']} "
                          f"{sel['weights']}; best on valid {best['name']} ({best['valid_ndcg10']:.4f}, test "
                          f"{best['test']['NDCG@10']:.4f})")  # fmt: skip
-    if report.get("aliases"):
-        lines += ["", f"Earlier row names, kept for one release: {report['aliases']}"]
     lines += ["", "## Cost", "", "```", _json(report["cost"]), "```", ""]
     lines += [f"![{f.stem}]({f.name})" for f in plots]
     return "\n".join(lines) + "\n"

@@ -3,7 +3,7 @@
     python -m tune.report --dataset ml-100k --out artifacts/ml-100k/report [--trials 200] [--no-llm]
 
 Writes ``report.json`` (``{"protocol", "results": {"<method>": {"valid", "test", "by_history_length",
-"by_target_popularity", ...}}, "comparisons", "cold_items", "llm_rerank", "aliases", "cost"}``),
+"by_target_popularity", ...}}, "comparisons", "cold_items", "llm_rerank", "cost"}``),
 ``report.md`` and three PNG plots (metric bars per method; NDCG@10 by history-length bucket; Recall@10 by
 the target's popularity group), and prints the test table, led by the fused and serial rows, and the
 popularity-group table. The rows are ``tune.experiments``; each is evaluated by ``tune.rows`` and rendered by ``tune.render``. Every fused row's fusion and retrieval weights
@@ -34,7 +34,7 @@ from data_prep.artifacts import ArtifactPaths, read_json, write_json
 from data_prep.train import parse_overrides
 from tune import llm_rerank
 from tune.evaluate import protocol
-from tune.experiments import ALIASES, BACKBONES, METHODS, fused_rows, serial_rows
+from tune.experiments import BACKBONES, METHODS, fused_rows, serial_rows
 from tune.harness import evaluation_corpus, metric_context
 from tune.metrics import BOOTSTRAP_RESAMPLES, DEFAULT_KS, ndcg_gains, paired_bootstrap
 from tune.render import group_table, llm_rerank_lines, markdown, plot, stage_table
@@ -341,7 +341,6 @@ def build_report(
         "comparisons": comparisons(results, ranks),
         "cold_items": cold_items(results, ranks, ctx.item_popularity[targets] == 0),
         "llm_rerank": samples,
-        "aliases": {old: new for old, new in ALIASES.items() if new in results},
         "cost": cost(paths, searches, {k: round(v, 1) for k, v in seconds.items()}),
     }
 

@@ -63,27 +63,27 @@ def search_space(
     """The fusion search space; ``methods`` restricts the fusion method (e.g. only ``adaptive``), ``tuned``
     names the retrieval weights searched too (``w_<name>``, each from 0); with ``unseen`` (a catalog with
     items CF never saw in training) how far CF defers to retrieval on them (``FusionConfig.unseen``)."""
-    from ray import tune
+    from ray import tune as ray_tune  # not the project's own tune package
 
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ValueError(f"methods must be a non-empty subset of {list(METHODS)}, got {list(methods)}")
     check_weights(tuned)
-    weights = {f"w_{w}": tune.quniform(0.0, WEIGHT_MAX[w], 0.05) for w in tuned}
-    cold = {"unseen": tune.quniform(0.0, 1.0, 0.05)} if unseen else {}
+    weights = {f"w_{w}": ray_tune.quniform(0.0, WEIGHT_MAX[w], 0.05) for w in tuned}
+    cold = {"unseen": ray_tune.quniform(0.0, 1.0, 0.05)} if unseen else {}
     return (
         weights
         | cold
         | {
-            "method": tune.choice(list(methods)),
-            "norm": tune.choice(["zscore", "minmax"]),
-            "n": tune.choice([20, 50, 100, 200]),
-            "alpha": tune.uniform(0.0, 1.0),
-            "a": tune.uniform(-4.0, 4.0),
-            "b": tune.uniform(-2.0, 2.0),
-            "c": tune.uniform(-4.0, 4.0),
-            "confidence": tune.choice(["margin", "entropy"]),
-            "rrf_k": tune.choice([10.0, 30.0, 60.0]),
+            "method": ray_tune.choice(list(methods)),
+            "norm": ray_tune.choice(["zscore", "minmax"]),
+            "n": ray_tune.choice([20, 50, 100, 200]),
+            "alpha": ray_tune.uniform(0.0, 1.0),
+            "a": ray_tune.uniform(-4.0, 4.0),
+            "b": ray_tune.uniform(-2.0, 2.0),
+            "c": ray_tune.uniform(-4.0, 4.0),
+            "confidence": ray_tune.choice(["margin", "entropy"]),
+            "rrf_k": ray_tune.choice([10.0, 30.0, 60.0]),
         }
     )
 
@@ -122,11 +122,11 @@ def to_weights(config: dict[str, Any], base: RetrievalWeights) -> RetrievalWeigh
 
 
 def trial(config: dict[str, Any], branches: BranchScores, ctx: MetricContext, fixed: dict[str, Any]) -> None:
-    from ray import tune
+    from ray import tune as ray_tune  # not the project's own tune package
 
     weights = to_weights(config, branches.weights)
     metrics = evaluate_fused(branches, to_fusion(config | fixed), ctx, ks=(10,), weights=weights)
-    tune.report({TUNE_KEYS[k]: v for k, v in metrics.items() if k in TUNE_KEYS})
+    ray_tune.report({TUNE_KEYS[k]: v for k, v in metrics.items() if k in TUNE_KEYS})
 
 
 def run_search(
@@ -150,7 +150,7 @@ def run_search(
     ``concurrency=1`` makes a seeded search reproducible: the same inputs give the same best config. With
     more trials at once TPE sees results in whatever order they finish, so reruns differ.
     """
-    from ray import tune
+    from ray import tune as ray_tune  # not the project's own tune package
     from ray.tune.search.optuna import OptunaSearch
 
     from data_prep.ray_cluster import init_ray
@@ -176,16 +176,16 @@ def run_search(
         points_to_evaluate=starting_points(methods, tuned, cold),
     )
     t0 = time.perf_counter()
-    tuner = tune.Tuner(
-        tune.with_parameters(trial, branches=branches, ctx=ctx, fixed=fixed),
+    tuner = ray_tune.Tuner(
+        ray_tune.with_parameters(trial, branches=branches, ctx=ctx, fixed=fixed),
         param_space=search_space(methods, tuned, cold),
-        tune_config=tune.TuneConfig(
+        tune_config=ray_tune.TuneConfig(
             search_alg=searcher,
             num_samples=trials,
             reuse_actors=True,
             max_concurrent_trials=concurrency,
         ),  # fmt: skip
-        run_config=tune.RunConfig(storage_path=str(storage.resolve()), name=name, verbose=0),
+        run_config=ray_tune.RunConfig(storage_path=str(storage.resolve()), name=name, verbose=0),
     )
     results = tuner.fit()
     seconds = time.perf_counter() - t0

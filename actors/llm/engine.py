@@ -57,7 +57,8 @@ class EngineConfig:
     batch_size: int = 32  # transformers: prompts per generate() call
     base_url: str = "http://127.0.0.1:8000/v1"  # openai backend
     api_key: str | None = None
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # openai backend: per request
+    max_retries: int = 2  # openai backend: connection errors, 429 and 5xx, with backoff
     max_concurrency: int = 16
     extra: dict[str, Any] = field(default_factory=dict)  # more kwargs for vllm.LLM / from_pretrained
 

@@ -1,14 +1,12 @@
 """OpenAI-compatible HTTP backend (a vLLM server on a GPU box, or any /v1/chat/completions endpoint).
 
-Requests go out concurrently (``max_concurrency``), one per conversation, with the standard library's HTTP
-client. Errors name the endpoint and the HTTP status.
+Requests go out through the ``openai`` client, concurrently (``max_concurrency``), one per conversation,
+with the config's timeout and retries (``timeout_s``, ``max_retries``: the client retries connection errors,
+429 and 5xx with backoff). Errors name the endpoint and the HTTP status.
 """
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from actors.llm.engine import Conversation, EngineConfig, EngineError, Generation, LLMEngine, SamplingConfig
@@ -16,43 +14,36 @@ from actors.llm.engine import Conversation, EngineConfig, EngineError, Generatio
 
 class OpenAIEngine(LLMEngine):
     def __init__(self, config: EngineConfig) -> None:
+        import openai
+
         self.config = config
-        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self.url = config.base_url.rstrip("/") + "/chat/completions"  # what errors name
+        # a server without auth ignores the key; the client insists on one
+        self.client = openai.OpenAI(base_url=config.base_url, api_key=config.api_key or "none",
+                                    timeout=config.timeout_s, max_retries=config.max_retries)  # fmt: skip
 
     def _one(self, conversation: Conversation, sampling: SamplingConfig) -> Generation:
-        body = {
-            "model": self.config.model or "default",
-            "messages": conversation,
-            "max_tokens": sampling.max_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "seed": self.config.seed,
-        }
-        if sampling.n > 1:
-            body["n"] = sampling.n
+        import openai
+
+        options = {"n": sampling.n} if sampling.n > 1 else {}  # one sample: left out, as servers expect
         if sampling.stop:
-            body["stop"] = list(sampling.stop)
-        if sampling.repetition_penalty != 1.0:
-            body["repetition_penalty"] = sampling.repetition_penalty  # vLLM's extension of the API
-        headers = {"Content-Type": "application/json"}
-        if self.config.api_key:
-            headers["Authorization"] = f"Bearer {self.config.api_key}"
-        req = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+            options["stop"] = list(sampling.stop)
+        if sampling.repetition_penalty != 1.0:  # vLLM's extension of the API
+            options["extra_body"] = {"repetition_penalty": sampling.repetition_penalty}
         try:
-            with urllib.request.urlopen(req, timeout=self.config.timeout_s) as resp:
-                payload = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            raise EngineError(f"{self.url}: HTTP {exc.code}: {exc.read()[:200]!r}") from exc
-        except (urllib.error.URLError, TimeoutError) as exc:
+            resp = self.client.chat.completions.create(
+                model=self.config.model or "default", messages=conversation, max_tokens=sampling.max_tokens,
+                temperature=sampling.temperature, top_p=sampling.top_p, seed=self.config.seed, **options,
+            )  # fmt: skip
+        except openai.APIStatusError as exc:
+            raise EngineError(f"{self.url}: HTTP {exc.status_code}: {exc.response.text[:200]!r}") from exc
+        except openai.APIError as exc:  # connection refused, timeout
             raise EngineError(f"{self.url}: {exc}") from exc
-        try:
-            texts = [c["message"]["content"] or "" for c in payload["choices"]]
-        except (KeyError, TypeError) as exc:
-            raise EngineError(f"{self.url}: unexpected response {str(payload)[:200]}") from exc
+        texts = [c.message.content or "" for c in resp.choices or []]
         if not texts:
-            raise EngineError(f"{self.url}: no choices in {str(payload)[:200]}")
-        usage = payload.get("usage") or {}
-        return Generation(texts[0], int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
+            raise EngineError(f"{self.url}: no choices in {resp.model_dump_json()[:200]}")
+        usage = resp.usage
+        return Generation(texts[0], usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
                           texts)  # fmt: skip
 
     def generate(self, conversations: list[Conversation], sampling: SamplingConfig) -> list[Generation]:

@@ -55,6 +55,8 @@ def http_replica(method: str, path: str, body: Any = None, headers: dict[str, st
 
 def running(app: str) -> dict[str, list]:
     """One reading of Serve's state: each deployment of ``app`` → its RUNNING replicas' details."""
+    # replica ids, actor names and pids have no public API: serve.status() stops at deployments, and
+    # ray.util.state needs the dashboard, which the tests and benches run without
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ReplicaState, ServeInstanceDetails
 

@@ -267,6 +267,8 @@ def test_counts_and_timings_reach_the_metrics_endpoint(serve_url):
     assert http("POST", "/users/metrics-u1/events", {"item_ids": ["1"]}, auth)[0] == 200
     port = ray.nodes()[0]["MetricsExportPort"]
 
+    samples: dict[str, str] = {}  # one raw line per series, printed for the record
+
     def scrape() -> dict[str, float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             lines = r.read().decode().splitlines()
@@ -277,6 +279,7 @@ def test_counts_and_timings_reach_the_metrics_endpoint(serve_url):
                 key = name.split("{")[0] + ":" + next((t.split('"')[1] for t in name.split(",")
                                                        if t.startswith(("kind=", "stage="))), "")  # fmt: skip
                 out[key] = out.get(key, 0.0) + float(value)
+                samples.setdefault(key, line)
         return out
 
     # the shipped dashboard queries series the app exports, by the names and labels it exports them under
@@ -298,3 +301,4 @@ def test_counts_and_timings_reach_the_metrics_endpoint(serve_url):
         >= 1
     )
     assert seen["ray_q2rec_latency_ms_count:total"] >= 1
+    print("\n" + "\n".join(samples[k] for k in sorted(samples) if "_bucket" not in k or k.endswith(":total")))

@@ -1,4 +1,5 @@
-"""The explorer page in a real browser: headless Chromium against the app on 127.0.0.1 (``serve.browser``).
+"""The explorer page in a real browser: headless Chromium through Selenium against the app on 127.0.0.1
+(``devtools.browser``).
 
 Each state is saved as a screenshot under the test's temporary folder.
 """
@@ -9,7 +10,7 @@ import json
 
 import pytest
 
-from serve.smoke import PAGE_SETTLED
+from devtools.smoke import PAGE_SETTLED
 
 from .conftest import BASE, http
 
@@ -22,7 +23,7 @@ ROWS = """[...document.querySelectorAll('#recs tbody tr')].map(tr => ({
 
 @pytest.fixture(scope="module")
 def browser():
-    from serve.browser import Browser
+    from devtools.browser import Browser
 
     with Browser() as b:
         yield b
@@ -70,7 +71,7 @@ def test_new_user_from_three_typed_titles_gets_recommendations(serve_url, browse
         browser.type("#item_search", title)
         first = f"[...document.querySelectorAll('#suggestions button')].find(b => b.textContent.startsWith({json.dumps(title)}))"
         picked.append(browser.wait_for(f"{first} && {first}.dataset.id"))
-        browser.eval(f"{first}.click()")
+        browser.click("#suggestions button", title)  # a real click: the button must be shown and enabled
     chips = browser.eval("[...document.querySelectorAll('#chips .chip')].map(c => c.dataset.id)")
     assert chips == picked == ["50", "1", "100"]
     browser.click("#submit")

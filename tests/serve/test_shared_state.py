@@ -65,7 +65,7 @@ class SharedApp:
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
 def shared(request, serve_url, serve_artifacts, tmp_path_factory):
-    from serve.redis_server import RedisServer
+    from devtools.redis_server import RedisServer
 
     if request.param == "sqlite":
         path = tmp_path_factory.mktemp("store") / "state.sqlite3"

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from serve.redis_server import RedisServer
+from devtools.redis_server import RedisServer
 from serve.store import (
     Appended,
     CatalogChange,

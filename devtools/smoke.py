@@ -1,6 +1,6 @@
 """Start the app on the artifacts, send real HTTP requests and print the answers; ``make demo`` ends here.
 
-python -m serve.smoke [--artifacts DIR] [--engine auto|none] [--user USER_ID] [--screenshot PNG]
+python -m devtools.smoke [--artifacts DIR] [--engine auto|none] [--user USER_ID] [--screenshot PNG]
 
 With ``--screenshot``, the explorer page (``GET /?user_id=USER_ID``) is opened in headless Chromium and
 saved as a PNG, with the page's own load and request times.
@@ -52,7 +52,7 @@ PAGE_SETTLED = "['ready', 'error'].includes(document.body.dataset.state) && docu
 
 def screenshot(url: str, user: str, path: Path) -> None:
     """The explorer page for ``user`` as a PNG, and what the page measured."""
-    from serve.browser import Browser
+    from devtools.browser import Browser
 
     with Browser() as b:
         for _ in range(2):  # the first load also starts the browser's own machinery: the second is measured
@@ -67,7 +67,7 @@ def screenshot(url: str, user: str, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m serve.smoke", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m devtools.smoke", description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifacts")
     ap.add_argument("--engine", choices=["auto", "vllm", "transformers", "none"])
     ap.add_argument("--user", default="1")
