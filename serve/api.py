@@ -147,9 +147,8 @@ class RerankDeployment:
         self.explorer_page = EXPLORER.read_text()
         if self.cfg.timeouts.warmup > 0:
             t0 = time.perf_counter()
-            silent = await self.rec.warm(
-                self.cfg.timeouts.warmup
-            )  # ready only once this build's branches are
+            # ready only once this build's branches answer
+            silent = await self.rec.warm(self.cfg.timeouts.warmup)
             if silent:
                 log.warning(
                     "taking traffic although %s did not answer within %.0fs", silent, self.cfg.timeouts.warmup
