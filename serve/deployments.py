@@ -244,17 +244,24 @@ class RetrievalDeployment:
                 log.info(
                     "retrieval: %d items added online embedded in %.2fs", len(adds), time.perf_counter() - t0
                 )
-            # an item folded into the catalog since keeps the vector it was indexed with
-            at = {iid: n for n, iid in enumerate(self.retriever.extra_ids)}
-            described = {c.item_id: c.row for c in changes if c.op == "describe" and c.item_id in at}
-            if described and self.enriched:
-                ids = list(described)
-                meta = self.added_metadata[[at[i] for i in ids]]
-                texts = [str(described[i].get("description", "")) for i in ids]
-                self.retriever.replace(ids, self._with_description(meta, texts))
-                log.info("retrieval: %d LLM descriptions of items added online applied", len(ids))
+            self._apply_descriptions(changes)
             if changes:
                 self.catalog_seq = changes[-1].seq
+
+    def _apply_descriptions(self, changes: list) -> None:
+        """Re-embed the added items whose LLM description is among ``changes`` (with an ``enriched`` weight;
+        without one, descriptions do not enter the vectors)."""
+        described = {c.item_id: c.row for c in changes if c.op == "describe"}
+        if not (described and self.enriched):
+            return
+        at = {iid: n for n, iid in enumerate(self.retriever.extra_ids)}
+        ids = [i for i in described if i in at]  # an item folded into the catalog keeps its indexed vector
+        if not ids:
+            return
+        meta = self.added_metadata[[at[i] for i in ids]]
+        texts = [str(described[i].get("description", "")) for i in ids]
+        self.retriever.replace(ids, self._with_description(meta, texts))
+        log.info("retrieval: %d LLM descriptions of items added online applied", len(ids))
 
     def _added_vectors(self, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         """(metadata vectors, index vectors) of catalog rows added online, before any LLM description:

@@ -42,7 +42,6 @@ class MeteredCounts(Counter):
         self._latency = Histogram("q2rec_latency_ms", description="q2rec request stages, milliseconds",
                                   boundaries=LATENCY_BUCKETS_MS, tag_keys=("stage",))  # fmt: skip
         self._gauge = Gauge("q2rec_gauge", description="q2rec ingress state by kind", tag_keys=("kind",))
-        self.gauges: dict[str, float] = {}
 
     def __setitem__(self, key: str, value: int) -> None:
         delta = value - self.get(key, 0)
@@ -52,7 +51,6 @@ class MeteredCounts(Counter):
 
     def gauge(self, kind: str, value: float) -> None:
         """Set the exported ``q2rec_gauge{kind}`` (a level, not a count)."""
-        self.gauges[kind] = value
         self._gauge.set(value, tags={"kind": kind})
 
     def timings(self, timings_ms: dict[str, float]) -> None:

@@ -198,9 +198,7 @@ class MemoryStore(OnlineStore):
         taken = [r["item_id"] for r in rows if r["item_id"] in added]
         if taken:
             raise ItemsExist(taken)
-        for r in rows:
-            self.catalog.append(CatalogChange(len(self.catalog) + 1, "add", r["item_id"], dict(r)))
-        return len(self.catalog)
+        return await self._log([CatalogChange(0, "add", r["item_id"], dict(r)) for r in rows])
 
     async def _log(self, changes: list[CatalogChange]) -> int:
         self.catalog += [replace(c, seq=len(self.catalog) + 1 + i) for i, c in enumerate(changes)]
