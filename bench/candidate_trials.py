@@ -61,7 +61,7 @@ def trial_seconds(b: BranchScores, cfg, ctx, weights: RetrievalWeights) -> tuple
 
 
 def quality(paths: ArtifactPaths, cfs: list[str], trials: int) -> None:
-    from data_prep.train import load_trained
+    from training.cf import load_trained
     from tune.branches_store import compute, load_or_compute
 
     corpus = evaluation_corpus(paths)

@@ -1,6 +1,6 @@
 """Benchmark: CF quality on ML-100K test against the issue's bars, with popularity as the in-run baseline.
 
-Trains (or reuses) pop, EASE and SASRec with ``data_prep.train``, evaluates them through ``tune.evaluate``
+Trains (or reuses) pop, EASE and SASRec with ``training.cf``, evaluates them through ``tune.evaluate``
 and prints a table of test Recall@10 and NDCG@10, each model's ratio to popularity, and whether each bar
 is met. Protocol: ML-100K, chronological
 leave-one-out, full ranking over all 1,682 items with the input history masked.
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from data_prep.prepare import ensure_prepared
-from data_prep.train import train
+from training.cf import train
 from tune.evaluate import run
 
 BARS = {  # model: (min Recall@10, min NDCG@10) on test

@@ -7,7 +7,7 @@ full rows (``tune.branches_store``), then cut down to each row mode (``BranchOut
 gets its own fusion search on validation (Ray Tune, the methods fixed and adaptive) and is applied unchanged
 to test. The table gives test NDCG@10 per mode, the difference from full rows with its 95% paired bootstrap
 interval over the test users, and the bytes a branch ships per user in that mode (the serving cost).
-Needs the trained models and the index: ``python -m data_prep.train`` and ``python -m data_prep.index``.
+Needs the trained models and the index: ``q2rec train`` and ``q2rec index``.
 """
 
 from __future__ import annotations

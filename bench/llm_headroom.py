@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    from data_prep.ray_cluster import init_ray
+    from runtime.ray_cluster import init_ray
 
     source = Path(args.artifacts) / args.dataset
     try:

@@ -122,7 +122,7 @@ def call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any,
 def bench_serve(root: Path, port: int, n_items: int) -> None:
     from ray import serve
 
-    from data_prep.ray_cluster import init_ray
+    from runtime.ray_cluster import init_ray
     from serve.app import build_app
 
     work = Path(tempfile.mkdtemp(prefix="q2rec-online-items-"))

@@ -114,7 +114,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--engine", default="auto")
     args = ap.parse_args()
-    from data_prep.ray_cluster import init_ray
+    from runtime.ray_cluster import init_ray
     from tune.metrics import paired_bootstrap
 
     source = Path(args.artifacts) / args.dataset

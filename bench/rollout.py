@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from actors.fusion_file import FusionFile
-    from data_prep.ray_cluster import init_ray
+    from runtime.ray_cluster import init_ray
     from serve.app import build_app
     from serve.rollout import rollout
 

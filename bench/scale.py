@@ -106,7 +106,7 @@ BRANCHES = """
 import sys
 from data_prep.artifacts import ArtifactPaths
 from data_prep.corpus import Corpus
-from data_prep.train import parse_overrides
+from actors.cf.overrides import parse_overrides
 from tune.branches_store import load_or_compute
 paths = ArtifactPaths.for_dataset(sys.argv[1], sys.argv[2])
 corpus = Corpus.load(paths)
@@ -125,14 +125,14 @@ def stage_command(stage: str, name: str, users: int, items: int, artifacts: Path
     py, sets = sys.executable, [a for kv in sasrec_overrides(args) for a in ("--set", f"sasrec.{kv}")]
     common = ["--dataset", name, "--artifacts", str(artifacts)]
     return {
-        "generate": [py, "-m", "data_prep.synthetic", "--users", str(users), "--items", str(items),
+        "generate": [py, "-m", "q2rec", "synthetic", "--users", str(users), "--items", str(items),
                      "--artifacts", str(artifacts)],
-        "train_ease": [py, "-m", "data_prep.train", *common, "--models", "ease", "--force"],
-        "train_sasrec": [py, "-m", "data_prep.train", *common, "--models", "pop,sasrec", *sets, "--force"],
-        "index": [py, "-m", "data_prep.index", *common, "--text", "metadata", "--bf16", "--force"],
+        "train_ease": [py, "-m", "q2rec", "train", *common, "--models", "ease", "--force"],
+        "train_sasrec": [py, "-m", "q2rec", "train", *common, "--models", "pop,sasrec", *sets, "--force"],
+        "index": [py, "-m", "q2rec", "index", *common, "--text", "metadata", "--bf16", "--force"],
         "branches": [py, "-c", BRANCHES, name, str(artifacts), *(f"sasrec.{kv}" for kv in sasrec_overrides(args))],
-        "search": [py, "-m", "tune.search", *common, "--cf", "sasrec", "--trials", str(args.trials), *sets],
-        "evaluate": [py, "-m", "tune.evaluate", *common, "--models", "pop,sasrec", *sets,
+        "search": [py, "-m", "q2rec", "search", *common, "--cf", "sasrec", "--trials", str(args.trials), *sets],
+        "evaluate": [py, "-m", "q2rec", "evaluate", *common, "--models", "pop,sasrec", *sets,
                      "--out", str(artifacts / name / "bench" / "evaluate_report.json")],
     }[stage]  # fmt: skip
 
@@ -293,8 +293,8 @@ def llm_sample(name: str, artifacts: Path, items: int, users: int) -> list[dict]
     common = ["--dataset", name, "--artifacts", str(root)]
     py = sys.executable
     out = []
-    jobs = [("enrichment", "item", [py, "-m", "data_prep.enrich", *common, "--limit", str(items)], paths.items_enriched, items),
-            ("queries", "user", [py, "-m", "data_prep.queries", *common, "--limit-users", str(users)], paths.user_queries, users)]  # fmt: skip
+    jobs = [("enrichment", "item", [py, "-m", "q2rec", "enrich", *common, "--limit", str(items)], paths.items_enriched, items),
+            ("queries", "user", [py, "-m", "q2rec", "queries", *common, "--limit-users", str(users)], paths.user_queries, users)]  # fmt: skip
     for job, unit, cmd, result, count in jobs:
         run = run_measured(cmd, paths.root / "bench" / f"llm_{job}.log")
         if run["rc"] != 0:

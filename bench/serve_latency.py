@@ -137,7 +137,7 @@ def handle_p50(call, n: int) -> float:
 def compare_stores(root: Path, port: int, requests: int, rounds: int, workdir: Path) -> None:
     from ray import serve
 
-    from data_prep.ray_cluster import init_ray
+    from runtime.ray_cluster import init_ray
     from serve.app import build_app
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools/ is not an installed package
@@ -252,7 +252,7 @@ def compare_catalogs(roots: list[Path], port: int, requests: int, rounds: int, c
     from actors.fusion_file import FusionFile
     from data_prep.artifacts import ArtifactPaths
     from data_prep.corpus import Corpus
-    from data_prep.ray_cluster import init_ray
+    from runtime.ray_cluster import init_ray
     from serve.app import build_app
 
     rng = random.Random(0)
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in roots:
             p = ArtifactPaths(r)
             if not p.fusion.is_file():
-                print(f"error: {p.fusion} not found; run `python -m tune.search` on {r}", file=sys.stderr)
+                print(f"error: {p.fusion} not found; run `q2rec search` on {r}", file=sys.stderr)
                 return 2
         return compare_catalogs(roots, args.port, args.requests, args.rounds, args.check_users)
     root = Path(args.artifacts)

@@ -1,6 +1,6 @@
 """Catalog enrichment on Ray Data: items.parquet -> an actor pool of LLM engines -> items_enriched.parquet.
 
-    python -m data_prep.enrich --dataset ml-100k [--engine auto|vllm|transformers|openai] [--model PATH_OR_ID]
+    q2rec enrich --dataset ml-100k [--engine auto|vllm|transformers|openai] [--model PATH_OR_ID]
                                [--limit N] [--batch-size 64] [--replicas 1]
 
 Every finished batch is written at once as its own Parquet part (temp file + rename) under
@@ -92,7 +92,7 @@ def read_parts(paths: ArtifactPaths) -> pd.DataFrame:
 def run_enrichment(paths: ArtifactPaths, cfg: EnrichJobConfig, progress: bool = True) -> dict[str, Any]:
     """Enrich every (or the first ``limit``) catalog item exactly once; returns the summary."""
     if not paths.items.is_file():
-        raise DataError(f"{paths.items}: not found; run `python -m data_prep.prepare` first")
+        raise DataError(f"{paths.items}: not found; run `q2rec prepare` first")
     items = pd.read_parquet(paths.items)
     if cfg.limit is not None:
         items = items.head(cfg.limit)
@@ -182,9 +182,8 @@ def finalize(
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m data_prep.enrich", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default="ml-100k")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--engine", default="auto", choices=["auto", "vllm", "transformers", "openai"])
     ap.add_argument("--model", help="local HF folder or hub id (default: the packaged SmolLM2-135M-Instruct)")
     ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="for --engine openai")
@@ -195,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tensor-parallel-size", type=int, default=1)
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     ap.add_argument("--dtype", default="bfloat16")
-    ap.add_argument("--artifacts", help="artifacts root (default ./artifacts or $Q2REC_ARTIFACTS)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
     engine = EngineConfig(
         backend=args.engine, model=args.model, base_url=args.base_url, dtype=args.dtype,
         max_model_len=args.max_model_len, tensor_parallel_size=args.tensor_parallel_size,
@@ -221,7 +221,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {summary['stale_parts_set_aside']} parts written with another prompt, settings or model "
               "were moved aside (enrich_parts.stale-*), not reused")  # fmt: skip
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Embed item texts on Ray Data and build the FAISS index over the whole pool.
 
-    python -m data_prep.index --dataset ml-100k [--text metadata|description|enriched|both] [--kind auto|flat|hnsw|ivf]
+    q2rec index --dataset ml-100k [--text metadata|description|enriched|both] [--kind auto|flat|hnsw|ivf]
 
 ``metadata`` embeds the item's metadata text; ``description`` the LLM-enriched description alone (needs
 ``items_enriched.parquet``): retrieval scores items with metadata + a tuned weight x description
@@ -62,9 +62,7 @@ def item_texts(paths: ArtifactPaths, variant: str) -> pd.DataFrame:
     elif variant in ("enriched", "description"):
         path = paths.items_enriched
         if not path.is_file():
-            raise DataError(
-                f"{path}: not found; run `python -m data_prep.enrich` first (or use --text metadata)"
-            )
+            raise DataError(f"{path}: not found; run `q2rec enrich` first (or use --text metadata)")
         desc = pd.read_parquet(path).set_index("item_id")["description"]
         missing = ~items["item_id"].isin(desc.index)
         if missing.any():
@@ -94,7 +92,7 @@ def embed_texts(
     import ray
 
     from data_prep import parts
-    from data_prep.ray_cluster import init_ray, quiet_ray_data
+    from runtime.ray_cluster import init_ray, quiet_ray_data
 
     out: np.ndarray | None = None
     todo = np.arange(len(texts))
@@ -159,9 +157,8 @@ def build_variant(
     return json.loads(info_path.read_text())
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m data_prep.index", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default="ml-100k")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--text", default="both", choices=[*VARIANTS, "both"])
     ap.add_argument("--kind", default="auto", choices=["auto", "flat", "hnsw", "ivf"],
                     help="exact (flat), approximate (hnsw, ivf), or auto: flat up to --exact-max-items, "
@@ -173,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         "--bf16", action="store_true", help="encode in bfloat16 (faster on CPUs with AVX512-BF16)"
     )
     ap.add_argument("--encoder", help="sentence-transformers folder or hub id (default: packaged MiniLM)")
-    ap.add_argument("--artifacts", help="artifacts root (default ./artifacts or $Q2REC_ARTIFACTS)")
     ap.add_argument("--force", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
     paths = ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts)
     variants = BOTH if args.text == "both" else (args.text,)
     try:
@@ -193,7 +191,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

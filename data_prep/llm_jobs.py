@@ -24,7 +24,7 @@ def engine_for_replicas(
     The packaged model is converted here, once, not in every replica. ``gpus_per_replica=None`` gives
     each replica ``tensor_parallel_size`` GPUs when the cluster has GPUs, none otherwise.
     """
-    from data_prep.ray_cluster import cluster_gpus, init_ray, quiet_ray_data
+    from runtime.ray_cluster import cluster_gpus, init_ray, quiet_ray_data
 
     init_ray(quiet=True)
     quiet_ray_data()

@@ -1,9 +1,9 @@
 """Prepare a dataset: load it, write the canonical Parquet files, and split it.
 
-    python -m data_prep.prepare --dataset ml-100k                       # packaged, offline
-    python -m data_prep.prepare --dataset ml-1m --path ~/data/ml-1m      # GroupLens folder
-    python -m data_prep.prepare --dataset beauty --reviews R.json.gz --meta M.json.gz
-    python -m data_prep.prepare --dataset /path/to/folder                # interactions.csv + items.csv
+    q2rec prepare --dataset ml-100k                       # packaged, offline
+    q2rec prepare --dataset ml-1m --path ~/data/ml-1m      # GroupLens folder
+    q2rec prepare --dataset beauty --reviews R.json.gz --meta M.json.gz
+    q2rec prepare --dataset /path/to/folder                # interactions.csv + items.csv
 
 Writes ``interactions.parquet``, ``items.parquet``, ``train/valid/test.parquet`` and ``prepare.json``
 (counts, the drop report, the split summary) under ``artifacts/<dataset>/``. A rerun with the same
@@ -146,9 +146,8 @@ def ensure_prepared(dataset: str, artifacts_root: str | Path | None = None) -> A
     return prepare(cfg, artifacts_root)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m data_prep.prepare", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default="ml-100k", help="name (ml-100k, ml-1m, ...) or a generic folder")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--path", help="folder with the official GroupLens ML-100K or ML-1M files")
     ap.add_argument("--reviews", help="Amazon reviews JSON lines (.json or .json.gz)")
     ap.add_argument("--meta", help="Amazon metadata lines (.json or .json.gz)")
@@ -156,10 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold-items", type=float, default=0.0, metavar="F",
                     help="remove every training interaction of a seeded fraction F of the items (they stay in the "
                     "catalog and can be targets); written to <dataset>-coldF")  # fmt: skip
-    ap.add_argument("--artifacts", help="artifacts root (default: ./artifacts or $Q2REC_ARTIFACTS)")
     ap.add_argument("--force", action="store_true", help="redo even if the artifacts exist")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
     try:
         cfg = PrepareConfig(args.dataset, args.path, args.reviews, args.meta, args.kcore, args.cold_items)
         paths = prepare(cfg, args.artifacts, force=args.force)
@@ -172,7 +172,3 @@ def main(argv: list[str] | None = None) -> int:
         f"split {m['split']}; dropped {m['dropped'] or 'nothing'}"
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

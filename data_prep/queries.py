@@ -1,6 +1,6 @@
 """Batch user-query generation on Ray Data, leakage-safe, cached by (user, history hash).
 
-    python -m data_prep.queries --dataset ml-100k [--engine auto|vllm|transformers|openai] [--model ...]
+    q2rec queries --dataset ml-100k [--engine auto|vllm|transformers|openai] [--model ...]
 
 Two query sets: ``valid`` queries are written from the training history (everything before the last two
 interactions); ``test`` queries from the training history plus the validation item (everything before the
@@ -137,7 +137,7 @@ def query_job_spec(
 def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True) -> dict[str, Any]:
     """Write the valid and test query of every evaluable user exactly once; returns the summary."""
     if not paths.is_prepared():
-        raise DataError(f"{paths.root}: not prepared; run `python -m data_prep.prepare` first")
+        raise DataError(f"{paths.root}: not prepared; run `q2rec prepare` first")
     corpus = Corpus.load(paths)
     requests = query_requests(corpus)
     if cfg.limit_users is not None:
@@ -190,9 +190,8 @@ def run_queries(paths: ArtifactPaths, cfg: QueryJobConfig, progress: bool = True
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m data_prep.queries", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default="ml-100k")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--engine", default="auto", choices=["auto", "vllm", "transformers", "openai"])
     ap.add_argument("--model", help="local HF folder or hub id (default: the packaged SmolLM2-135M-Instruct)")
     ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="for --engine openai")
@@ -205,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="a seeded sample of N users (both stages); searches and reports then evaluate every "
                          "row on these users")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0, help="the seed of --users")
-    ap.add_argument("--artifacts")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
     cfg = QueryJobConfig(
         engine=EngineConfig(backend=args.engine, model=args.model, base_url=args.base_url),
         batch_size=args.batch_size, recent=args.recent, samples=args.samples, limit_users=args.limit_users,
@@ -227,7 +227,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {s['stale_parts_set_aside']} parts written with another prompt, settings, model or "
               f"enrichment were moved aside (query_parts.stale-*), not reused")  # fmt: skip
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """A synthetic dataset of any size, for scale work only (quality claims stay on real data).
 
-    python -m data_prep.synthetic --users 100000 --items 1000000 [--seed 0] [--per-user 20 50] [--artifacts DIR]
+    q2rec synthetic --users 100000 --items 1000000 [--seed 0] [--per-user 20 50] [--artifacts DIR]
 
 Deterministic by seed, and written exactly as ``data_prep.prepare`` writes a real dataset (canonical
 ``interactions.parquet`` and ``items.parquet``, the leave-one-out split, ``prepare.json``) under
@@ -197,15 +197,16 @@ def write(cfg: SyntheticConfig, artifacts_root: str | Path | None = None) -> Art
     return write_prepared(generate(cfg), paths, config)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m data_prep.synthetic", description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--users", type=int, default=10_000)
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--per-user", type=int, nargs=2, default=(20, 50), metavar=("MIN", "MAX"))
-    ap.add_argument("--artifacts", help="artifacts root (default ./artifacts or $Q2REC_ARTIFACTS)")
-    a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+def command(a: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
     try:
         cfg = SyntheticConfig(a.users, a.items, a.seed, a.per_user[0], a.per_user[1])
         paths = write(cfg, a.artifacts)
@@ -214,7 +215,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {paths.root}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

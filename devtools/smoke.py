@@ -1,6 +1,6 @@
 """Start the app on the artifacts, send real HTTP requests and print the answers; ``make demo`` ends here.
 
-python -m devtools.smoke [--artifacts DIR] [--engine auto|none] [--user USER_ID] [--screenshot PNG]
+q2rec smoke [--artifacts DIR] [--engine auto|none] [--user USER_ID] [--screenshot PNG]
 
 With ``--screenshot``, the explorer page (``GET /?user_id=USER_ID``) is opened in headless Chromium and
 saved as a PNG, with the page's own load and request times.
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from serve.run import DEFAULT_CONFIG, read_config, start_app
+from serve.run import DEFAULT_CONFIG, app_args, start_app
 
 
 def post(url: str, body: dict[str, Any], timeout: float = 30.0) -> tuple[int, dict[str, Any]]:
@@ -66,19 +65,17 @@ def screenshot(url: str, user: str, path: Path) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m devtools.smoke", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--artifacts")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--engine", choices=["auto", "vllm", "transformers", "none"])
     ap.add_argument("--user", default="1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--screenshot", type=Path, help="save the explorer page for --user as this PNG")
-    a = ap.parse_args(argv)
-    args, _ = read_config(DEFAULT_CONFIG)
-    if a.artifacts:
-        args["artifacts"] = a.artifacts
-    if a.engine:
-        args["engine"] = {**args.get("engine", {}), "backend": a.engine}
+
+
+def command(a: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
+    args = app_args(DEFAULT_CONFIG, a.dataset, a.artifacts, a.engine)
     from ray import serve
 
     try:
@@ -101,7 +98,3 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if worst == 200 else 1
     finally:
         serve.shutdown()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -31,7 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 GCS_PORT, DASHBOARD_PORT, HTTP_PORT, REDIS_PORT = 6390, 8275, 8010, 6391
 DASHBOARD = f"http://127.0.0.1:{DASHBOARD_PORT}"
-# Ray's token comes from data_prep.ray_cluster.apply_safe_env
+# Ray's token comes from runtime.ray_cluster.apply_safe_env
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
        "RAY_AIR_NEW_OUTPUT": "0"}  # fmt: skip
 
@@ -59,13 +59,13 @@ def enrich_job(artifacts: Path, items: int, engine: str) -> None:
     """Prepare a copy of ML-100K under ``<artifacts>/cluster-demo`` and enrich it as a Ray job."""
     root = (artifacts / "cluster-demo").resolve()
     shutil.rmtree(root, ignore_errors=True)  # the demo's own scratch: each run enriches from scratch
-    run(sys.executable, "-m", "data_prep.prepare", "--dataset", "ml-100k", "--artifacts", str(root))
+    run(sys.executable, "-m", "q2rec", "prepare", "--dataset", "ml-100k", "--artifacts", str(root))
     job = (
         f"q2rec-enrich-{int(time.time())}"  # the entrypoint's Python is this one; on a real cluster, `python`
     )
     submit = [bin_("ray"), "job", "submit", f"--address={DASHBOARD}", "--submission-id", job, "--no-wait",
               "--working-dir", str(ROOT), f"--runtime-env-json={json.dumps({'env_vars': ENV})}", "--",
-              sys.executable, "-m", "data_prep.enrich", "--dataset", "ml-100k", "--artifacts", str(root),
+              sys.executable, "-m", "q2rec", "enrich", "--dataset", "ml-100k", "--artifacts", str(root),
               "--limit", str(items), "--replicas", "2", "--batch-size", "16", "--engine", engine if engine != "none" else "auto"]  # fmt: skip
     deadline = time.monotonic() + 120
     while True:  # the head's job agent comes up a little after `ray start` returns
@@ -169,7 +169,7 @@ def down() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
-    from data_prep.ray_cluster import apply_safe_env
+    from runtime.ray_cluster import apply_safe_env
 
     apply_safe_env()  # the cluster's token (generated unless $RAY_AUTH_TOKEN is set), passed on to every node
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

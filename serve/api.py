@@ -1,6 +1,7 @@
 """The HTTP ingress: FastAPI on the rerank deployment. Its endpoints translate HTTP to the replica's
-``serve.recommender.Recommender`` (history, query, both branches, fusion) and its errors to status codes:
-a bad field 422, an unknown user 404, the store down or no branch answering 503. Bodies are in
+``serve.recommender.Recommender`` (history, query, both branches, fusion) and ``serve.writes.OnlineWrites``
+(events, items added and withdrawn), and their errors to status codes (``_as_http``): a bad field 422, an
+unknown user or item 404, an existing item 409, the store down or no branch answering 503. Bodies are in
 ``serve.schemas``.
 
 ``POST /items`` and ``DELETE /items/{id}`` change the catalog online, through the store's catalog log.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,8 @@ from serve.schemas import (
     id_problem,
 )
 from serve.state import UnknownItems
-from serve.store import ItemsExist, MemoryStore, StoreUnavailable
+from serve.store import StoreUnavailable
+from serve.writes import Conflict, NotFound, OnlineWrites
 
 log = logging.getLogger("ray.serve")
 
@@ -113,14 +116,25 @@ def _check_id(value: str, field: str) -> None:
         raise HTTPException(422, f"{field}: {why}")
 
 
-def _store_down(exc: StoreUnavailable) -> HTTPException:
-    return HTTPException(503, {"store": exc.store, "message": str(exc)[:2000]})
-
-
-def _unknown_items(exc: UnknownItems) -> HTTPException:
-    return HTTPException(
-        422, {"field": exc.field, "unknown_item_ids": exc.ids[:100], "message": str(exc)[:2000]}
-    )
+@contextmanager
+def _as_http():
+    """The errors of ``Recommender`` and ``OnlineWrites`` as HTTP status codes, each naming its field."""
+    try:
+        yield
+    except BadRequest as exc:
+        raise HTTPException(422, str(exc)) from None
+    except UnknownItems as exc:
+        raise HTTPException(
+            422, {"field": exc.field, "unknown_item_ids": exc.ids[:100], "message": str(exc)[:2000]}
+        ) from None
+    except (UnknownUser, NotFound) as exc:
+        raise HTTPException(404, str(exc)) from None
+    except Conflict as exc:
+        raise HTTPException(409, exc.detail) from None
+    except StoreUnavailable as exc:
+        raise HTTPException(503, {"store": exc.store, "message": str(exc)[:2000]}) from None
+    except NoBranchAnswered as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 @serve.deployment
@@ -144,6 +158,7 @@ class RerankDeployment:
         configure(self.cfg.max_body_bytes, replica, self.cfg.api_docs)
         self.rec = Recommender(self.cfg, query, branch_handle(retrieval), branch_handle(cf))
         await self.rec.start()
+        self.writes = OnlineWrites(self.rec)
         self.explorer_page = EXPLORER.read_text()
         if self.cfg.timeouts.warmup > 0:
             t0 = time.perf_counter()
@@ -174,24 +189,15 @@ class RerankDeployment:
     @app.post("/recommend", response_model=RecommendResponse, responses={404: {}, 422: {}, 503: {}})
     async def recommend(self, body: RecommendRequest) -> dict[str, Any]:
         """The user's top-k: CF and retrieval over the whole catalog at once, fused (``Recommender``)."""
-        try:
+        with _as_http():
             return await self.rec.recommend(body)
-        except BadRequest as exc:
-            raise HTTPException(422, str(exc)) from None
-        except UnknownUser as exc:
-            raise HTTPException(404, str(exc)) from None
-        except UnknownItems as exc:
-            raise _unknown_items(exc) from None
-        except StoreUnavailable as exc:
-            raise _store_down(exc) from None
-        except NoBranchAnswered as exc:
-            raise HTTPException(503, str(exc)) from None
 
     @app.post("/users/{user_id}/events", response_model=EventsResponse, responses={401: {}, 422: {}, 503: {}})
     async def events(
         self, user_id: str, body: EventsRequest, authorization: str | None = Header(None),
         idempotency_key: str | None = Header(None, description="the batch's event_id, as a header"),
     ) -> dict[str, Any]:  # fmt: skip
+        """Append items to a user's history, once per ``event_id`` (or ``Idempotency-Key``)."""
         self._authorize(authorization, "events")
         _check_id(user_id, "user_id")
         event_id = body.event_id
@@ -202,45 +208,8 @@ class RerankDeployment:
                     422, "event_id: differs from the Idempotency-Key header; give one of them"
                 )
             event_id = idempotency_key
-        await self.rec.sync_catalog([])  # items added online through another replica
-        try:
-            indices = self.rec.state.resolve(body.item_ids, "item_ids")
-        except UnknownItems as exc:
-            raise _unknown_items(exc) from None
-        st = self.rec.state
-        try:
-            done = await self.rec.store.append(user_id, list(body.item_ids), event_id)
-        except StoreUnavailable as exc:
-            self.rec.counts["store_failed"] += 1
-            raise _store_down(exc) from None
-        if done.duplicate:  # answered as the first time; nothing changed
-            self.rec.counts["events_repeated"] += 1
-            base = st.histories.get(user_id)
-            return {"user_id": user_id, "appended": done.count, "history_length": len(base or ()) + done.kept,
-                    "created": base is None and done.before == 0, "query_invalidated": False,
-                    "duplicate": True, "dropped": 0}  # fmt: skip
-        stored = done.items[done.dropped :]
-        self.rec.last_appended.put(user_id, stored)
-        # the store returns everything up to this event, so the history before and after it is exact even
-        # while other clients post for the same user
-        before, history = st.history(user_id, done.items[: -done.count]), st.history(user_id, stored)
-        # queries are keyed by the whole history, as the batch job and recommend key them
-        invalidated = False
-        if before:
-            old_key = st.key(user_id, before)
-            invalidated = st.queries.pop(old_key, None) is not None
-            if self.rec.llm:
-                try:
-                    invalidated = await self.rec.store.pop_query(old_key) or invalidated
-                except StoreUnavailable:
-                    self.rec.counts["store_failed"] += 1
-        if self.rec.llm:  # write the new history's query now, so the next request finds it
-            self.rec.start_generation(st.key(user_id, history), history[-self.cfg.max_history :])
-        self.rec.counts["events"] += len(indices)
-        self.rec.counts["events_dropped"] += done.dropped
-        return {"user_id": user_id, "appended": len(indices), "history_length": len(history),
-                "created": before is None, "query_invalidated": invalidated, "duplicate": False,
-                "dropped": done.dropped}  # fmt: skip
+        with _as_http():
+            return await self.writes.events(user_id, list(body.item_ids), event_id)
 
     @app.post("/items", response_model=NewItemsResponse, responses={401: {}, 409: {}, 422: {}, 503: {}})
     async def add_items(
@@ -249,40 +218,8 @@ class RerankDeployment:
         """Add items to the catalog online, all or none: recommendable through retrieval at once (embedded
         from their metadata text by every retrieval replica), unknown to CF until it is trained again."""
         self._authorize(authorization, "adding items")
-        if isinstance(self.rec.store, MemoryStore):
-            raise HTTPException(409, "items: adding items needs a shared store (store.backend sqlite or redis); "
-                                     "this app's store is memory, which the retrieval replicas do not share")  # fmt: skip
-        st = self.rec.state
-        rows, seen = [], set()
-        for n, item in enumerate(body.items):
-            given = item.model_dump(exclude_none=True)
-            foreign = sorted(set(given) - set(st.columns))
-            if foreign:
-                raise HTTPException(422, f"items.{n}.{foreign[0]}: not a field of this catalog "
-                                         f"(its fields: {', '.join(st.columns)})")  # fmt: skip
-            if not item.title.strip():
-                raise HTTPException(422, f"items.{n}.title: empty; an item needs a title")
-            if item.item_id in seen:
-                raise HTTPException(422, f"items.{n}.item_id: {item.item_id!r} is given twice")
-            seen.add(item.item_id)
-            rows.append(given)
-        await self.rec.sync_catalog([])
-        taken = [r["item_id"] for r in rows if r["item_id"] in st.index_of]
-        if taken:
-            raise HTTPException(409, {"field": "item_id", "existing_item_ids": taken[:100],
-                                      "message": f"item_id: already in the catalog: {taken[:20]}"})  # fmt: skip
-        try:
-            head = await self.rec.store.add_items(rows)
-        except ItemsExist as exc:  # added through another replica a moment ago
-            raise HTTPException(409, {"field": "item_id", "existing_item_ids": exc.ids[:100],
-                                      "message": str(exc)}) from None  # fmt: skip
-        except StoreUnavailable as exc:
-            self.rec.counts["store_failed"] += 1
-            raise _store_down(exc) from None
-        await self.rec.sync_catalog([])
-        self.rec.counts["items_added"] += len(rows)
-        self.rec.describe_later(rows)
-        return {"added": [r["item_id"] for r in rows], "catalog_size": st.n_items, "catalog_seq": head}
+        with _as_http():
+            return await self.writes.add_items(body.items)
 
     @app.delete("/items/{item_id}", response_model=WithdrawnResponse, responses={401: {}, 404: {}, 503: {}})
     async def withdraw_item(self, item_id: str, authorization: str | None = Header(None)) -> dict[str, Any]:
@@ -290,20 +227,8 @@ class RerankDeployment:
         recommended nor found by ``GET /items?q=``; histories that hold it keep it."""
         self._authorize(authorization, "withdrawing items")
         _check_id(item_id, "item_id")
-        st = self.rec.state
-        await self.rec.sync_catalog([])
-        if item_id not in st.index_of:
-            raise HTTPException(404, f"item_id: unknown item {item_id!r}")
-        if st.index_of[item_id] in st.hidden:
-            return {"item_id": item_id, "withdrawn": False, "catalog_seq": st.catalog_seq}
-        try:
-            head = await self.rec.store.hide_item(item_id)
-        except StoreUnavailable as exc:
-            self.rec.counts["store_failed"] += 1
-            raise _store_down(exc) from None
-        await self.rec.sync_catalog([])
-        self.rec.counts["items_withdrawn"] += 1
-        return {"item_id": item_id, "withdrawn": True, "catalog_seq": head}
+        with _as_http():
+            return await self.writes.withdraw(item_id)
 
     @app.get("/", include_in_schema=False)
     async def explorer(self) -> HTMLResponse:
@@ -331,10 +256,8 @@ class RerankDeployment:
             raise HTTPException(
                 422, f"ids: give 1..{MAX_LOOKUP_IDS} comma-separated item ids, got {len(wanted)}"
             )
-        try:
+        with _as_http():
             return {"items": [st.summary(i) for i in st.resolve(wanted, "ids")]}
-        except UnknownItems as exc:
-            raise _unknown_items(exc) from None
 
     @app.get("/users/{user_id}", response_model=UserResponse, responses={404: {}, 503: {}})
     async def user(
@@ -343,10 +266,8 @@ class RerankDeployment:
         """A user's history length and most recent items, as recommend sees them (503 while the store is down:
         this answer never comes from a stale copy)."""
         _check_id(user_id, "user_id")
-        try:
+        with _as_http():
             appended = await self.rec.store.appended(user_id)
-        except StoreUnavailable as exc:
-            raise _store_down(exc) from None
         history = self.rec.state.history(user_id, appended)
         if history is None:
             raise HTTPException(404, f"user_id: unknown user {user_id!r}")

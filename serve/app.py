@@ -1,6 +1,6 @@
 """The import-path application: ``serve.app:build_app``, wired with ``.bind()``.
 
-    serve run serve/serve_config.yaml          # or: serve deploy, or python -m serve.run
+    serve run serve/serve_config.yaml          # or: serve deploy, or q2rec serve
 
 ``build_app(args)`` takes the ``args`` of ``serve_config.yaml`` (validated by ``ServeAppConfig``) and gives
 each deployment its replicas, CPUs/GPUs, ``max_ongoing_requests`` and autoscaling from the same config.

@@ -345,12 +345,12 @@ class CFDeployment:
         folder = ArtifactPaths(cfg.root).model_dir(cfg.cf_model)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
-                f"{folder}: no trained {cfg.cf_model}; run `python -m data_prep.train --models {cfg.cf_model}` first"
+                f"{folder}: no trained {cfg.cf_model}; run `q2rec train --models {cfg.cf_model}` first"
             )
         self.model = model_class(cfg.cf_model).load(folder)
         if not self.model.index_is_current():
             log.warning("cf: %s over %d items is saved without the item index its config asks for (requests "
-                        "then score the whole catalog); run `python -m data_prep.train --models %s`",
+                        "then score the whole catalog); run `q2rec train --models %s`",
                         cfg.cf_model, self.model.n_items, cfg.cf_model)  # fmt: skip
         self.rows = cfg.rows_for(self.model.n_items)
         self.version = serving_version(cfg)

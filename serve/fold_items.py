@@ -1,6 +1,6 @@
 """Fold the items added online into the offline catalog, before the pipeline's next run.
 
-    python -m serve.fold_items [--config serve/serve_config.yaml] [--artifacts DIR]
+    q2rec fold-items [--config serve/serve_config.yaml] [--artifacts DIR]
 
 Reads the catalog log of the app's online store (the config's ``store``: the SQLite file under the
 artifacts, or Redis) and appends every item added online to ``items.parquet``, in the order they were
@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 
-from serve.run import DEFAULT_CONFIG, read_config
+from serve.run import DEFAULT_CONFIG, app_args
 
 
 def fold(artifacts: Path, store_settings: dict | None = None) -> list[str]:
@@ -36,20 +35,16 @@ def fold(artifacts: Path, store_settings: dict | None = None) -> list[str]:
     return append_items(ArtifactPaths(artifacts), rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m serve.fold_items", description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the Serve config the app runs with")
-    ap.add_argument(
-        "--artifacts", type=Path, help="one dataset's artifacts directory (default from the config)"
-    )
-    a = ap.parse_args(argv)
-    args, _ = read_config(a.config)
-    artifacts = a.artifacts or Path(args.get("artifacts", "artifacts/ml-100k"))
+
+
+def command(a: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
+    args = app_args(a.config, a.dataset, a.artifacts)
+    artifacts = Path(args.get("artifacts", "artifacts/ml-100k"))
     added = fold(artifacts, args.get("store"))
     print(f"{artifacts}: {len(added)} items added online appended to the catalog"
           + ("; now rerun the index and training stages (make demo)" if added else ""))  # fmt: skip
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Roll a new build out under load: no failed request, no answer fusing two builds.
 
-    python -m serve.rollout [--config serve/serve_config.yaml] [--artifacts DIR] [--name q2rec]
+    q2rec deploy [--config serve/serve_config.yaml] [--artifacts DIR] [--name q2rec]
 
 Serve replaces each deployment's replicas on its own, old ones first, so in an in-place update (``serve
 deploy`` of a changed config) old ingress replicas outlive their build's branches: degraded answers and
@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from serve.run import DEFAULT_CONFIG, app_args
 
 log = logging.getLogger(__name__)
 SHORT = {"RetrievalDeployment": "retrieval", "CFDeployment": "cf"}
@@ -88,25 +89,19 @@ def rollout(args: dict[str, Any], name: str = "q2rec", route_prefix: str = "/") 
             "ingress_s": round(t2 - t1, 1), "removed": old}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    from serve.run import DEFAULT_CONFIG, read_config
-
-    ap = argparse.ArgumentParser(prog="python -m serve.rollout", description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the Serve config of the new build")
-    ap.add_argument("--artifacts", help="the new build's artifacts directory (default from the config)")
     ap.add_argument("--name", default="q2rec", help="the application's name")
-    a = ap.parse_args(argv)
-    args, _ = read_config(a.config)
-    if a.artifacts:
-        args["artifacts"] = a.artifacts
-    from data_prep.ray_cluster import init_ray
 
+
+def command(a: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
+    from runtime.ray_cluster import init_ray
+
+    args = app_args(a.config, a.dataset, a.artifacts)
     init_ray(quiet=True)
     done = rollout(args, a.name)
     print(f"{a.name}: build {done['from']} -> {done['to']}: new branches ready in {done['branches_s']} s, "
           f"ingress replaced in {done['ingress_s']} s; removed {done['removed'] or 'nothing'}")  # fmt: skip
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
-"""Start the Serve application locally: ``python -m serve.run`` (what ``make serve`` does).
+"""Start the Serve application locally: ``q2rec serve`` (what ``make serve`` does).
 
-    python -m serve.run [--config serve/serve_config.yaml] [--artifacts DIR] [--engine auto|vllm|transformers|none]
-                        [--host 127.0.0.1] [--port 8000]
+    q2rec serve [--dataset ml-100k] [--artifacts DIR] [--config serve/serve_config.yaml]
+                [--engine auto|vllm|transformers|openai|none] [--host 127.0.0.1] [--port 8000]
 
 Settings come from the Serve config file's application ``args`` and ``http_options``; flags override them.
 The server binds 127.0.0.1 unless told otherwise. Ctrl-C stops it.
@@ -37,7 +37,7 @@ def start_app(args: dict[str, Any], host: str = "127.0.0.1", port: int = 8000, a
     ``request_timeout_s``: the proxy answers a request still unanswered after this long with an error."""
     from ray import serve
 
-    from data_prep.ray_cluster import init_ray
+    from runtime.ray_cluster import init_ray
     from serve.app import build_app
 
     init_ray(quiet=True)
@@ -49,40 +49,48 @@ def start_app(args: dict[str, Any], host: str = "127.0.0.1", port: int = 8000, a
     return f"http://{host}:{port}"
 
 
-def parse(argv: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    ap = argparse.ArgumentParser(prog="python -m serve.run", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    ap.add_argument("--artifacts", help="one dataset's artifacts directory (default from the config)")
+def app_args(config: Path, dataset: str | None = None, artifacts: str | None = None,
+             engine: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The application args of the Serve config file ``config``; where ``dataset`` or ``artifacts`` (the
+    artifacts root) is given, the app serves that dataset's artifacts instead of the config's; ``engine``
+    overrides the LLM backend."""
+    from data_prep.artifacts import ArtifactPaths
+
+    args, _ = read_config(config)
+    if dataset or artifacts:
+        args["artifacts"] = str(ArtifactPaths.for_dataset(Path(dataset or "ml-100k").name, artifacts).root)
+    if engine:
+        args["engine"] = {**args.get("engine", {}), "backend": engine}
+    return args
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
+    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                    help="Serve config file (default: the packaged one-machine profile)")  # fmt: skip
     ap.add_argument("--engine", choices=["auto", "vllm", "transformers", "openai", "none"])
     ap.add_argument("--host")
     ap.add_argument("--port", type=int)
-    a = ap.parse_args(argv)
-    args, http = read_config(a.config)
-    if a.artifacts:
-        args["artifacts"] = a.artifacts
-    if a.engine:
-        args["engine"] = {**args.get("engine", {}), "backend": a.engine}
-    http = {
-        **http,
-        "host": a.host or http.get("host", "127.0.0.1"),
-        "port": a.port or int(http.get("port", 8000)),
-    }
-    return args, http
 
 
-def main(argv: list[str] | None = None) -> int:
+def command(a: argparse.Namespace) -> int:
+    """Serve until Ctrl-C; returns the exit code."""
     from pydantic import ValidationError
 
     from serve.config import ServeAppConfig
 
     try:
-        args, http = parse(argv)
+        args = app_args(a.config, a.dataset, a.artifacts, a.engine)
+        _, http = read_config(a.config)
         ServeAppConfig(**args).check_auth()
     except (FileNotFoundError, ValueError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    url = start_app(args, http["host"], http["port"], request_timeout_s=http.get("request_timeout_s"))
-    print(f"q2rec is serving on {url} (API docs: {url}/docs). Ctrl-C stops it.", flush=True)
+    host, port = a.host or http.get("host", "127.0.0.1"), a.port or int(http.get("port", 8000))
+    url = start_app(args, host, port, request_timeout_s=http.get("request_timeout_s"))
+    print(
+        f"q2rec is serving {args['artifacts']} on {url} (API docs: {url}/docs). Ctrl-C stops it.", flush=True
+    )
     try:
         while True:
             time.sleep(3600)
@@ -91,7 +99,3 @@ def main(argv: list[str] | None = None) -> int:
 
         serve.shutdown()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -56,7 +56,7 @@ def load_fusion(cfg: ServeAppConfig) -> FusionFile:
     if path.is_file():
         fusion = FusionFile.load(path).model_copy(update={"source": path.name})
     else:
-        log.warning("%s not found: serving with the default fusion config; run `python -m tune.search`", path)
+        log.warning("%s not found: serving with the default fusion config; run `q2rec search`", path)
         fusion = FusionFile(config=FusionConfig(), source="defaults (no fusion.json)")
     if cfg.retrieval_weights is not None:
         try:

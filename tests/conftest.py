@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from data_prep.ray_cluster import apply_safe_env
+from runtime.ray_cluster import apply_safe_env
 
 apply_safe_env()
 os.environ["RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S"] = "180"  # a hang fails; a slow engine start does not
@@ -40,6 +41,27 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 1024 * 1024)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def csv_folder(tmp_path):
+    """Write a small dataset in the generic CSV format: ``csv_folder(name, users, items, per_user, stride,
+    titles)`` -> the folder. User ``u`` has ``per_user`` events on items ``(u * stride + j) % items``, in
+    order; item ``i``'s title is ``titles[i % len(titles)]`` and its number."""
+
+    def write(name: str, users: int, items: int, per_user: int, stride: int = 1,
+              titles: tuple[str, ...] = ("Item",)) -> Path:  # fmt: skip
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = ["user_id,item_id,timestamp"]
+        for u in range(users):
+            rows += [f"u{u},i{(u * stride + j) % items},{1000 * u + j}" for j in range(per_user)]
+        (folder / "interactions.csv").write_text("\n".join(rows) + "\n")
+        named = "".join(f"i{i},{titles[i % len(titles)]} {i}\n" for i in range(items))
+        (folder / "items.csv").write_text("item_id,title\n" + named)
+        return folder
+
+    return write
 
 
 @pytest.fixture(scope="session")

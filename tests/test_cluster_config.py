@@ -8,6 +8,7 @@ import yaml
 
 
 def test_cluster_yaml_is_valid_for_ray_up():
+    # `ray up` has no dry run and no public validator: these are the two functions it calls first
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     config = yaml.safe_load((Path(__file__).parent.parent / "cluster.yaml").read_text())

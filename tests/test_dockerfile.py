@@ -29,5 +29,5 @@ def test_the_image_the_cluster_runs_matches_the_pins():
     import ray
 
     assert ray.__version__ == base.group(1)  # the version the tests ran with
-    assert '".[gpu]"' in text and "data_prep.models" in text  # the GPU extra and the packaged models
+    assert '".[gpu]"' in text and "q2rec models" in text  # the GPU extra and the packaged models
     assert "serve_config.cluster.yaml" in text

@@ -1,4 +1,4 @@
-"""ML-100K end to end: prepare -> split -> train (as Ray tasks, ``data_prep.train``) -> evaluate -> JSON + table."""
+"""ML-100K end to end: prepare -> split -> train (as Ray tasks, ``training.cf``) -> evaluate -> JSON + table."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from data_prep.train import ModelNotTrained
-from data_prep.train import main as train_main
-from tune.evaluate import main as evaluate_main
+from q2rec.cli import main as q2rec
+from training.cf import ModelNotTrained
 from tune.evaluate import markdown_table, run
 
 pytestmark = pytest.mark.slow
@@ -19,7 +18,7 @@ FAST_SASREC = {"epochs": 2, "max_len": 50, "patience": 1}
 @pytest.fixture(scope="module")
 def report(ray_cluster, ml100k, artifacts_root):
     sets = [f"--set=sasrec.{k}={v}" for k, v in FAST_SASREC.items()]
-    assert train_main(["--models", "pop,ease,sasrec", "--artifacts", str(artifacts_root), *sets]) == 0
+    assert q2rec(["train", "--models", "pop,ease,sasrec", "--artifacts", str(artifacts_root), *sets]) == 0
     return run(
         "ml-100k", ["pop", "ease", "sasrec"], overrides={"sasrec": FAST_SASREC}, artifacts_root=artifacts_root
     )
@@ -64,7 +63,7 @@ def test_trained_models_are_saved_and_reused(report, ml100k, artifacts_root):
     folder = ml100k.model_dir("sasrec")
     stamp = (folder / "weights.pt").stat().st_mtime_ns
     sets = [f"--set=sasrec.{k}={v}" for k, v in FAST_SASREC.items()]
-    assert train_main(["--models", "sasrec", "--artifacts", str(artifacts_root), *sets]) == 0  # reused
+    assert q2rec(["train", "--models", "sasrec", "--artifacts", str(artifacts_root), *sets]) == 0  # reused
     again = run("ml-100k", ["sasrec"], overrides={"sasrec": FAST_SASREC}, artifacts_root=artifacts_root)
     assert (folder / "weights.pt").stat().st_mtime_ns == stamp
     assert again["results"]["sasrec"]["test"] == report["results"]["sasrec"]["test"]
@@ -72,25 +71,14 @@ def test_trained_models_are_saved_and_reused(report, ml100k, artifacts_root):
     assert saved["config"]["max_len"] == 50 and saved["fit_info"]["epochs_run"] <= 2
 
 
-def test_cli_on_a_generic_folder(ray_cluster, tmp_path, capsys):
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    rows = ["user_id,item_id,timestamp"]
-    for u in range(30):
-        rows += [f"u{u},i{(u + j) % 12},{1000 * u + j}" for j in range(6)]
-    (folder / "interactions.csv").write_text("\n".join(rows) + "\n")
-    (folder / "items.csv").write_text("item_id,title\n" + "".join(f"i{i},Item {i}\n" for i in range(12)))
+def test_cli_on_a_generic_folder(ray_cluster, csv_folder, tmp_path, capsys):
+    folder = csv_folder("tiny", users=30, items=12, per_user=6)
     out = tmp_path / "eval.json"
     args = ["--dataset", str(folder), "--models", "pop,ease", "--artifacts", str(tmp_path / "art")]
-    assert (
-        evaluate_main([*args, "--out", str(out)]) == 2
-    )  # nothing trained yet: a clear error, not a side effect
-    assert (
-        "no trained pop; run `python -m data_prep.train --dataset tiny --models pop`"
-        in capsys.readouterr().err
-    )
-    assert train_main(args) == 0
-    code = evaluate_main([*args, "--out", str(out)])
+    assert q2rec(["evaluate", *args, "--out", str(out)]) == 2  # nothing trained yet: a clear error
+    assert "no trained pop; run `q2rec train --dataset tiny --models pop`" in capsys.readouterr().err
+    assert q2rec(["train", *args]) == 0
+    code = q2rec(["evaluate", *args, "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "| ease | test |" in printed and "30 users, 12 items" in printed
@@ -98,15 +86,15 @@ def test_cli_on_a_generic_folder(ray_cluster, tmp_path, capsys):
 
 
 def test_cli_rejects_unknown_model_and_bad_override(capsys, tmp_path):
-    for cli in (evaluate_main, train_main):
-        assert cli(["--models", "pop,nope", "--artifacts", str(tmp_path)]) == 2
+    for stage in ("evaluate", "train"):
+        assert q2rec([stage, "--models", "pop,nope", "--artifacts", str(tmp_path)]) == 2
         assert "unknown model(s) ['nope']" in capsys.readouterr().err
-        assert cli(["--models", "pop", "--set", "pop", "--artifacts", str(tmp_path)]) == 2
+        assert q2rec([stage, "--models", "pop", "--set", "pop", "--artifacts", str(tmp_path)]) == 2
         assert "expected MODEL.FIELD=VALUE" in capsys.readouterr().err
 
 
 def test_a_model_trained_with_another_config_is_not_loaded(report, ml100k, artifacts_root):
-    from data_prep.train import load_trained
+    from training.cf import load_trained
 
     with pytest.raises(ModelNotTrained, match="trained on other data or with another config"):
         load_trained(ml100k, "sasrec", {"epochs": 3})

@@ -59,9 +59,11 @@ def test_oracle_names_the_target_for_a_share_p_of_users_and_never_the_title():
 
 @pytest.mark.slow
 def test_headroom_bench_small_run(ray_cluster, ml100k_content, artifacts_root, capsys):
-    from data_prep.train import main as train
+    from q2rec.cli import main as q2rec
 
-    assert train(["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--models", "ease"]) == 0
+    assert (
+        q2rec(["train", "--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--models", "ease"]) == 0
+    )
     code = bench().main(["--artifacts", str(artifacts_root), "--cf", "ease", "--p", "1", "--trials", "16"])
     assert code == 0  # 16 trials: past the search's starting points
     out = json.loads((ml100k_content.root / "headroom" / "headroom.json").read_text())

@@ -48,36 +48,35 @@ def test_growth_exponents_recover_known_slopes():
 @pytest.fixture(scope="module")
 def small(ray_cluster, tmp_path_factory):
     from data_prep.artifacts import ArtifactPaths
-    from data_prep.synthetic import main
+    from q2rec.cli import main as q2rec
 
     root = tmp_path_factory.mktemp("scale")
-    assert main(["--users", str(USERS), "--items", str(ITEMS), "--artifacts", str(root)]) == 0
+    assert q2rec(["synthetic", "--users", str(USERS), "--items", str(ITEMS), "--artifacts", str(root)]) == 0
     return ArtifactPaths.for_dataset(NAME, str(root))
 
 
-def cli(small, *args: str) -> list[str]:
-    return [*args, "--dataset", NAME, "--artifacts", str(small.root.parent)]
+def cli(small, stage: str, *args: str) -> int:
+    """``q2rec STAGE ARGS`` on the small synthetic dataset; its exit code."""
+    from q2rec.cli import main as q2rec
+
+    return q2rec([stage, *args, "--dataset", NAME, "--artifacts", str(small.root.parent)])
 
 
 def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
     from data_prep.corpus import Corpus
-    from data_prep.index import main as index_main
-    from data_prep.train import main as train_main
     from tune.branches_store import load_or_compute
-    from tune.evaluate import main as evaluate_main
-    from tune.search import main as search_main
 
-    assert train_main(cli(small, "--models", "ease", "--set", "ease.max_memory_gb=1e-6")) == 2
+    assert cli(small, "train", "--models", "ease", "--set", "ease.max_memory_gb=1e-6") == 2
     err = capsys.readouterr().err
     assert f"ease on {USERS:,} users x {ITEMS:,} items needs about" in err and "use sasrec" in err
-    assert train_main(cli(small, "--models", "pop,sasrec", *SASREC)) == 0
+    assert cli(small, "train", "--models", "pop,sasrec", *SASREC) == 0
     fit = json.loads((small.model_dir("sasrec") / "config.json").read_text())["fit_info"]
     assert fit["softmax"] == "sampled" and fit["epochs_run"] == 2
     cf_index = json.loads((small.model_dir("sasrec") / "index" / "index.json").read_text())
     assert cf_index["config"]["kind"] == "ivf" and cf_index["recall_on"] == "given queries"
     assert 0.9 <= cf_index["recall_at_10"] <= 1.0 and cf_index["recall_queries"] == USERS  # validation users
 
-    assert index_main(cli(small, "--text", "metadata", "--exact-max-items", "100")) == 0
+    assert cli(small, "index", "--text", "metadata", "--exact-max-items", "100") == 0
     info = json.loads((small.index_dir("metadata") / "index.json").read_text())
     assert info["config"]["kind"] == "ivf" and info["recall_queries"] == ITEMS
     assert 0.9 <= info["recall_at_10"] <= 1.0 and info["config"]["ivf_nprobe"] >= 1
@@ -89,7 +88,7 @@ def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
     assert default_row_mode(ITEMS) == "full"  # the switch above is what made these lists top-N only
     # above full rows, trials score each user's candidates (tune.candidates), keeping the list form
     assert valid.tunable and valid.candidates is not None and not valid.candidates.full_rows
-    from data_prep.train import load_trained
+    from training.cf import load_trained
     from tune.branches_store import compute
 
     model = load_trained(small, "sasrec", SASREC_SET)
@@ -103,13 +102,13 @@ def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
     assert other.retrieval.mode == "topn" and other.retrieval.ids.shape == valid.retrieval.ids.shape
     assert (other.retrieval.ids != valid.retrieval.ids).any()  # the recent items moved the lists
 
-    assert search_main(cli(small, "--cf", "sasrec", "--trials", "3", *SASREC)) == 0  # --weights auto
+    assert cli(small, "search", "--cf", "sasrec", "--trials", "3", *SASREC) == 0  # --weights auto
     fusion = json.loads(small.fusion.read_text())
     assert fusion["trials"] == 3 and 0 < fusion["valid"]["NDCG@10"] <= 1
     assert fusion["tuned_weights"] == ["last", "recent"]  # searched over the candidates at this size too
 
     out = small.root / "report.json"
-    assert evaluate_main(cli(small, "--models", "pop,sasrec", *SASREC, "--out", str(out))) == 0
+    assert cli(small, "evaluate", "--models", "pop,sasrec", *SASREC, "--out", str(out)) == 0
     results = json.loads(out.read_text())["results"]
     ndcg = {m: results[m]["test"]["NDCG@10"] for m in ("pop", "sasrec")}
     assert all(0 < v <= 1 for v in ndcg.values()) and np.isfinite(list(ndcg.values())).all()
@@ -119,7 +118,7 @@ def test_every_stage_at_a_small_size(small, capsys, monkeypatch):
     weights = small.model_dir("sasrec") / "weights.pt"
     trained = weights.stat().st_mtime_ns
     cached = branch_file(small, "valid", "sasrec", corpus)
-    assert train_main(cli(small, "--models", "sasrec", *sasrec_sets(SASREC_SET | {"index": "flat"}))) == 0
+    assert cli(small, "train", "--models", "sasrec", *sasrec_sets(SASREC_SET | {"index": "flat"})) == 0
     assert not (small.model_dir("sasrec") / "index").exists()  # exact ranking asked: the index is dropped
     assert weights.stat().st_mtime_ns == trained  # and the model is reused, not trained again
     assert branch_file(small, "valid", "sasrec", corpus) != cached  # lists of the index

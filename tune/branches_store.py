@@ -96,8 +96,8 @@ def load_or_compute(
 ) -> BranchScores:
     """Top-``n`` of both branches for every evaluable user of ``stage``, the retrieval side for ``weights``
     (default: the last item's vector alone), with the query parts where a trial may use them (CF config
-    overridden by ``cf_overrides``, as ``data_prep.train --set`` trained it)."""
-    from data_prep.train import load_trained
+    overridden by ``cf_overrides``, as ``q2rec train --set`` trained it)."""
+    from training.cf import load_trained
 
     weights = weights or RetrievalWeights()
     model = load_trained(paths, cf, cf_overrides)
@@ -123,18 +123,16 @@ def compute(
     retrieval side for ``weights``; nothing cached. ``users`` are indices into the stage's evaluable users."""
     meta_path, desc_path = paths.item_vectors("metadata"), paths.item_vectors("description")
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: run `python -m data_prep.index --text metadata` first")
+        raise FileNotFoundError(f"{meta_path}: run `q2rec index --text metadata` first")
     if weights.enriched and not desc_path.is_file():
-        raise FileNotFoundError(f"{desc_path}: the enriched weight needs `python -m data_prep.index --text "
+        raise FileNotFoundError(f"{desc_path}: the enriched weight needs `q2rec index --text "
                                 "description` (after data_prep.enrich)")  # fmt: skip
     everyone = corpus.eval_users(stage)
     rows = np.arange(len(everyone)) if users is None else np.asarray(users, dtype=np.int64)
     histories = corpus.histories(stage, everyone[rows])
     texts = query_texts(paths, corpus, stage)
     if weights.llm and texts is None:
-        raise FileNotFoundError(
-            f"{paths.user_queries}: the llm weight needs `python -m data_prep.queries` first"
-        )
+        raise FileNotFoundError(f"{paths.user_queries}: the llm weight needs `q2rec queries` first")
     metadata = np.load(meta_path)
     description = np.load(desc_path) if desc_path.is_file() else None
     llm = llm_directions([texts[r] for r in rows]) if texts is not None else None

@@ -136,7 +136,7 @@ class RetrievalCandidates:
         if weights.enriched:
             if self.desc is None:
                 raise ValueError(f"enriched weight {weights.enriched} needs the description vectors; build "
-                                 "them with `python -m data_prep.index --text description`")  # fmt: skip
+                                 "them with `q2rec index --text description`")  # fmt: skip
             e = np.float32(weights.enriched)
             s = (s + e * np.tensordot(w, self.desc, axes=1)) / np.sqrt(1 + e * e + 2 * e * self.cross)
         s = s.astype(np.float32)

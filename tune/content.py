@@ -3,7 +3,7 @@
 Every item is ranked for each user by cosine similarity between the embedded text of the user's last input
 item and the item's (``actors.retriever.LastItemRetriever``, exact, so evaluation sees the full ranking).
 
-    python -m tune.content --dataset ml-100k     # metadata-only vs enriched item text, valid and test
+    q2rec content --dataset ml-100k     # metadata-only vs enriched item text, valid and test
 """
 
 from __future__ import annotations
@@ -48,17 +48,18 @@ def ablation(paths: ArtifactPaths, variants: tuple[str, ...] = VARIANTS) -> dict
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tune.content", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default="ml-100k")
-    ap.add_argument("--artifacts")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
     paths = ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts)
     present = tuple(v for v in VARIANTS if paths.item_vectors(v).is_file())
     if not present:
         print(
-            f"error: no index under {paths.index_root}; run `python -m data_prep.index` first",
+            f"error: no index under {paths.index_root}; run `q2rec index` first",
             file=sys.stderr,
         )
         return 2
@@ -69,7 +70,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_json(args.out, {"results": results})
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

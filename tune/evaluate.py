@@ -1,9 +1,9 @@
 """Evaluate CF models on a prepared dataset with full ranking, and write JSON plus a markdown table.
 
-    python -m tune.evaluate --dataset ml-100k --models pop,ease,sasrec --out artifacts/ml-100k/eval.json
+    q2rec evaluate --dataset ml-100k --models pop,ease,sasrec --out artifacts/ml-100k/eval.json
 
 ``--dataset`` is a prepared dataset name, ``ml-100k`` (prepared on the fly from the packaged files), or a
-folder holding ``interactions.csv`` + ``items.csv``. The models are loaded as ``python -m data_prep.train``
+folder holding ``interactions.csv`` + ``items.csv``. The models are loaded as ``q2rec train``
 saved them; ``--set sasrec.epochs=20`` names the config to load (the one it was trained with).
 """
 
@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from actors.cf import MODELS
+from actors.cf.overrides import add_set_argument, parse_overrides
 from data_prep.artifacts import ArtifactPaths, read_json, write_json
 from data_prep.corpus import Corpus
 from data_prep.prepare import ensure_prepared
 from data_prep.schema import DataError
-from data_prep.train import ModelNotTrained, load_trained, parse_overrides
+from training.cf import ModelNotTrained, load_trained
 from tune.harness import evaluate_scorer, metric_context
 from tune.metrics import BREAKDOWNS, DEFAULT_KS, GROUP_SHARE, HEAD_FRACTION
 
@@ -123,20 +124,17 @@ def run(
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tune.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--dataset", default="ml-100k", help="prepared dataset name, ml-100k, or a generic folder"
-    )
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--models", default="pop,ease,sasrec", help="comma-separated: " + ",".join(MODELS))
     ap.add_argument("--out", type=Path, help="write the JSON report here")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",
-                    help="the config a model was trained with, as given to data_prep.train (repeatable)")  # fmt: skip
+    add_set_argument(ap, "the config a model was trained with, as given to q2rec train (repeatable)")
     ap.add_argument("--ks", default="10,20", help="cut-offs, comma-separated")
     ap.add_argument("--item-embeddings", type=Path, help=".npy (n_items, d) item vectors, enables ILD@K")
-    ap.add_argument("--artifacts", help="artifacts root (default ./artifacts or $Q2REC_ARTIFACTS)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
     try:
         ks = tuple(int(k) for k in args.ks.split(","))
         models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -151,7 +149,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         print(f"\nwrote {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The report's experiment matrix: which rows it evaluates, and with what.
 
-- ``pop``, ``ease``, ``sasrec``: CF alone, full ranking;
+- ``pop``, ``ease``, ``sasrec``: CF alone, full ranking (those of the CF models asked for: ``--models``);
 - ``retrieval_lastitem``: the last history item's metadata vector as the query, no LLM (full ranking,
   exact cosine); ``retrieval_query``: the LLM queries alone (over the branch's top-200);
 - for each backbone B in ``sasrec``, ``ease``, the fused rows that answer "does the LLM help here?":
@@ -60,9 +60,17 @@ class FusedRow:
         return f"fused_{self.cf}_{self.use.name}"
 
 
-def fused_rows(available: tuple[str, ...]) -> list[FusedRow]:
-    """The fused rows whose LLM inputs are ``available`` (of ``llm``, ``enriched``), per backbone."""
-    return [FusedRow(cf, use) for cf in BACKBONES for use in LLM_USES if set(use.needs) <= set(available)]
+def backbones(models: tuple[str, ...] = CF_MODELS) -> tuple[str, ...]:
+    """The fusion backbones among the CF ``models`` the report evaluates."""
+    return tuple(cf for cf in BACKBONES if cf in models)
+
+
+def fused_rows(available: tuple[str, ...], models: tuple[str, ...] = CF_MODELS) -> list[FusedRow]:
+    """The fused rows whose LLM inputs are ``available`` (of ``llm``, ``enriched``), per backbone among
+    ``models``."""
+    return [
+        FusedRow(cf, use) for cf in backbones(models) for use in LLM_USES if set(use.needs) <= set(available)
+    ]
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,8 @@ class SerialRow:
         return FusedRow(self.cf, self.use).name
 
 
-def serial_rows(available: tuple[str, ...]) -> list[SerialRow]:
-    """The serial rows, per backbone and K, each with the widest LLM use whose inputs are ``available``."""
+def serial_rows(available: tuple[str, ...], models: tuple[str, ...] = CF_MODELS) -> list[SerialRow]:
+    """The serial rows, per backbone among ``models`` and K, each with the widest LLM use whose inputs are
+    ``available``."""
     widest = [use for use in LLM_USES if set(use.needs) <= set(available)][-1]
-    return [SerialRow(cf, k, widest) for cf in BACKBONES for k in SERIAL_KS]
+    return [SerialRow(cf, k, widest) for cf in backbones(models) for k in SERIAL_KS]

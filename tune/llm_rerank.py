@@ -1,6 +1,6 @@
 """The serial LLM reranker's answers: CF's top-K reranked zero-shot by the LLM, on a seeded sample of users.
 
-    python -m tune.llm_rerank --dataset ml-100k [--cf sasrec,ease] [--k 20] [--users 200] [--seed 0]
+    q2rec llm-rerank --dataset ml-100k [--cf sasrec,ease] [--k 20] [--users 200] [--seed 0]
                               [--engine auto] [--pointwise-engine same|transformers] [--model PATH] [--history 10]
 
 The serial architecture the parallel design is measured against: the LLM sees only CF's top-K
@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.cf.overrides import add_set_argument, parse_overrides
 from actors.llm.engine import EngineConfig
 from actors.llm_rerank import RerankSettings, position_bias
 from data_prep.artifacts import ArtifactPaths, fingerprint, read_json, write_json
@@ -156,11 +157,8 @@ def load(paths: ArtifactPaths, cf: str) -> tuple[dict[str, np.ndarray], dict[str
         return {k: np.asarray(z[k]) for k in z.files}, read_json(summary)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from data_prep.train import parse_overrides
-
-    ap = argparse.ArgumentParser(prog="python -m tune.llm_rerank", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default="ml-100k")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--cf", default="sasrec,ease", help="backbones whose lists are reranked, comma-separated")
     ap.add_argument("--k", type=int, default=DEFAULT_K, help="candidates per user: CF's top-K")
     ap.add_argument(
@@ -175,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
                     "(measured here: 0.8 against 5 to 12 s per user)")  # fmt: skip
     ap.add_argument("--model", help="local HF folder or hub id (default: the packaged SmolLM2-135M-Instruct)")
     ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="for --engine openai")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",
-                    help="the config a CF model was trained with, as given to data_prep.train")  # fmt: skip
-    ap.add_argument("--artifacts")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    add_set_argument(ap, "the config a CF model was trained with, as given to q2rec train")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
     paths = ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts)
     cfs = [c.strip() for c in args.cf.split(",") if c.strip()]
     try:
@@ -209,7 +207,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The comparison report: every method on validation and test, the fusion tuned on validation only.
 
-    python -m tune.report --dataset ml-100k --out artifacts/ml-100k/report [--trials 200] [--no-llm]
+    q2rec report --dataset ml-100k --out artifacts/ml-100k/report [--trials 200] [--no-llm]
 
 Writes ``report.json`` (``{"protocol", "results": {"<method>": {"valid", "test", "by_history_length",
 "by_target_popularity", ...}}, "comparisons", "cold_items", "llm_rerank", "cost"}``),
@@ -12,7 +12,7 @@ inputs are unchanged); its final config is chosen by the one-standard-error rule
 applied, unchanged, to test, and the best-on-validation config's test numbers are reported beside it. Each
 row that uses the LLM carries ``vs_nollm``: its test NDCG@10 minus its backbone's ``fused_B_nollm`` row,
 with the 95% paired bootstrap interval. ``comparisons`` states measured differences the same way; whether
-they meet a target is a separate check (``python -m tune.targets``). ``--no-llm`` (or a dataset without
+they meet a target is a separate check (``q2rec targets``). ``--no-llm`` (or a dataset without
 enrichment and queries) runs every row that needs no LLM artifact.
 """
 
@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from actors.cf.overrides import add_set_argument, parse_overrides
 from actors.fusion_file import TunedFusion
 from actors.llm_rerank import MODES
 from actors.retrieval_query import RetrievalWeights
 from data_prep.artifacts import ArtifactPaths, read_json, write_json
-from data_prep.train import parse_overrides
 from tune import llm_rerank
 from tune.evaluate import protocol
-from tune.experiments import BACKBONES, METHODS, fused_rows, serial_rows
+from tune.experiments import CF_MODELS, METHODS, backbones, fused_rows, serial_rows
 from tune.harness import evaluation_corpus, metric_context
 from tune.metrics import BOOTSTRAP_RESAMPLES, DEFAULT_KS, ndcg_gains, paired_bootstrap
 from tune.render import group_table, llm_rerank_lines, markdown, plot, stage_table
@@ -222,14 +222,21 @@ def build_report(
     trials: int = 200,
     overrides: Overrides | None = None,
     no_llm: bool = False,
+    models: tuple[str, ...] = CF_MODELS,
 ) -> dict[str, Any]:
     """Evaluate every method; returns the report dict (see the module docstring).
 
-    ``overrides`` (``{"sasrec": {"epochs": 2}}``) names the CF configs to load, as ``data_prep.train --set``
-    trained them. ``no_llm`` leaves out every row that needs an LLM artifact.
+    Args:
+        paths: the dataset's artifacts (prepared, indexed, the ``models`` trained).
+        trials: Ray Tune trials per fusion search.
+        overrides: the CF configs to load (``{"sasrec": {"epochs": 2}}``), as ``q2rec train --set`` trained
+            them.
+        no_llm: leave out every row that needs an LLM artifact.
+        models: the CF models whose rows it has; the fused and serial rows are those of its backbones
+            (``sasrec``, ``ease``) among them.
     """
     overrides = overrides or {}
-    from data_prep.ray_cluster import init_ray
+    from runtime.ray_cluster import init_ray
     from tune.search import available_weights
 
     init_ray(quiet=True)
@@ -239,13 +246,13 @@ def build_report(
     available = () if no_llm else tuple(w for w in available_weights(paths) if w in ("llm", "enriched"))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    results = cf_rows(paths, corpus, ctx, overrides)
+    results = cf_rows(paths, corpus, ctx, overrides, models)
     seconds["cf_load_and_evaluate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     results["retrieval_lastitem"] = lastitem_row(corpus, ctx, meta_vectors)
-    if "llm" in available:
-        valid, test = branch_pair(paths, corpus, "sasrec", overrides, RetrievalWeights(last=0.0, llm=1.0))
+    if "llm" in available and (query_cf := next(iter(backbones(models)), None)):
+        valid, test = branch_pair(paths, corpus, query_cf, overrides, RetrievalWeights(last=0.0, llm=1.0))
         results["retrieval_query"] = row_result(list_metrics(valid.retrieval.ids, valid, ctx),
                                                 list_metrics(test.retrieval.ids, test, ctx))  # fmt: skip
     seconds["retrieval_branches"] = time.perf_counter() - t0
@@ -275,7 +282,7 @@ def build_report(
                  results[name]["test"]["NDCG@10"], chosen["name"], best["name"], best_test["NDCG@10"])  # fmt: skip
 
     kwargs = {"trials": trials, "methods": METHODS}
-    for row in fused_rows(available):
+    for row in fused_rows(available, models):
         valid, test = branch_pair(paths, corpus, row.cf, overrides)
         tuned = row.use.tuned if valid.tunable else ()
         choice = choose(
@@ -286,7 +293,9 @@ def build_report(
     seconds["fusion_search_and_evaluate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    for srow in serial_rows(available):  # one search each, the selection among its methods' best configs
+    for srow in serial_rows(
+        available, models
+    ):  # one search each, the selection among its methods' best configs
         valid, test = branch_pair(paths, corpus, srow.cf, overrides)
         tuned = srow.use.tuned if valid.tunable else ()
         search = cached_search(paths, corpus, srow.cf, tuned, cf_overrides=overrides.get(srow.cf),
@@ -297,7 +306,7 @@ def build_report(
                   parallel=srow.parallel)  # fmt: skip
     seconds["serial_search_and_evaluate"] = time.perf_counter() - t0
     reranked = {}
-    for cf in () if no_llm else BACKBONES:  # the LLM reranker's rows, where tune.llm_rerank ran
+    for cf in () if no_llm else backbones(models):  # the LLM reranker's rows, where tune.llm_rerank ran
         loaded = llm_rerank.load(paths, cf)
         if loaded is not None:
             valid, test = branch_pair(paths, corpus, cf, overrides)
@@ -345,25 +354,25 @@ def build_report(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tune.report", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default="ml-100k")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--out", type=Path, help="output folder (default: artifacts/<dataset>/report)")
     ap.add_argument("--trials", type=int, default=200, help="Ray Tune trials per fusion search")
     ap.add_argument("--no-llm", action="store_true",
                     help="only the rows that need no LLM artifact (pop, EASE, SASRec, last-item retrieval, "
                     "fused_*_nollm); also what a dataset without enrichment and queries gets")  # fmt: skip
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",
-                    help="the config a CF model was trained with, as given to data_prep.train (repeatable)")  # fmt: skip
-    ap.add_argument("--artifacts")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ap.add_argument("--models", default=",".join(CF_MODELS),
+                    help="the CF models whose rows it has (trained by q2rec train); their backbones among "
+                    "sasrec, ease get the fused and serial rows")  # fmt: skip
+    add_set_argument(ap, "the config a CF model was trained with, as given to q2rec train (repeatable)")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
     paths = ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts)
     out = args.out or paths.report
     if not paths.is_prepared():
-        print(
-            f"error: {paths.root} is not prepared; run `python -m data_prep.prepare` first", file=sys.stderr
-        )
+        print(f"error: {paths.root} is not prepared; run `q2rec prepare` first", file=sys.stderr)
         return 2
     from tune.search import available_weights
 
@@ -372,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {paths.root} has no LLM queries and no description vectors: the report runs the rows "
               "that need no LLM (as with --no-llm)")  # fmt: skip
     try:
-        report = build_report(paths, args.trials, parse_overrides(args.overrides), no_llm)
+        models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        bad = [m for m in models if m not in CF_MODELS]
+        if bad or not models:
+            raise ValueError(f"--models {args.models!r}: choose from {', '.join(CF_MODELS)}")
+        report = build_report(paths, args.trials, parse_overrides(args.overrides), no_llm, models)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -415,7 +428,3 @@ def main(argv: list[str] | None = None) -> int:
                     for part, c in sides.items()))  # fmt: skip
     print(f"\nwrote {out / 'report.json'}, {out / 'report.md'} and {len(plots)} plots")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

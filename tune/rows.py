@@ -68,11 +68,13 @@ def fused_metrics(
     return list_metrics(ids, b, ctx) | {"mean_alpha": float(alpha.mean())}
 
 
-def cf_rows(paths: ArtifactPaths, corpus: Corpus, ctx: MetricContext, overrides: Overrides) -> dict[str, Any]:
-    from data_prep.train import load_trained
+def cf_rows(paths: ArtifactPaths, corpus: Corpus, ctx: MetricContext, overrides: Overrides,
+            models: tuple[str, ...] = CF_MODELS) -> dict[str, Any]:  # fmt: skip
+    """The rows of the CF ``models`` alone (trained by ``q2rec train``)."""
+    from training.cf import load_trained
 
     rows = {}
-    for name in CF_MODELS:
+    for name in models:
         model = load_trained(paths, name, overrides.get(name))
 
         def scorer(users, histories, model=model):

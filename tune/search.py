@@ -1,6 +1,6 @@
 """Ray Tune search of the fusion hyperparameters on the validation split.
 
-    python -m tune.search --dataset ml-100k --trials 200 [--cf sasrec|ease] [--weights auto|none|last,recent,llm,enriched]
+    q2rec search --dataset ml-100k --trials 200 [--cf sasrec|ease] [--weights auto|none|last,recent,llm,enriched]
                           [--methods fixed,adaptive,rrf] [--objective ndcg|ndcg+coverage|ndcg+novelty]
                           [--set sasrec.epochs=20]
 
@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.cf.overrides import add_set_argument, parse_overrides
 from actors.fusion_file import FusionFile, TunedFusion
 from actors.rerank import FusionConfig
 from actors.retrieval_query import WEIGHTS, RetrievalWeights
@@ -153,7 +154,7 @@ def run_search(
     from ray import tune as ray_tune  # not the project's own tune package
     from ray.tune.search.optuna import OptunaSearch
 
-    from data_prep.ray_cluster import init_ray
+    from runtime.ray_cluster import init_ray
 
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective must be one of {sorted(OBJECTIVES)}, got {objective!r}")
@@ -228,8 +229,8 @@ def resolve_weights(spec: str, paths: ArtifactPaths, branches: BranchScores) -> 
     check_weights(tuned)
     missing = [w for w in tuned if w not in available_weights(paths)]
     if missing:
-        raise ValueError(f"--weights {missing}: no input for them; llm needs `python -m data_prep.queries`, "
-                         "enriched `python -m data_prep.index --text description`")  # fmt: skip
+        raise ValueError(f"--weights {missing}: no input for them; llm needs `q2rec queries`, "
+                         "enriched `q2rec index --text description`")  # fmt: skip
     return tuned
 
 
@@ -276,12 +277,8 @@ def cached_search(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    from data_prep.train import parse_overrides
-    from tune.harness import evaluation_corpus
-
-    ap = argparse.ArgumentParser(prog="python -m tune.search", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default="ml-100k")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--cf", default="sasrec", choices=["sasrec", "ease", "pop"])
     ap.add_argument("--weights", default="auto",
@@ -290,11 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS), help="fusion methods searched, comma-separated")
     ap.add_argument("--objective", default="ndcg", choices=sorted(OBJECTIVES))
     ap.add_argument("--out", type=Path, help="default: artifacts/<dataset>/fusion.json")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",
-                    help="the config the CF model was trained with, as given to data_prep.train")  # fmt: skip
-    ap.add_argument("--artifacts")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    add_set_argument(ap, "the config the CF model was trained with, as given to q2rec train")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
+    from tune.harness import evaluation_corpus
+
     paths = ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts)
     try:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -369,7 +368,3 @@ def select_fusion(
                       trials=sum(s["trials"] for s in choice["searches"].values()),
                       seconds=round(sum(s["seconds"] for s in choice["searches"].values()), 2),
                       objective=main["objective"], methods=main["methods"])  # fmt: skip
-
-
-if __name__ == "__main__":
-    sys.exit(main())

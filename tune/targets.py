@@ -1,6 +1,6 @@
 """Compare a written report with the project's quality targets (the report itself states numbers only).
 
-    python -m tune.targets artifacts/ml-100k/report/report.json
+    q2rec targets [artifacts/ml-100k/report/report.json]
 
 Each target reads the report's measured ``comparisons`` and says met or not, whichever way it goes; the
 exit code is 0 either way (a target is information, not a gate), 2 for a missing or malformed report.
@@ -69,10 +69,20 @@ def check(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out + _no_llm_row_below_nollm(report)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tune.targets", description=__doc__.split("\n\n")[0])
-    ap.add_argument("report", type=Path, help="report.json written by python -m tune.report")
-    args = ap.parse_args(argv)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
+    ap.add_argument("report", type=Path, nargs="?",
+                    help="report.json written by q2rec report (default: the dataset's report)")  # fmt: skip
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
+    if args.report is None:
+        from data_prep.artifacts import ArtifactPaths
+
+        args.report = (
+            ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts).report / "report.json"
+        )
     try:
         report = json.loads(args.report.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -86,7 +96,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['target']} | {r['goal']} | {gain} | {r['ci95'] or ''} | {r['separable']} | "
               f"{'yes' if r['met'] else 'NO'} |")  # fmt: skip
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

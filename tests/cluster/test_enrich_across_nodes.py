@@ -37,7 +37,7 @@ def test_engines_spread_and_a_lost_node_loses_no_item(two_nodes, tmp_path):
     from data_prep.prepare import PrepareConfig, prepare
 
     paths: ArtifactPaths = prepare(PrepareConfig("ml-100k"), tmp_path)
-    cmd = [sys.executable, "-m", "data_prep.enrich", "--dataset", "ml-100k", "--artifacts", str(tmp_path),
+    cmd = [sys.executable, "-m", "q2rec", "enrich", "--dataset", "ml-100k", "--artifacts", str(tmp_path),
            "--engine", "vllm", "--limit", str(ITEMS), "--batch-size", str(BATCH), "--replicas", "2"]  # fmt: skip
     env = os.environ | {"RAY_ADDRESS": two_nodes.cluster.address}
     log = tmp_path / "enrich.log"

@@ -28,7 +28,7 @@ def test_kill_halfway_then_resume_exactly_once(ray_cluster, tmp_path):
 
     default_llm_dir()  # converted before the child starts, so the kill lands mid-generation
     env = os.environ | {"RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
-    cmd = [sys.executable, "-m", "data_prep.enrich", "--dataset", "ml-100k", "--artifacts", str(tmp_path),
+    cmd = [sys.executable, "-m", "q2rec", "enrich", "--dataset", "ml-100k", "--artifacts", str(tmp_path),
            "--engine", "transformers", "--limit", str(LIMIT), "--batch-size", str(BATCH)]  # fmt: skip
     child = subprocess.Popen(
         cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -77,5 +77,5 @@ def test_review_grounding_uses_training_interactions_only(tmp_path):
 def test_missing_items_file_is_a_clear_error(tmp_path):
     from data_prep.schema import DataError
 
-    with pytest.raises(DataError, match="items.parquet: not found; run `python -m data_prep.prepare`"):
+    with pytest.raises(DataError, match="items.parquet: not found; run `q2rec prepare`"):
         run_enrichment(ArtifactPaths(tmp_path), EnrichJobConfig(), progress=False)

@@ -13,8 +13,8 @@ from data_prep.loaders import (
     load_ml100k_packaged,
     load_movielens,
 )
-from data_prep.prepare import main as prepare_main
 from data_prep.schema import DataError
+from q2rec.cli import main as q2rec
 
 
 def test_packaged_ml100k_has_the_published_counts():
@@ -227,10 +227,10 @@ def test_generic_folder_requires_both_files(tmp_path):
 def test_prepare_cli_reports_errors_cleanly(tmp_path, capsys):
     (tmp_path / "interactions.csv").write_text("user_id,item_id\n1,2\n")
     (tmp_path / "items.csv").write_text("item_id,title\n2,a\n")
-    assert prepare_main(["--dataset", str(tmp_path), "--artifacts", str(tmp_path / "out")]) == 2
+    assert q2rec(["prepare", "--dataset", str(tmp_path), "--artifacts", str(tmp_path / "out")]) == 2
     assert "missing column(s) ['timestamp']" in capsys.readouterr().err
 
 
 def test_prepare_cli_unknown_dataset(tmp_path, capsys):
-    assert prepare_main(["--dataset", "nope", "--artifacts", str(tmp_path)]) == 2
+    assert q2rec(["prepare", "--dataset", "nope", "--artifacts", str(tmp_path)]) == 2
     assert "--dataset 'nope'" in capsys.readouterr().err

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from data_prep.schema import DataError
-from data_prep.synthetic import SyntheticConfig, generate, main, write
+from data_prep.synthetic import SyntheticConfig, generate, write
+from q2rec.cli import main as q2rec
 
 SMALL = SyntheticConfig(users=3000, items=2000, seed=0)
 
@@ -32,7 +33,10 @@ def test_same_seed_same_data_and_another_seed_differs():
 def test_written_like_a_prepared_dataset(tmp_path):
     from data_prep.artifacts import ArtifactPaths, read_json
 
-    assert main(["--users", "60", "--items", "300", "--seed", "1", "--artifacts", str(tmp_path)]) == 0
+    assert (
+        q2rec(["synthetic", "--users", "60", "--items", "300", "--seed", "1", "--artifacts", str(tmp_path)])
+        == 0
+    )
     paths = ArtifactPaths.for_dataset("synthetic-60x300-s1", tmp_path)
     manifest = read_json(paths.prepare_manifest)
     assert (manifest["users"], manifest["items"]) == (60, 300)

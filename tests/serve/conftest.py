@@ -125,7 +125,7 @@ def wait_ready(prefix: str, timeout: float = 120.0, base: str = BASE) -> None:
 def prepare_serve_artifacts(paths):
     """EASE trained (or reused) and a fusion.json for the test apps, on the Ray cluster that is up."""
     from actors.fusion_file import FusionFile
-    from data_prep.train import train
+    from training.cf import train
 
     train(paths, "ease", show_progress=False)
     fusion = FusionFile.model_validate(

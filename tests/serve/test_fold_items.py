@@ -34,8 +34,9 @@ def artifacts(ml100k, tmp_path):
 
 def test_folded_items_follow_the_catalog_once_and_replicas_skip_them(artifacts):
     from data_prep.artifacts import ArtifactPaths, read_json
+    from q2rec.cli import main as q2rec
     from serve.config import ServeAppConfig
-    from serve.fold_items import fold, main
+    from serve.fold_items import fold
     from serve.state import ServingState
     from serve.store import SQLiteStore
 
@@ -48,7 +49,9 @@ def test_folded_items_follow_the_catalog_once_and_replicas_skip_them(artifacts):
     assert after.iloc[-2]["year"] == 2026 and pd.isna(after.iloc[-1]["year"])
     manifest = read_json(paths.prepare_manifest)
     assert manifest["online_items"] == 2 and manifest["items"] == len(before) + 2
-    assert main(["--artifacts", str(artifacts)]) == 0  # a second fold appends nothing
+    assert (
+        q2rec(["fold-items", "--artifacts", str(artifacts.parent), "--dataset", artifacts.name]) == 0
+    )  # a second fold appends nothing
     assert len(pd.read_parquet(paths.items)) == len(before) + 2
 
     # a replica on the new catalog reads the same log: the additions are there, the withdrawals apply

@@ -145,22 +145,28 @@ def test_plots_and_markdown_are_written(tmp_path):
 @pytest.mark.slow
 def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifacts_root, tmp_path, capsys):
     """Every row on real ML-100K: CF (SASRec shortened), metadata-fallback enrichment and queries, Tune."""
-    from data_prep.train import main as train
-    from tune.report import main
+    from q2rec.cli import main as q2rec
 
     out = tmp_path / "report"
     sets = ["--set", "sasrec.epochs=2", "--set", "sasrec.patience=1"]
     assert (
-        train(
-            ["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--models", "pop,ease,sasrec", *sets]
+        q2rec(
+            [
+                "train",
+                "--dataset",
+                "ml-100k",
+                "--artifacts",
+                str(artifacts_root),
+                "--models",
+                "pop,ease,sasrec",
+                *sets,
+            ]
         )
         == 0
     )
-    from tune.llm_rerank import main as llm_rerank
-
     rerank = ["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--cf", "ease", "--users", "6"]
-    assert llm_rerank([*rerank, "--engine", "transformers", *sets]) == 0  # the real packaged model
-    code = main(["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--trials", "6", "--out", str(out),
+    assert q2rec(["llm-rerank", *rerank, "--engine", "transformers", *sets]) == 0  # the real packaged model
+    code = q2rec(["report", "--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--trials", "6", "--out", str(out),
                  *sets])  # fmt: skip
     assert code == 0
     report = json.loads((out / "report.json").read_text())
@@ -249,7 +255,7 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
     assert "serial_ease_llm: ease's top-20 reranked by the LLM" in printed and "position bias" in printed
     assert "serial_" not in "".join(r for r in res if "vs_nollm" in res[r])  # serial rows carry no vs_nollm
 
-    code = main(["--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--trials", "6", "--out",
+    code = q2rec(["report", "--dataset", "ml-100k", "--artifacts", str(artifacts_root), "--trials", "6", "--out",
                  str(tmp_path / "nollm"), "--no-llm", *sets])  # fmt: skip
     assert code == 0
     nollm = json.loads((tmp_path / "nollm" / "report.json").read_text())["results"]

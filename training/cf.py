@@ -1,6 +1,6 @@
 """The training stage: fit CF models as Ray tasks and save them under ``models/<name>``.
 
-    python -m data_prep.train --dataset ml-100k --models ease,sasrec [--set sasrec.epochs=20] [--force]
+    q2rec train --dataset ml-100k --models ease,sasrec [--set sasrec.epochs=20] [--force]
 
 A task asks for ``num_gpus`` when the cluster has GPUs (SASRec then trains on CUDA) and otherwise runs on
 CPU with ``num_cpus`` threads. It reads the split from the artifacts directory and writes the model folder
@@ -12,7 +12,6 @@ trains a model as a side effect.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.cf import CFModel, ValidationSet, model_class
+from actors.cf.overrides import add_set_argument, parse_overrides
 from data_prep.artifacts import ArtifactPaths, fingerprint, read_json
 from data_prep.corpus import Corpus
 
@@ -39,22 +39,6 @@ def build_config(model: str, overrides: dict[str, Any] | None = None) -> Any:
 
 class ModelNotTrained(FileNotFoundError):
     """No saved model, or one trained on other data or with another config."""
-
-
-def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["sasrec.epochs=20", "ease.lam=300"]`` -> ``{"sasrec": {"epochs": 20}, "ease": {"lam": 300}}``."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        model, dot, field = key.partition(".")
-        if not sep or not dot:
-            raise ValueError(f"--set {item!r}: expected MODEL.FIELD=VALUE, e.g. sasrec.epochs=20")
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed = value
-        out.setdefault(model, {})[field] = parsed
-    return out
 
 
 def training_fingerprint(paths: ArtifactPaths, model: str, config: Any) -> str:
@@ -120,18 +104,18 @@ def load_trained(paths: ArtifactPaths, model: str, overrides: dict[str, Any] | N
     folder = paths.model_dir(model)
     saved = _saved_fingerprint(folder)
     sets = " ".join(f"--set {model}.{k}={v!r}" for k, v in (overrides or {}).items())
-    command = f"python -m data_prep.train --dataset {paths.root.name} --models {model} {sets}".strip()
+    retrain = f"q2rec train --dataset {paths.root.name} --models {model} {sets}".strip()
     if saved is None:
-        raise ModelNotTrained(f"{folder}: no trained {model}; run `{command}` first")
+        raise ModelNotTrained(f"{folder}: no trained {model}; run `{retrain}` first")
     if saved != training_fingerprint(paths, model, config):
         raise ModelNotTrained(
-            f"{folder}: the saved {model} was trained on other data or with another config; run `{command}`"
+            f"{folder}: the saved {model} was trained on other data or with another config; run `{retrain}`"
         )
     cf = with_runtime_fields(model_class(model).load(folder), config)
     if not cf.index_is_current():
         want = cf.wanted_index()
         raise ModelNotTrained(f"{folder}: the saved {model}'s item index is not the one its config asks for "
-                              f"({want.kind if want else 'none: exact'}); run `{command}`")  # fmt: skip
+                              f"({want.kind if want else 'none: exact'}); run `{retrain}`")  # fmt: skip
     return cf
 
 
@@ -151,7 +135,7 @@ def train(
     """
     import ray
 
-    from data_prep.ray_cluster import cluster_gpus, init_ray
+    from runtime.ray_cluster import cluster_gpus, init_ray
 
     config = build_config(model, overrides)
     key = training_fingerprint(paths, model, config)
@@ -175,26 +159,25 @@ def train(
     return model_class(model).load(folder)
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     from actors.cf import MODELS
-    from data_prep.prepare import ensure_prepared
-    from data_prep.schema import DataError
 
-    ap = argparse.ArgumentParser(prog="python -m data_prep.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--dataset", default="ml-100k", help="prepared dataset name, ml-100k, or a generic folder"
-    )
     ap.add_argument("--models", default="pop,ease,sasrec", help="comma-separated: " + ",".join(MODELS))
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="MODEL.FIELD=VALUE",
-                    help="override a model config field (repeatable)")  # fmt: skip
+    add_set_argument(ap)
     ap.add_argument("--num-cpus", type=float, default=2, help="CPUs (and threads) for each training task")
     ap.add_argument(
         "--num-gpus", type=float, default=None, help="GPUs per task (default: 1 if the cluster has any)"
     )
-    ap.add_argument("--artifacts", help="artifacts root (default ./artifacts or $Q2REC_ARTIFACTS)")
     ap.add_argument("--force", action="store_true", help="retrain even if a matching model is saved")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run the stage on parsed options; returns the exit code."""
+    from actors.cf import MODELS
+    from data_prep.prepare import ensure_prepared
+    from data_prep.schema import DataError
+
     try:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         unknown = [m for m in models if m not in MODELS]
@@ -210,7 +193,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,18 +1,22 @@
 """Set up the offline default models: convert the packaged LLM once, check the packaged encoder.
 
-python -m data_prep.models        # run by `make setup`; idempotent
+q2rec models        # run by `make setup`; idempotent
 """
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
 
 from actors.llm.packaged import ModelNotFound, default_encoder_dir, default_llm_dir
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """No options of its own."""
+
+
+def command(args: argparse.Namespace) -> int:
+    """Convert and check both models; print where they are. Returns the exit code."""
     try:
         llm = default_llm_dir()
         encoder = default_encoder_dir()
@@ -21,7 +25,3 @@ def main() -> int:
         return 2
     print(f"LLM: {llm}\nencoder: {encoder}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -32,7 +32,7 @@ def test_the_session_cluster_refuses_a_driver_without_its_token(ray_cluster):
 
 
 def test_a_token_is_made_only_for_a_cluster_started_here(monkeypatch):
-    from data_prep.ray_cluster import apply_safe_env
+    from runtime.ray_cluster import apply_safe_env
 
     for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
         monkeypatch.delenv(key, raising=False)

@@ -1,0 +1,1 @@
+"""Training: fitting the CF models on Ray, and loading what was trained."""
