@@ -1,6 +1,6 @@
 """Start the app on the artifacts, send real HTTP requests and print the answers; ``make demo`` ends here.
 
-q2rec smoke [--artifacts DIR] [--engine auto|none] [--user USER_ID] [--screenshot PNG]
+q2rec smoke [--dataset NAME] [--artifacts ROOT] [--engine auto|none] [--user USER_ID] [--screenshot PNG]
 
 With ``--screenshot``, the explorer page (``GET /?user_id=USER_ID``) is opened in headless Chromium and
 saved as a PNG, with the page's own load and request times.

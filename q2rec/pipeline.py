@@ -130,7 +130,9 @@ class PipelineConfig(_Strict):
                 doc["dataset"] = {"name": doc["dataset"]}
         for key, value in overrides.items():
             section, _, field = key.partition(".")
-            doc.setdefault(section, {})[field] = value
+            if doc.get(section) is None:  # absent, or a section whose keys are all commented out
+                doc[section] = {}
+            doc[section][field] = value
         try:
             return cls.model_validate(doc)
         except ValidationError as exc:
@@ -243,7 +245,10 @@ def command(args: argparse.Namespace) -> int:
     for i, (name, argv) in enumerate(plan, 1):
         print(f"\n==> [{i}/{len(plan)}] q2rec {name} {' '.join(argv)}", flush=True)
         t0 = time.perf_counter()
-        code = main([name, *argv])
+        try:
+            code = main([name, *argv])
+        except SystemExit as exc:  # a stage's own option parser refused its arguments
+            code = exc.code if isinstance(exc.code, int) else 2
         times.append((name, time.perf_counter() - t0))
         if code != 0:
             print(f"error: stage {name} failed (exit {code}); fix it and rerun `q2rec run`: finished stages are "

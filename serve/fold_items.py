@@ -1,6 +1,6 @@
 """Fold the items added online into the offline catalog, before the pipeline's next run.
 
-    q2rec fold-items [--config serve/serve_config.yaml] [--artifacts DIR]
+    q2rec fold-items [--config serve/serve_config.yaml] [--dataset NAME] [--artifacts ROOT]
 
 Reads the catalog log of the app's online store (the config's ``store``: the SQLite file under the
 artifacts, or Redis) and appends every item added online to ``items.parquet``, in the order they were

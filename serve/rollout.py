@@ -1,6 +1,6 @@
 """Roll a new build out under load: no failed request, no answer fusing two builds.
 
-    q2rec deploy [--config serve/serve_config.yaml] [--artifacts DIR] [--name q2rec]
+    q2rec deploy [--config serve/serve_config.yaml] [--dataset NAME] [--artifacts ROOT] [--name q2rec]
 
 Serve replaces each deployment's replicas on its own, old ones first, so in an in-place update (``serve
 deploy`` of a changed config) old ingress replicas outlive their build's branches: degraded answers and

@@ -57,8 +57,9 @@ def app_args(config: Path, dataset: str | None = None, artifacts: str | None = N
     from data_prep.artifacts import ArtifactPaths
 
     args, _ = read_config(config)
-    if dataset or artifacts:
-        args["artifacts"] = str(ArtifactPaths.for_dataset(Path(dataset or "ml-100k").name, artifacts).root)
+    if dataset or artifacts:  # by default the dataset the config serves, under the artifacts root given
+        name = Path(dataset or args.get("artifacts") or "ml-100k").name
+        args["artifacts"] = str(ArtifactPaths.for_dataset(name, artifacts).root)
     if engine:
         args["engine"] = {**args.get("engine", {}), "backend": engine}
     return args

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from actors.cf.overrides import add_set_argument, parse_overrides
 from actors.fusion_file import FusionFile, TunedFusion
 from actors.rerank import FusionConfig
 from actors.retrieval_query import WEIGHTS, RetrievalWeights
@@ -287,11 +286,14 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--methods", default=",".join(METHODS), help="fusion methods searched, comma-separated")
     ap.add_argument("--objective", default="ndcg", choices=sorted(OBJECTIVES))
     ap.add_argument("--out", type=Path, help="default: artifacts/<dataset>/fusion.json")
+    from actors.cf.overrides import add_set_argument  # actors.cf loads torch: not in every Tune trial worker
+
     add_set_argument(ap, "the config the CF model was trained with, as given to q2rec train")
 
 
 def command(args: argparse.Namespace) -> int:
     """Run the stage on parsed options; returns the exit code."""
+    from actors.cf.overrides import parse_overrides
     from tune.harness import evaluation_corpus
 
     paths = ArtifactPaths.for_dataset(Path(args.dataset).name, args.artifacts)
