@@ -83,3 +83,10 @@ def test_a_run_on_csv_files_without_the_llm_reports_the_backbones_it_names(ray_c
     assert json.loads((root / "fusion.json").read_text())["cf"] == "ease"
     assert main(["run", str(config), "--artifacts", str(art)]) == 0  # a rerun reuses what is done
     assert "ease: " in capsys.readouterr().out
+
+
+def test_an_empty_section_takes_the_flags(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("llm:\n  # enabled: true\nsearch:\n")
+    cfg = PipelineConfig.load(path, **{"llm.enabled": False, "search.trials": 3})
+    assert cfg.llm.enabled is False and cfg.search.trials == 3 and cfg.llm.engine == "auto"

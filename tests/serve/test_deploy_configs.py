@@ -168,3 +168,12 @@ def test_the_ingress_sheds_beyond_its_queue_with_retry_after():
     for name in ("serve_config.yaml", "serve_config.cluster.yaml"):
         args = load(name)["applications"][0]["args"]
         assert args["deployments"]["RerankDeployment"]["max_queued_requests"] > 0, name
+
+
+def test_the_app_serves_the_dataset_named_under_the_root_given(tmp_path):
+    from serve.run import DEFAULT_CONFIG, app_args, read_config
+
+    assert app_args(DEFAULT_CONFIG)["artifacts"] == read_config(DEFAULT_CONFIG)[0]["artifacts"]
+    assert app_args(DEFAULT_CONFIG, artifacts=str(tmp_path))["artifacts"] == str(tmp_path / "ml-100k")
+    shop = app_args(DEFAULT_CONFIG, "data/shop", str(tmp_path), engine="none")
+    assert shop["artifacts"] == str(tmp_path / "shop") and shop["engine"]["backend"] == "none"
