@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_DATASET = "ml-100k"
-SCRIPTS = ("bench", "cluster-demo")  # a script of the source checkout, given the rest of the command line
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,11 @@ STAGES: dict[str, Stage] = {
     "smoke": Stage(
         "devtools.smoke", "start the app, send real requests, save the page (checkout)", False, True
     ),
-    "bench": Stage("", "run a benchmark: q2rec bench NAME [ARGS] (bench/NAME.py; checkout)", checkout=True),
-    "cluster-demo": Stage(
-        "", "a 2-node Ray cluster on this machine, used as a cluster (checkout)", checkout=True
-    ),
+    "bench": Stage("", "run a benchmark: q2rec bench NAME [ARGS] (bench/NAME.py; checkout)"),
+    "cluster-demo": Stage("", "a 2-node Ray cluster on this machine, used as a cluster (checkout)"),
 }
+# the stages without a module: a script of the source checkout, given the rest of the command line
+SCRIPTS = tuple(name for name, stage in STAGES.items() if not stage.module)
 
 
 def checkout_root() -> Path | None:
@@ -162,9 +161,14 @@ def _import(name: str, stage: Stage):
         root = checkout_root()
         if root is None:
             raise CheckoutOnly(f"`q2rec {name}` runs from a source checkout of q2rec (it is not installed)")
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
+        _on_path(root)
     return importlib.import_module(stage.module)
+
+
+def _on_path(root: Path) -> None:
+    """Make the checkout's own folders (devtools/, bench/'s imports) importable."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
 
 
 def _run_script(stage: str, argv: list[str], artifacts: str | None) -> int:
@@ -190,7 +194,7 @@ def _run_script(stage: str, argv: list[str], artifacts: str | None) -> int:
     if artifacts:
         os.environ["Q2REC_ARTIFACTS"] = artifacts
     sys.argv = [str(script), *argv]
-    sys.path.insert(0, str(root))
+    _on_path(root)
     try:
         runpy.run_path(str(script), run_name="__main__")
     except SystemExit as exc:
