@@ -44,7 +44,7 @@ STAGES: dict[str, Stage] = {
     "synthetic": Stage("data_prep.synthetic", "write a synthetic dataset of any size (scale work)"),
     "enrich": Stage("data_prep.enrich", "LLM catalog enrichment on Ray Data (resumable)"),
     "index": Stage("data_prep.index", "embed the item texts and build the FAISS indexes"),
-    "train": Stage("training.cf", "train the CF models (pop, EASE, SASRec) as Ray tasks"),
+    "train": Stage("training.cf", "train the CF models (pop, EASE, SASRec, ALS) as Ray tasks"),
     "queries": Stage("data_prep.queries", "an LLM-written query per user, from history before the target"),
     "evaluate": Stage("tune.evaluate", "full-ranking evaluation of the CF models (valid and test)"),
     "content": Stage("tune.content", "content ablation: metadata-only against enriched item text"),

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-CFName = Literal["pop", "ease", "sasrec"]
+CFName = Literal["pop", "ease", "sasrec", "als"]
 
 
 class _Strict(BaseModel):
@@ -156,6 +156,7 @@ def stages(cfg: PipelineConfig, artifacts: str | None) -> list[tuple[str, list[s
     """The stages ``cfg`` runs, in order: (name, the stage's q2rec arguments)."""
     from data_prep.artifacts import ArtifactPaths
     from data_prep.prepare import PrepareConfig
+    from tune.experiments import BACKBONES
 
     d, llm, cf = cfg.dataset, cfg.llm, cfg.cf
     name = PrepareConfig(d.name, d.path, d.reviews, d.meta, d.kcore, d.cold_items).name
@@ -183,7 +184,7 @@ def stages(cfg: PipelineConfig, artifacts: str | None) -> list[tuple[str, list[s
     if llm.enabled:
         out.append(("content", [*common, "--out", str(paths.root / "content_ablation.json")]))
         out.append(("queries", [*common, *engine, "--batch-size", str(llm.batch_size)]))
-        backbones = [m for m in cf.models if m in ("sasrec", "ease")]
+        backbones = [m for m in cf.models if m in BACKBONES]
         if llm.rerank_users and backbones:
             rerank_cf = cf.backbone if cf.backbone in backbones else backbones[0]
             out.append(("llm-rerank", [*common, *engine, "--cf", rerank_cf, "--users", str(llm.rerank_users),

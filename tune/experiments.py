@@ -1,12 +1,13 @@
 """The report's experiment matrix: which rows it evaluates, and with what.
 
-- ``pop``, ``ease``, ``sasrec``: CF alone, full ranking (those of the CF models asked for: ``--models``);
+- ``pop``, ``ease``, ``sasrec`` (``als`` when asked for): CF alone, full ranking (those of the CF models asked
+  for: ``--models``);
 - ``retrieval_lastitem``: the last history item's metadata vector as the query, no LLM (full ranking,
   exact cosine); ``retrieval_query``: the LLM queries alone (over the branch's top-200);
-- for each backbone B in ``sasrec``, ``ease``, the fused rows that answer "does the LLM help here?":
-  ``fused_B_nollm`` (no LLM text anywhere: the last item and the items before it), ``fused_B_enrich``
-  (+ the enriched descriptions on the item side), ``fused_B_query`` (+ the LLM queries) and
-  ``fused_B_llm`` (both). Each searches its retrieval weights (every range from 0) with the fusion on
+- for each backbone B in ``sasrec``, ``ease``, ``als`` (those among the models), the fused rows that answer
+  "does the LLM help here?": ``fused_B_nollm`` (no LLM text anywhere: the last item and the items before
+  it), ``fused_B_enrich`` (+ the enriched descriptions on the item side), ``fused_B_query`` (+ the LLM
+  queries) and ``fused_B_llm`` (both). Each searches its retrieval weights (every range from 0) with the fusion on
   validation; the final config is chosen by the one-standard-error rule (``tune.selection``) among its own
   candidates and those of its simpler rows, and applied unchanged to test;
 - for each backbone B and K in ``SERIAL_KS``, ``serial_B_retrieval_kK``: the serial architecture the
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CF_MODELS = ("pop", "ease", "sasrec")
-BACKBONES = ("sasrec", "ease")
+CF_MODELS = ("pop", "ease", "sasrec", "als")  # every CF model (actors.cf.MODELS, without importing torch)
+DEFAULT_MODELS = ("pop", "ease", "sasrec")  # the report's CF rows unless --models names others
+BACKBONES = ("sasrec", "ease", "als")
 METHODS = ("fixed", "adaptive", "rrf")
 SERIAL_KS = (20, 50)  # CF list lengths of the serial rows
 
@@ -60,12 +62,12 @@ class FusedRow:
         return f"fused_{self.cf}_{self.use.name}"
 
 
-def backbones(models: tuple[str, ...] = CF_MODELS) -> tuple[str, ...]:
+def backbones(models: tuple[str, ...] = DEFAULT_MODELS) -> tuple[str, ...]:
     """The fusion backbones among the CF ``models`` the report evaluates."""
     return tuple(cf for cf in BACKBONES if cf in models)
 
 
-def fused_rows(available: tuple[str, ...], models: tuple[str, ...] = CF_MODELS) -> list[FusedRow]:
+def fused_rows(available: tuple[str, ...], models: tuple[str, ...] = DEFAULT_MODELS) -> list[FusedRow]:
     """The fused rows whose LLM inputs are ``available`` (of ``llm``, ``enriched``), per backbone among
     ``models``."""
     return [
@@ -91,7 +93,7 @@ class SerialRow:
         return FusedRow(self.cf, self.use).name
 
 
-def serial_rows(available: tuple[str, ...], models: tuple[str, ...] = CF_MODELS) -> list[SerialRow]:
+def serial_rows(available: tuple[str, ...], models: tuple[str, ...] = DEFAULT_MODELS) -> list[SerialRow]:
     """The serial rows, per backbone among ``models`` and K, each with the widest LLM use whose inputs are
     ``available``."""
     widest = [use for use in LLM_USES if set(use.needs) <= set(available)][-1]

@@ -183,9 +183,9 @@ def command(args: argparse.Namespace) -> int:
     try:
         if args.k < 2 or args.users < 1:
             raise ValueError(f"--k must be >= 2 and --users >= 1, got {args.k} and {args.users}")
-        bad = [c for c in cfs if c not in ("sasrec", "ease", "pop")]
+        bad = [c for c in cfs if c not in ("sasrec", "ease", "als", "pop")]
         if bad:
-            raise ValueError(f"--cf {bad}: choose from sasrec, ease, pop")
+            raise ValueError(f"--cf {bad}: choose from sasrec, ease, als, pop")
         engine = EngineConfig(backend=args.engine, model=args.model, base_url=args.base_url)
         pointwise = (
             None

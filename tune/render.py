@@ -72,8 +72,8 @@ def plot(report: dict[str, Any], out: Path) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(9, 5), constrained_layout=True)
-    for n in ("pop", "ease", "sasrec", "retrieval_lastitem", "retrieval_query", "fused_sasrec_nollm",
-              "fused_sasrec_llm", "fused_ease_nollm", "fused_ease_llm"):  # fmt: skip
+    for n in ("pop", "ease", "sasrec", "als", "retrieval_lastitem", "retrieval_query", "fused_sasrec_nollm",
+              "fused_sasrec_llm", "fused_ease_nollm", "fused_ease_llm", "fused_als_nollm", "fused_als_llm"):  # fmt: skip
         buckets = results.get(n, {}).get("by_history_length", {})
         if buckets:
             labels = list(buckets)

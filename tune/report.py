@@ -34,7 +34,7 @@ from actors.retrieval_query import RetrievalWeights
 from data_prep.artifacts import ArtifactPaths, read_json, write_json
 from tune import llm_rerank
 from tune.evaluate import protocol
-from tune.experiments import CF_MODELS, METHODS, backbones, fused_rows, serial_rows
+from tune.experiments import BACKBONES, CF_MODELS, DEFAULT_MODELS, METHODS, backbones, fused_rows, serial_rows
 from tune.harness import evaluation_corpus, metric_context
 from tune.metrics import BOOTSTRAP_RESAMPLES, DEFAULT_KS, ndcg_gains, paired_bootstrap
 from tune.render import group_table, llm_rerank_lines, markdown, plot, stage_table
@@ -59,6 +59,8 @@ COMPARISONS = (
     ("fused_sasrec_llm", "sasrec"),
     ("fused_ease_nollm", "ease"),
     ("fused_sasrec_nollm", "sasrec"),
+    ("fused_als_llm", "als"),
+    ("fused_als_nollm", "als"),
     ("retrieval_query", "retrieval_lastitem"),
 )
 SIDE_BY_SIDE = (
@@ -222,7 +224,7 @@ def build_report(
     trials: int = 200,
     overrides: Overrides | None = None,
     no_llm: bool = False,
-    models: tuple[str, ...] = CF_MODELS,
+    models: tuple[str, ...] = DEFAULT_MODELS,
 ) -> dict[str, Any]:
     """Evaluate every method; returns the report dict (see the module docstring).
 
@@ -233,7 +235,7 @@ def build_report(
             them.
         no_llm: leave out every row that needs an LLM artifact.
         models: the CF models whose rows it has; the fused and serial rows are those of its backbones
-            (``sasrec``, ``ease``) among them.
+            (``sasrec``, ``ease``, ``als``) among them.
     """
     overrides = overrides or {}
     from runtime.ray_cluster import init_ray
@@ -361,9 +363,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-llm", action="store_true",
                     help="only the rows that need no LLM artifact (pop, EASE, SASRec, last-item retrieval, "
                     "fused_*_nollm); also what a dataset without enrichment and queries gets")  # fmt: skip
-    ap.add_argument("--models", default=",".join(CF_MODELS),
-                    help="the CF models whose rows it has (trained by q2rec train); their backbones among "
-                    "sasrec, ease get the fused and serial rows")  # fmt: skip
+    ap.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                    help="the CF models whose rows it has (trained by q2rec train), of " + ",".join(CF_MODELS)
+                    + "; their backbones among " + ", ".join(BACKBONES) + " get the fused and serial rows")  # fmt: skip
     add_set_argument(ap, "the config a CF model was trained with, as given to q2rec train (repeatable)")
 
 

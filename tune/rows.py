@@ -16,7 +16,7 @@ from actors.retrieval_query import RetrievalWeights
 from data_prep.artifacts import ArtifactPaths
 from data_prep.corpus import Corpus
 from tune.branches import BranchScores, fused_lists, ranked_lists
-from tune.experiments import CF_MODELS
+from tune.experiments import DEFAULT_MODELS
 from tune.harness import evaluate_scorer
 from tune.metrics import (
     BREAKDOWNS,
@@ -69,7 +69,7 @@ def fused_metrics(
 
 
 def cf_rows(paths: ArtifactPaths, corpus: Corpus, ctx: MetricContext, overrides: Overrides,
-            models: tuple[str, ...] = CF_MODELS) -> dict[str, Any]:  # fmt: skip
+            models: tuple[str, ...] = DEFAULT_MODELS) -> dict[str, Any]:  # fmt: skip
     """The rows of the CF ``models`` alone (trained by ``q2rec train``)."""
     from training.cf import load_trained
 

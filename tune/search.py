@@ -279,7 +279,7 @@ def cached_search(
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """This stage's options (the global --artifacts, --dataset, -v/-q come from the q2rec command)."""
     ap.add_argument("--trials", type=int, default=200)
-    ap.add_argument("--cf", default="sasrec", choices=["sasrec", "ease", "pop"])
+    ap.add_argument("--cf", default="sasrec", choices=["sasrec", "ease", "als", "pop"])
     ap.add_argument("--weights", default="auto",
                     help="retrieval weights searched with the fusion: auto (every one whose input exists, where "
                     "the catalog keeps full rows), none, or names from last,recent,llm,enriched")  # fmt: skip

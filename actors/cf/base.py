@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
+from scipy import sparse
 
 from actors.branch import BranchOutput, RowMode
 from actors.ranking import mask_items, ndcg_at_k, target_ranks, topk
@@ -277,10 +278,15 @@ class CFModel(ABC):
         return model
 
 
-def interaction_matrix(sequences: Histories, n_items: int) -> np.ndarray:
-    """Binary (n_users, n_items) float32 matrix of who interacted with what."""
-    x = np.zeros((len(sequences), n_items), dtype=np.float32)
+def interaction_matrix(sequences: Histories, n_items: int) -> sparse.csr_matrix:
+    """Binary (n_users, n_items) float32 sparse matrix of who interacted with what (an item seen twice
+    counts once)."""
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-    if lengths.sum():
-        x[np.repeat(np.arange(len(sequences)), lengths), np.concatenate(sequences)] = 1.0
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = np.concatenate(sequences).astype(np.int64) if lengths.sum() else np.zeros(0, np.int64)
+    x = sparse.csr_matrix(
+        (np.ones(len(indices), np.float32), indices, indptr), shape=(len(sequences), n_items)
+    )
+    x.sum_duplicates()
+    x.data[:] = 1.0
     return x

@@ -9,12 +9,15 @@ from actors.cf.overrides import OverrideError, parse_overrides
 
 def test_values_take_the_field_types():
     got = parse_overrides(["sasrec.epochs=20", "sasrec.dropout=1", "sasrec.device=cpu", "sasrec.bf16=true",
-                           "sasrec.max_memory_gb=none", "ease.lambdas=[50, 100]", "ease.lam=300"])  # fmt: skip
+                           "sasrec.max_memory_gb=none", "ease.lambdas=[50, 100]", "ease.lam=300", "als.factors=32",
+                           "als.alphas=[1, 10]"])  # fmt: skip
     assert got == {
         "sasrec": {"epochs": 20, "dropout": 1.0, "device": "cpu", "bf16": True, "max_memory_gb": None},
         "ease": {"lambdas": [50.0, 100.0], "lam": 300.0},
+        "als": {"factors": 32, "alphas": [1.0, 10.0]},
     }
     assert isinstance(got["sasrec"]["dropout"], float) and isinstance(got["ease"]["lambdas"][0], float)
+    assert isinstance(got["als"]["alphas"][0], float)
 
 
 @pytest.mark.parametrize(

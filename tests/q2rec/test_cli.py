@@ -41,7 +41,7 @@ def test_set_is_checked_against_the_config_field_types(tmp_path, capsys):
     assert main([*base, "--set", "sasrec.epochs=ten"]) == 2
     assert "sasrec.epochs takes int; got 'ten'" in capsys.readouterr().err
     assert main([*base, "--set", "lightgcn.layers=2"]) == 2
-    assert "no CF model 'lightgcn'; models: ease, pop, sasrec" in capsys.readouterr().err
+    assert "no CF model 'lightgcn'; models: als, ease, pop, sasrec" in capsys.readouterr().err
 
 
 def test_bench_names_the_benchmarks_there_are(capsys):

@@ -23,6 +23,16 @@ def test_the_defaults_are_the_packaged_demo():
     assert plan["report"][plan["report"].index("--models") + 1] == "pop,ease,sasrec"
 
 
+def test_als_is_a_cf_model_and_a_backbone(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("cf: {models: [pop, als], backbone: als, set: {als: {factors: 32}}}\n")
+    plan = dict(stages(PipelineConfig.load(path), None))
+    train = plan["train"]
+    assert train[train.index("--models") + 1] == "pop,als" and "als.factors=32" in train
+    assert plan["search"][plan["search"].index("--cf") + 1] == "als"
+    assert plan["llm-rerank"][plan["llm-rerank"].index("--cf") + 1] == "als"
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "names"),
     [
@@ -30,7 +40,7 @@ def test_the_defaults_are_the_packaged_demo():
         ("llm: {engine: gpt}\n", "llm.engine: Input should be 'auto', 'vllm', 'transformers' or 'openai'"),
         ("search: {trials: 0}\n", "search.trials: Input should be greater than or equal to 1"),
         ("cf: {models: [pop, ease], backbone: sasrec}\n", "backbone 'sasrec' is not among models"),
-        ("cf: {models: [pop, bpr]}\n", "cf.models.1: Input should be 'pop', 'ease' or 'sasrec'"),
+        ("cf: {models: [pop, bpr]}\n", "cf.models.1: Input should be 'pop', 'ease', 'sasrec' or 'als'"),
         ("cf: {set: {sasrec: {epoch: 3}}}\n", "sasrec has no field 'epoch'"),
         ("cf: {set: {ease: {lam: big}}}\n", "ease.lam takes float; got 'big'"),
         ("dataset: no/such/folder\n", "dataset.name 'no/such/folder': not a folder"),

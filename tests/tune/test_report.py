@@ -33,6 +33,16 @@ def test_fused_rows_cover_both_backbones_and_each_llm_use():
         r.name for r in fused_rows(("llm",))}  # fmt: skip
 
 
+def test_als_has_its_rows_when_asked_for_and_every_cf_model_is_known():
+    from actors.cf import MODELS
+    from tune.experiments import CF_MODELS, DEFAULT_MODELS, backbones, serial_rows
+
+    assert set(CF_MODELS) == set(MODELS) and "als" not in DEFAULT_MODELS  # its searches cost demo time
+    assert backbones(("pop", "als")) == ("als",)
+    assert {r.name for r in fused_rows((), ("pop", "ease", "als"))} == {"fused_ease_nollm", "fused_als_nollm"}
+    assert [r.name for r in serial_rows((), ("als",))] == [f"serial_als_retrieval_k{k}" for k in (20, 50)]
+
+
 def test_search_space_rejects_unknown_methods():
     with pytest.raises(ValueError, match="'softmax'"):
         search_space(("adaptive", "softmax"))
