@@ -13,7 +13,15 @@ from functools import cached_property
 
 import numpy as np
 
-from actors.ranking import mask_items, ndcg_at_k, ndcg_gains, target_ranks, topk
+from actors.ranking import (
+    ONE_PASS_MIN_ITEMS,
+    chunk_maxima,
+    mask_items,
+    ndcg_at_k,
+    ndcg_gains,
+    target_ranks,
+    topk,
+)
 
 DEFAULT_KS = (10, 20)
 DEFAULT_LENGTH_BUCKETS = (0, 20, 50, 100, 200)  # lower edges of history-length buckets
@@ -41,14 +49,27 @@ class RankedBatch:
 def rank_batch(
     scores: np.ndarray, histories: Sequence[np.ndarray], targets: np.ndarray, max_k: int
 ) -> RankedBatch:
-    """Mask, rank and keep only the top ``max_k`` of one batch of score rows."""
-    if not np.isfinite(scores).any(axis=1).all():
+    """Rank one batch of score rows with each row's history masked, and keep only the top ``max_k``.
+
+    The rows are ranked as float32; ``scores`` is only read (the history items rank as -inf, as after
+    ``mask_items``). The checks read the maxima that the ranking needs anyway.
+    """
+    rows = np.asarray(scores, dtype=np.float32)
+    maxima = chunk_maxima(rows)
+    row_max = maxima.max(axis=1)
+    unsure = ~np.isfinite(row_max)  # an infinite or NaN maximum may still sit beside finite values
+    if not np.isfinite(np.asarray(scores)[unsure]).any(axis=1).all():
         raise ValueError("a score row has no finite value")
-    if np.isnan(scores).any():
+    if np.isnan(row_max).any():
         raise ValueError("scores contain NaN")
-    scores = mask_items(np.array(scores, dtype=np.float32, copy=True), histories)
+    if rows.shape[1] < ONE_PASS_MIN_ITEMS:  # short rows: masking a copy costs less than ranking around it
+        masked = mask_items(np.array(scores, dtype=np.float32, copy=True), histories)
+        top, ranks = topk(masked, max_k), target_ranks(masked, targets)
+    else:
+        top = topk(rows, max_k, exclude=histories, maxima=maxima)
+        ranks = target_ranks(rows, targets, exclude=histories)
     lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
-    return RankedBatch(topk(scores, max_k), target_ranks(scores, targets), np.asarray(targets), lens)
+    return RankedBatch(top, ranks, np.asarray(targets), lens)
 
 
 def concat(batches: Sequence[RankedBatch]) -> RankedBatch:

@@ -101,8 +101,9 @@ class SASRecNetwork(nn.Module):
             x = block(x, allowed)
         return self.norm(x)
 
-    def logits(self, states: torch.Tensor) -> torch.Tensor:
-        return states @ self.item_emb.weight[1:].T
+    def logits(self, states: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, n_items) scores of every item; into ``out`` when given (under inference mode)."""
+        return torch.matmul(states, self.item_emb.weight[1:].T, out=out)
 
 
 def _left_pad(seqs: list[np.ndarray], length: int) -> np.ndarray:
@@ -299,11 +300,14 @@ class SASRec(CFModel):
     @torch.inference_mode()
     def score(self, histories: Histories, batch_size: int = 512) -> np.ndarray:
         states = torch.from_numpy(self.user_vectors(histories, batch_size)).to(self._device())
-        out = np.zeros((len(histories), self.n_items), dtype=np.float32)
+        out = np.empty((len(histories), self.n_items), dtype=np.float32)
+        in_place = states.device.type == "cpu" and self.net.item_emb.weight.dtype == torch.float32
         for start in range(0, len(states), batch_size):
-            out[start : start + batch_size] = (
-                self.net.logits(states[start : start + batch_size]).float().cpu().numpy()
-            )
+            rows = states[start : start + batch_size]
+            if in_place:  # the product written straight into the rows returned (no copy; same values)
+                self.net.logits(rows, out=torch.from_numpy(out[start : start + len(rows)]))
+            else:
+                out[start : start + len(rows)] = self.net.logits(rows).float().cpu().numpy()
         return out
 
     def _state(self) -> dict[str, np.ndarray]:

@@ -130,3 +130,49 @@ def test_paired_bootstrap_of_recall():
     assert r["diff"] == pytest.approx((1 + 1 + 0 - 1) / 4)
     with pytest.raises(ValueError, match="'MAP'"):
         paired_bootstrap(np.ones(2), np.ones(2), metric="MAP")
+
+
+@pytest.mark.parametrize("rows", ["short", "long"])
+def test_rank_batch_equals_a_stable_sort_of_the_masked_rows(rows, monkeypatch):
+    """Integer-valued scores (ties, targets tied with others), -inf items, histories with repeats and
+    holding the target, float32 and float64 rows: the top lists and ranks of ``np.argsort(-masked,
+    kind="stable")``, and the caller's rows left as they were."""
+    if rows == "long":  # the chunked top-k and the one-pass ranks, on rows of a few hundred items
+        monkeypatch.setattr("actors.ranking.CHUNK", 4)
+        monkeypatch.setattr("actors.ranking.CHUNKED_TOPK_MIN_ITEMS", 1)
+        monkeypatch.setattr("tune.metrics.ONE_PASS_MIN_ITEMS", 1)
+        monkeypatch.setattr("actors.ranking.ONE_PASS_MIN_ITEMS", 1)
+    rng = np.random.default_rng(0)
+    for it in range(200):
+        n, m, k = rng.integers(1, 20), rng.integers(2, 400), rng.integers(1, 30)
+        s = rng.integers(0, rng.choice([3, 20, 1000]), (n, m)).astype([np.float32, np.float64][it % 2])
+        s[rng.random((n, m)) < 0.2] = -np.inf
+        s[np.arange(n), rng.integers(0, m, n)] = 1.0
+        targets = rng.integers(0, m, n)
+        hists = [rng.integers(0, m, rng.integers(0, min(m, 30))) for _ in range(n)]
+        for i in np.flatnonzero(rng.random(n) < 0.2):
+            hists[i] = np.append(hists[i], targets[i])
+        before = s.copy()
+        s.flags.writeable = False  # a memory map, say: only read
+        ranked = rank_batch(s, hists, targets, k)
+        masked = mask_items(before.astype(np.float32), hists)
+        order = np.argsort(-masked, axis=1, kind="stable")
+        np.testing.assert_array_equal(ranked.top, order[:, : min(k, m)])
+        np.testing.assert_array_equal(ranked.ranks, 1 + np.argmax(order == targets[:, None], axis=1))
+        np.testing.assert_array_equal(s, before)
+
+
+def test_rank_batch_checks_every_row():
+    empty = [np.array([], dtype=int)] * 2
+    rank_batch(np.array([[np.inf, 1.0], [-np.inf, 0.0]]), empty, np.array([0, 1]), 1)  # a finite value each
+    for bad, message in (([[np.inf, np.inf], [0.0, 1.0]], "no finite value"),
+                         ([[1.0, 0.0], [-np.inf, -np.inf]], "no finite value"),
+                         ([[np.nan, np.nan], [0.0, 1.0]], "no finite value"),
+                         ([[1.0, 0.0], [np.inf, np.nan]], "no finite value"),
+                         ([[1.0, 0.0], [2.0, np.nan]], "NaN")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            rank_batch(np.array(bad), empty, np.array([0, 1]), 1)
+    # a float64 score past float32's range is still a finite score (the check reads the rows as given)
+    with np.errstate(over="ignore"):
+        ranked = rank_batch(np.array([[1e300, 1e300, 5.0]]), empty[:1], np.array([1]), 2)
+    assert ranked.top.tolist() == [[0, 1]] and ranked.ranks.tolist() == [2]
