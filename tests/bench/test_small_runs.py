@@ -32,3 +32,30 @@ def test_eval_speed(capsys):
     out = capsys.readouterr().out
     assert "every target rank, every top-20 list, every metric" in out
     assert "| factorised | **ranking** (rank_batch) |" in out and "- after: " in out
+
+
+def test_single_process(tmp_path, capsys):
+    """The bench-only single-process app alone (no Ray) on a tiny synthetic catalog (EASE, the metadata
+    index): its top-10 equal the offline fusion's for known users, then it is timed."""
+    from actors.encoder import TextEncoder
+    from actors.fusion_file import FusionFile
+    from actors.retriever import FaissRetriever, IndexConfig
+    from data_prep.index import item_texts
+    from data_prep.synthetic import SyntheticConfig, write
+    from training.cf import build_config, fit_and_save
+
+    paths = write(SyntheticConfig(users=120, items=200, min_per_user=5, max_per_user=15), tmp_path)
+    fit_and_save(str(paths.root), "ease", build_config("ease"), "test")  # the training function, without Ray
+    texts = item_texts(paths, "metadata")
+    vectors = TextEncoder().encode(texts["text"].tolist())
+    FaissRetriever.build(vectors, texts["item_id"].tolist(), IndexConfig()).save(paths.index_dir("metadata"))
+    FusionFile.model_validate({
+        "config": {"method": "adaptive", "norm": "zscore", "n": 50, "a": 0.4, "b": 0.5, "c": 1.0},
+        "weights": {"last": 1.0, "recent": 0.3, "llm": 0.0, "enriched": 0.0}, "cf": "ease", "valid": {},
+    }).save(paths.fusion)  # fmt: skip
+    args = ["--single-only", "--artifacts", str(paths.root), "--requests", "20", "--throughput-requests", "40",
+            "--rounds", "2", "--check-users", "10"]  # fmt: skip
+    assert bench("single_process").main(args) == 0
+    out = capsys.readouterr().out
+    assert "top-10 equal to the offline fusion for 10 of 10 users" in out
+    assert "| single process | " in out
