@@ -298,7 +298,11 @@ def phase_limits(limits: dict[str, float], n_items: int, dim: int, factorised: b
 
 def catalog_run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     """Seconds per 1,000 users, per scorer, path (before, after, limit) and phase; prints the tables."""
-    torch.set_grad_enabled(False)
+    with torch.no_grad():  # scoped: the small run in the tests shares its process with training tests
+        return _catalog_run(args)
+
+
+def _catalog_run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     batch = args.batch or score_batch_size(args.items)
     print(f"\n## {args.users:,} users x {args.items:,} items, dim {args.dim}, batches of {batch} users")
     print(f"box: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "

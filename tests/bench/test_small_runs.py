@@ -32,6 +32,9 @@ def test_eval_speed(capsys):
     out = capsys.readouterr().out
     assert "every target rank, every top-20 list, every metric" in out
     assert "| factorised | **ranking** (rank_batch) |" in out and "- after: " in out
+    import torch
+
+    assert torch.is_grad_enabled()  # the bench leaves autograd as it found it (training tests follow)
 
 
 def test_single_process(tmp_path, capsys):
@@ -59,3 +62,13 @@ def test_single_process(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "top-10 equal to the offline fusion for 10 of 10 users" in out
     assert "| single process | " in out
+
+
+def test_llm_stages(tmp_path, capsys):
+    """Both configurations (before, now) on a few items and users of the packaged ML-100K, with the limits."""
+    args = ["--n", "4", "--batch", "4", "--decode-batch", "8", "--dataset-dir", str(tmp_path / "ml-100k")]
+    assert bench("llm_stages").main(args) == 0
+    out = capsys.readouterr().out
+    assert "engine limits (now): prefill" in out
+    for stage in ("enrich", "queries"):
+        assert f"| {stage} | before | 128 |" in out and f"| {stage} | now | 32 |" in out
