@@ -31,6 +31,13 @@ class EASEConfig:
     max_extensions: int = 6  # λ values tried past an edge of ``lambdas`` while the best sits on it
     max_memory_gb: float | None = None  # refuse a fit that needs more (None: 80% of this machine's RAM)
 
+    def __post_init__(self) -> None:
+        bad = [v for v in [self.lam, *self.lambdas] if not v > 0]  # λ makes the Gram matrix invertible
+        if bad:
+            raise ValueError(f"ease: lam and lambdas must be > 0, got {bad[0]!r}")
+        if self.max_extensions < 0:
+            raise ValueError(f"ease: max_extensions must be >= 0, got {self.max_extensions}")
+
 
 class EASE(CFModel):
     name = "ease"

@@ -58,3 +58,25 @@ def test_weights_match_the_closed_form(data):
     np.fill_diagonal(b, 0.0)
     np.testing.assert_allclose(model.weights, b, atol=1e-5)
     assert model.weights.flags.c_contiguous  # scipy's sparse products are slow on column-major operands
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [({"lam": 0.0}, "got 0.0"), ({"lambdas": [50.0, -1.0]}, "got -1.0"), ({"max_extensions": -1}, "got -1")],
+)
+def test_a_lambda_that_is_not_positive_is_refused_naming_it(kwargs, needle):
+    with pytest.raises(ValueError, match="ease: ") as err:
+        EASEConfig(**kwargs)
+    assert needle in str(err.value)
+
+
+def test_a_bad_lambda_from_the_command_line_is_an_error_naming_it(tmp_path, capsys):
+    """`q2rec train --set ease.lam=-5` stops with exit 2 before any fit, naming the value."""
+    from data_prep.synthetic import SyntheticConfig, write
+    from q2rec.cli import main as q2rec
+
+    paths = write(SyntheticConfig(users=30, items=20, min_per_user=4, max_per_user=6), tmp_path)
+    code = q2rec(["train", "--artifacts", str(tmp_path), "--dataset", paths.root.name, "--models", "ease",
+                  "--set", "ease.lam=-5"])  # fmt: skip
+    assert code == 2 and "lam and lambdas must be > 0, got -5.0" in capsys.readouterr().err
+    assert not paths.model_dir("ease").exists()
