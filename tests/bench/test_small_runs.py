@@ -72,3 +72,13 @@ def test_llm_stages(tmp_path, capsys):
     assert "engine limits (now): prefill" in out
     for stage in ("enrich", "queries"):
         assert f"| {stage} | before | 128 |" in out and f"| {stage} | now | 32 |" in out
+
+
+def test_recbole_peer(tmp_path, capsys):
+    """RecBole's EASE in its own venv (installed once under ~/.cache/q2rec) against q2rec's on ML-100K: the
+    same split gives the same validation NDCG@10 at the same λ (the protocol check)."""
+    args = ["--models", "ease", "--artifacts", str(tmp_path)]
+    assert bench("recbole_peer").main(args) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ease |")]
+    valid = {r[2].strip(): float(r[5]) for r in rows}
+    assert set(valid) == {"q2rec", "RecBole"} and abs(valid["q2rec"] - valid["RecBole"]) < 1e-3
