@@ -102,17 +102,19 @@ def summarise(
             "latencies": latencies, "wall": wall}  # fmt: skip
 
 
-def interleaved(port: int, paths: dict[str, str], bodies: list[dict[str, Any]] | dict[str, list[dict[str, Any]]],
+def interleaved(port: int | dict[str, int], paths: dict[str, str],
+                bodies: list[dict[str, Any]] | dict[str, list[dict[str, Any]]],
                 clients: int, rounds: int) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Each path's load in ``rounds`` alternating slices of ``bodies`` (one list for every path, or one per
     path name), so drift of a shared, noisy box falls on every path alike; per path, the slices' figures
-    pooled."""
+    pooled. ``port``: one server for every path, or one per path name (apps on their own ports)."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
     per_path = bodies if isinstance(bodies, dict) else dict.fromkeys(paths, bodies)
+    ports = port if isinstance(port, dict) else dict.fromkeys(paths, port)
     for r in range(rounds):
         for name, path in paths.items() if r % 2 == 0 else reversed(paths.items()):
             size = -(-len(per_path[name]) // rounds)
-            runs[name].append(run_load(port, path, per_path[name][r * size : (r + 1) * size], clients))
+            runs[name].append(run_load(ports[name], path, per_path[name][r * size : (r + 1) * size], clients))
     return {
         name: summarise(
             [x for r in rs for x in r["latencies"]],

@@ -39,7 +39,6 @@ import inspect
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))  # serve_latency (its clients and percentiles)
 sys.path.insert(0, str(BENCH.parent))  # the repository, when run as a script
+
+from devtools.redis_server import free_port  # noqa: E402
 
 # module-level: FastAPI resolves the route's (postponed) annotations in this module's globals
 from serve.schemas import RecommendRequest, RecommendResponse  # noqa: E402
@@ -168,12 +169,6 @@ def serve_single(config: dict[str, Any], port: int) -> None:
 
 
 # ---- the bench ------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def app_config(root: Path, store: Path) -> dict[str, Any]:
     """The shipped one-machine profile's args on ``root``: the CF model ``fusion.json`` was tuned with,
     engine ``none``, a SQLite store at ``store``."""
@@ -261,27 +256,6 @@ def check_equal(ports: dict[str, int], users: list[str]) -> int:
         f"top-10 equal for {len(users) - differ} of {len(users)} users (largest score difference {max_dscore:.2e})"
     )
     return differ
-
-
-def interleaved(targets: dict[str, int], bodies: list[dict[str, Any]], clients: int, rounds: int):
-    """``serve_latency.interleaved`` over apps on their own ports: each app's load in ``rounds`` alternating
-    slices (the order reversed every other round); per app, the slices' figures pooled."""
-    from serve_latency import run_load, summarise
-
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
-    size = -(-len(bodies) // rounds)
-    for r in range(rounds):
-        for name, port in targets.items() if r % 2 == 0 else reversed(targets.items()):
-            runs[name].append(run_load(port, "/recommend", bodies[r * size : (r + 1) * size], clients))
-    return {
-        name: summarise(
-            [x for r in rs for x in r["latencies"]],
-            [t for r in rs for t in r["timings"]],
-            sum(r["errors"] for r in rs),
-            sum(r["wall"] for r in rs),
-        )  # fmt: skip
-        for name, rs in runs.items()
-    }
 
 
 def memory(pids: list[int]) -> tuple[int, int, int]:
@@ -382,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     one = [{"user_id": rng.choice(users), "k": 10} for _ in range(args.requests)]
     many = [{"user_id": rng.choice(users), "k": 10} for _ in range(args.throughput_requests)]
     warm = [{"user_id": u, "k": 10} for u in users[:30]]
-    from serve_latency import run_load
+    from serve_latency import interleaved, run_load
 
     with tempfile.TemporaryDirectory(prefix="q2rec-single-") as tmp:
         t0 = time.perf_counter()
@@ -429,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
                 run_load(port, "/recommend", warm, 2)
             results = {}
             for clients, bodies in ((1, one), (args.clients, many)):
-                for name, r in interleaved(targets, bodies, clients, args.rounds).items():
+                for name, r in interleaved(
+                    targets, dict.fromkeys(targets, "/recommend"), bodies, clients, args.rounds
+                ).items():
                     results[(name, clients)] = r
             mem = {"single process": memory([server.proc.pid])}
             if not args.single_only:
