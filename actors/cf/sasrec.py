@@ -1,7 +1,7 @@
 """SASRec: a causal self-attention sequence model (Kang & McAuley, ICDM 2018), in PyTorch.
 
 Training uses cross-entropy at every position of every sequence: over all items (full softmax) for
-catalogs up to ``full_softmax_max_items``, and above that over the target and ``negatives`` items drawn by
+catalogs up to ``full_softmax_max_items`` (a chunk of positions at a time, ``softmax_loss``), and above that over the target and ``negatives`` items drawn by
 popularity per batch and shared by its positions (sampled softmax with the log-q correction; a negative
 equal to a position's target is masked). It stops early on validation NDCG@10 (on at most ``valid_sample`` users; the best epoch's
 weights are kept). Item embeddings are tied between input
@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from actors.cf.base import CFModel, Histories, ValidationSet, score_batch_size
+from actors.cf.softmax_loss import CHUNK_SCORES, full_softmax_cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class SASRecConfig:
     batch_size: int = 128
     epochs: int = 200
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping
+    lr_decay: float = 1.0  # < 1: the rate times this after lr_patience epochs without a better valid NDCG@10
+    lr_patience: int = 2
     seed: int = 0
     device: str = "auto"  # "auto" picks CUDA when available
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
@@ -49,6 +52,12 @@ class SASRecConfig:
     negatives: int = 1024  # sampled softmax: negatives per batch, drawn by training popularity
     valid_sample: int = 10_000  # early stopping scores at most this many validation users (0: all)
     index: str = "auto"  # rank through an item index: auto (IVF above 100,000 items), flat (exact), ivf, hnsw
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(
+                f"sasrec.lr_decay must be in (0, 1] (1 keeps the rate fixed), got {self.lr_decay}"
+            )
 
 
 class CausalBlock(nn.Module):
@@ -156,8 +165,8 @@ class SASRec(CFModel):
     RUNTIME_FIELDS = ("progress", "threads", "max_memory_gb", "index")
     FACTORISED = True
     too_large_hint = (
-        "lower sasrec.batch_size or sasrec.max_len (the softmax holds batch_size x max_len x its width of "
-        "scores at once), or set sasrec.loss = 'sampled' (sasrec.negatives wide)"
+        "lower sasrec.batch_size, sasrec.max_len or sasrec.negatives (a sampled softmax holds batch_size x "
+        "max_len x (negatives + 1) scores at once; the full softmax scores a chunk of positions at a time)"
     )
 
     def softmax_width(self, n_items: int) -> int:
@@ -169,11 +178,17 @@ class SASRec(CFModel):
         return cfg.negatives + 1 if sampled else n_items
 
     def memory_needed(self, n_users: int, n_items: int) -> int:
-        """The softmax of one training batch (bf16 logits, their float32 copy and both gradients: 12 bytes
-        per position and score), validation scoring (a ``score_batch_size`` batch of rows and a masked
-        copy), the item embeddings with their gradient and Adam state, and the training windows."""
+        """The softmax of one training batch (sampled: bf16 logits, their float32 copy and both gradients,
+        12 bytes per position and score; full: a chunk of scores at a time, see ``softmax_loss``),
+        validation scoring (a ``score_batch_size`` batch of rows and a masked copy), the item embeddings
+        with their gradient and Adam state, and the training windows."""
         cfg = self.config
-        softmax = 12 * cfg.batch_size * cfg.max_len * self.softmax_width(n_items)
+        width = self.softmax_width(n_items)
+        softmax = (
+            12 * max(CHUNK_SCORES, 16 * width)
+            if width == n_items
+            else 12 * cfg.batch_size * cfg.max_len * width
+        )
         scoring = score_batch_size(n_items) * n_items * 8
         return softmax + scoring + 16 * (n_items + 1) * cfg.hidden + 16 * n_users * cfg.max_len
 
@@ -214,6 +229,11 @@ class SASRec(CFModel):
             self._neg_logq = torch.log(self._neg_q * cfg.negatives)
         if valid is not None:
             valid = valid.sample(cfg.valid_sample, cfg.seed)
+        plateau = None
+        if valid is not None and cfg.lr_decay < 1:
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="max", factor=cfg.lr_decay, patience=cfg.lr_patience
+            )
         best_ndcg, best_state, best_epoch, history = -1.0, None, 0, []
         bar = tqdm(range(1, cfg.epochs + 1), desc="SASRec", unit="epoch", disable=not cfg.progress)
         for epoch in bar:
@@ -228,9 +248,10 @@ class SASRec(CFModel):
                     states = self.net(seq)[keep]
                     if sampled:
                         logits, labels = self._sampled_logits(states, tgt[keep] - 1, cfg.negatives)
-                    else:
-                        logits, labels = self.net.logits(states), tgt[keep] - 1
-                loss = nn.functional.cross_entropy(logits.float(), labels)
+                if sampled:
+                    loss = nn.functional.cross_entropy(logits.float(), labels)
+                else:  # every item's score, a chunk of positions at a time (no positions x items matrix)
+                    loss = full_softmax_cross_entropy(states, self.net.item_emb.weight[1:], tgt[keep] - 1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -239,6 +260,9 @@ class SASRec(CFModel):
             row = {"epoch": epoch, "loss": total / max(count, 1)}
             if valid is not None:
                 row["valid_ndcg10"] = valid.ndcg10(self)
+                if plateau is not None:
+                    plateau.step(row["valid_ndcg10"])
+                    row["lr"] = opt.param_groups[0]["lr"]
                 if row["valid_ndcg10"] > best_ndcg:
                     best_ndcg, best_epoch = row["valid_ndcg10"], epoch
                     best_state = copy.deepcopy(self.net.state_dict())
@@ -247,9 +271,11 @@ class SASRec(CFModel):
                 "SASRec epoch %d/%d: %s",
                 epoch,
                 cfg.epochs,
-                {k: round(v, 4) for k, v in row.items() if k != "epoch"},
+                {k: float(f"{v:.4g}") for k, v in row.items() if k != "epoch"},
             )
-            bar.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"} | {"best": best_epoch})
+            bar.set_postfix(
+                {k: float(f"{v:.4g}") for k, v in row.items() if k != "epoch"} | {"best": best_epoch}
+            )
             if valid is not None and epoch - best_epoch >= cfg.patience:
                 break
         bar.close()

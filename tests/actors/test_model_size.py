@@ -54,16 +54,21 @@ def test_the_estimate_bounds_the_measured_peak():
     assert peak <= need <= 3 * peak, (peak / GIB, need / GIB)
 
 
-def test_sasrec_refuses_a_full_softmax_that_does_not_fit_and_samples_by_default():
+def test_sasrec_refuses_a_sampled_softmax_that_does_not_fit_and_samples_by_default():
     from actors.cf.sasrec import SASRec, SASRecConfig
 
     with pytest.raises(ModelTooLarge, match=r"sasrec on 100,000 users x 1,000,000 items needs about .* GiB, "
-                       r"over the limit of 16.0 GiB \(sasrec.max_memory_gb\); lower sasrec.batch_size.*"
-                       r"or set sasrec.loss = 'sampled'"):  # fmt: skip
-        SASRec(SASRecConfig(max_memory_gb=16, loss="full")).check_fits(100_000, 1_000_000)
+                       r"over the limit of 16.0 GiB \(sasrec.max_memory_gb\); lower sasrec.batch_size, "
+                       r"sasrec.max_len or sasrec.negatives"):  # fmt: skip
+        SASRec(SASRecConfig(max_memory_gb=16, negatives=100_000, batch_size=512)).check_fits(
+            100_000, 1_000_000
+        )
     auto = SASRec(SASRecConfig(max_memory_gb=16))  # above full_softmax_max_items: sampled, and it fits
     assert auto.softmax_width(1_000_000) == 1025 and auto.softmax_width(1_682) == 1_682
     assert auto.memory_needed(100_000, 1_000_000) < 2 * GIB
     auto.check_fits(100_000, 1_000_000)
+    # the full softmax scores a chunk of positions at a time: its memory does not grow with the batch
+    full = [SASRec(SASRecConfig(loss="full", batch_size=b)).memory_needed(6_040, 3_706) for b in (128, 1024)]
+    assert full[0] == full[1] < 0.1 * GIB
     with pytest.raises(ValueError, match="sasrec.loss must be 'auto', 'full' or 'sampled', got 'fast'"):
         SASRec(SASRecConfig(loss="fast")).softmax_width(10)

@@ -82,3 +82,16 @@ def test_recbole_peer(tmp_path, capsys):
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ease |")]
     valid = {r[2].strip(): float(r[5]) for r in rows}
     assert set(valid) == {"q2rec", "RecBole"} and abs(valid["q2rec"] - valid["RecBole"]) < 1e-3
+
+
+def test_sasrec_train(tmp_path, capsys, ray_cluster):
+    """Both full-softmax losses through a few training steps on the packaged ML-100K, with the peak; then a
+    one-epoch fit as q2rec train runs it, evaluated, with the override named in its row."""
+    args = ["--dataset", "ml-100k", "--steps", "2", "--artifacts", str(tmp_path), "--train",
+            "--set", "sasrec.epochs=1", "--set", "sasrec.max_len=20"]  # fmt: skip
+    assert bench("sasrec_train").main(args) == 0
+    out = capsys.readouterr().out
+    assert "| before: whole logits + cross_entropy |" in out and "| now: softmax_loss chunks |" in out
+    assert "now / before: **" in out and "GFLOP/s; at 2,048³:" in out
+    assert "| q2rec (epochs=1, max_len=20) | " in out and "| 1 (1) | full |" in out
+    assert "goal (test NDCG@10 >= 0.168 in <= 30 min of training): not met" in out

@@ -103,6 +103,27 @@ def test_sasrec_above_its_full_softmax_size_trains_a_sampled_softmax_that_learns
     assert _ndcg(sampled.score(histories), corpus) > 2 * pop
 
 
+def test_sasrec_lr_decay_lowers_the_rate_after_epochs_without_a_better_validation(corpus):
+    """With ``lr_decay`` < 1 the rate is multiplied by it once ``lr_patience`` epochs in a row bring no
+    better validation NDCG@10 (here 0: after each such epoch); the default keeps it fixed."""
+    from actors.cf import ValidationSet
+    from actors.cf.sasrec import SASRec, SASRecConfig
+
+    users = corpus.eval_users("valid")[:300]
+    valid = ValidationSet(corpus.histories("valid", users), corpus.valid_target[users])
+    cfg = SASRecConfig(max_len=20, hidden=32, blocks=1, epochs=6, patience=6, lr=0.03, lr_decay=0.5,
+                       lr_patience=0, progress=False)  # fmt: skip
+    history = SASRec(cfg).fit(corpus.train_seqs, corpus.n_items, valid).fit_info["history"]
+    best, rate = -1.0, cfg.lr
+    for row in history:
+        rate = rate if row["valid_ndcg10"] > best else rate * 0.5
+        best = max(best, row["valid_ndcg10"])
+        assert row["lr"] == pytest.approx(rate)
+    assert rate < cfg.lr  # the high rate makes validation stall, so the rate was lowered
+    with pytest.raises(ValueError, match=r"sasrec.lr_decay must be in \(0, 1\] .*got 0"):
+        SASRecConfig(lr_decay=0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [({"users": 0}, "--users: must be at least 1, got 0"),
