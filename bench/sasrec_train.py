@@ -1,7 +1,7 @@
 """Benchmark: SASRec's training step against the machine's matmul peak and the step it replaced, and (with
 ``--train``) a training run with the defaults a user gets, against published quality, in the same run.
 
-    python bench/sasrec_train.py --dataset ../shared/datasets/ml-1m [--steps 30] [--train [--set sasrec.FIELD=V ...]]
+    python bench/sasrec_train.py --dataset ../shared/datasets/ml-1m [--steps N] [--train [--set sasrec.FIELD=V ...]]
 
 The dataset is prepared as ``q2rec prepare`` does (chronological leave-one-out); ML-1M is research-only:
 read it from where it lies, never copy it into the repository.
@@ -67,7 +67,8 @@ def step_speed(corpus: Corpus, cfg: SASRecConfig, loss_fn, steps: int) -> tuple[
     net = model.net
     inputs, targets = training_windows(corpus.train_seqs, cfg.max_len)
     lengths = (inputs > 0).sum(axis=1)
-    batches = length_batches(lengths, cfg.batch_size, np.random.default_rng(0))[: steps + 3]
+    batches = length_batches(lengths, cfg.batch_size, np.random.default_rng(0))
+    batches = batches[: steps + 3] if steps else batches  # 0: a whole epoch (its first three untimed)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     done, t0 = 0, 0.0
     for i, idx in enumerate(batches):
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="ml-100k", help="a dataset name or folder, as for q2rec prepare")
     ap.add_argument("--artifacts", default=None, help="artifacts root (default: q2rec's)")
-    ap.add_argument("--steps", type=int, default=30, help="timed training steps per loss")
+    ap.add_argument("--steps", type=int, default=0, help="timed training steps per loss (0: an epoch; a few "
+                    "steps are a sample of batches, and the ratio varies with it)")  # fmt: skip
     ap.add_argument("--train", action="store_true", help="also train with the defaults and evaluate")
     add_set_argument(ap, help="with --train: a SASRec config field (repeatable), as for q2rec train")
     args = ap.parse_args(argv)
