@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artifacts", default=None, help="artifacts root (default: q2rec's)")
     ap.add_argument("--steps", type=int, default=0, help="timed training steps per loss (0: an epoch; a few "
                     "steps are a sample of batches, and the ratio varies with it)")  # fmt: skip
-    ap.add_argument("--train", action="store_true", help="also train with the defaults and evaluate")
+    ap.add_argument("--train", action="store_true", help="also train (the defaults, or --set) and evaluate")
     add_set_argument(ap, help="with --train: a SASRec config field (repeatable), as for q2rec train")
     args = ap.parse_args(argv)
     overrides = parse_overrides(args.overrides).get("sasrec", {})
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.dataset}: {corpus.n_users:,} users × {n:,} items, {positions:,} training positions; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; SASRec defaults: length {cfg.max_len}, "
           f"batch {cfg.batch_size}, hidden {d}, {cfg.blocks} blocks, bf16 {cfg.bf16}")  # fmt: skip
-    shape_peak = bf16_peak(min(chunk_rows(n), 4096), d, n)
+    rows = min(chunk_rows(n), 4096)  # the positions of one chunk of the loss's scores
+    shape_peak = bf16_peak(rows, d, n)
     square_peak = bf16_peak(2048, 2048, 2048, repeats=5)
     flop = 6 * n * d + 36 * d * d * cfg.blocks  # per position: output layer + dense block layers
     print(
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} | {pos_s:,.0f} | {step_s:.3f} | {positions / pos_s:.1f} | {gflops:.1f} | "
               f"{gflops / shape_peak:.0%} |")  # fmt: skip
     before, now = speed.values()
-    print(f"\nnow / before: **{now / before:.2f}×**; bf16 matmul peak at ({min(chunk_rows(n), 4096)} × {d}) @ "
+    print(f"\nnow / before: **{now / before:.2f}×**; bf16 matmul peak at ({rows} × {d}) @ "
           f"({d} × {n}): {shape_peak:.0f} GFLOP/s; at 2,048³: {square_peak:.0f} GFLOP/s")  # fmt: skip
     if args.train:
         r = train_run(args.dataset, args.artifacts, overrides)

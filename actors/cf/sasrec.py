@@ -1,11 +1,12 @@
 """SASRec: a causal self-attention sequence model (Kang & McAuley, ICDM 2018), in PyTorch.
 
-Training uses cross-entropy at every position of every sequence: over all items (full softmax) for
-catalogs up to ``full_softmax_max_items`` (a chunk of positions at a time, ``softmax_loss``), and above that over the target and ``negatives`` items drawn by
-popularity per batch and shared by its positions (sampled softmax with the log-q correction; a negative
-equal to a position's target is masked). It stops early on validation NDCG@10 (on at most ``valid_sample`` users; the best epoch's
-weights are kept). Item embeddings are tied between input
-and output. Runs are seeded and use deterministic kernels, so a fixed seed gives the same model.
+Training uses cross-entropy at every position of every sequence: over all items (full softmax, a chunk of
+positions at a time, ``softmax_loss``) for catalogs up to ``full_softmax_max_items``, and above that over
+the target and ``negatives`` items drawn by popularity per batch and shared by its positions (sampled
+softmax with the log-q correction; a negative equal to a position's target is masked). It stops early on
+validation NDCG@10 (on at most ``valid_sample`` users; the best epoch's weights are kept), lowering the
+learning rate on a plateau when ``lr_decay`` < 1. Item embeddings are tied between input and output. Runs
+are seeded and use deterministic kernels, so a fixed seed gives the same model.
 """
 
 from __future__ import annotations
@@ -267,15 +268,9 @@ class SASRec(CFModel):
                     best_ndcg, best_epoch = row["valid_ndcg10"], epoch
                     best_state = copy.deepcopy(self.net.state_dict())
             history.append(row)
-            log.info(
-                "SASRec epoch %d/%d: %s",
-                epoch,
-                cfg.epochs,
-                {k: float(f"{v:.4g}") for k, v in row.items() if k != "epoch"},
-            )
-            bar.set_postfix(
-                {k: float(f"{v:.4g}") for k, v in row.items() if k != "epoch"} | {"best": best_epoch}
-            )
+            shown = {k: float(f"{v:.4g}") for k, v in row.items() if k != "epoch"}
+            log.info("SASRec epoch %d/%d: %s", epoch, cfg.epochs, shown)
+            bar.set_postfix(shown | {"best": best_epoch})
             if valid is not None and epoch - best_epoch >= cfg.patience:
                 break
         bar.close()
