@@ -11,15 +11,19 @@ stay at last 1, the rest 0): every weight's range starts at 0, so the search can
 off. ``auto`` tunes every part whose inputs exist (LLM queries, description vectors) where the catalog keeps
 full rows, and none above. OptunaSearch (TPE) proposes configs; trials are single-step, so no
 early-stopping scheduler applies. The best config goes to ``fusion.json`` (for Serve and the report) with
-the best config of each method (for ``tune.selection``); trial results go under ``artifacts/<dataset>/tune``.
+the best config of each method (for ``tune.selection``); Tune's experiment state goes under
+``artifacts/<dataset>/tune``, without per-trial result files (``result_files``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields, replace
 from itertools import combinations
 from pathlib import Path
@@ -49,6 +53,28 @@ TUNE_KEYS = {"NDCG@10": "ndcg10", "Recall@10": "recall10", "Coverage@10": "cover
 METHODS = ("fixed", "adaptive", "rrf")
 SEARCH_VERSION = "s5"  # bump when the space or the fusion formula changes: cached searches are then redone
 WEIGHT_MAX = {"last": 1.0, "recent": 1.0, "llm": 1.0, "enriched": 1.5}  # each range is [0, max], step 0.05
+
+
+@contextmanager
+def result_files(on: bool) -> Iterator[None]:
+    """Tune's per-trial result files (a CSV, a JSON and a TensorBoard file of every trial) on or off for the
+    ``Tuner.fit`` inside. A search reads its results from memory, so they are off by default; Tune then warns
+    at the end that each trial's files are missing, which is expected and silenced. The environment and the
+    log level are restored after."""
+    key = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"  # read by Tuner.fit, in this process
+    log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    saved, level = os.environ.get(key), log.level
+    os.environ[key] = "0" if on else "1"
+    if not on:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
 
 
 def check_weights(tuned: tuple[str, ...]) -> None:
@@ -141,11 +167,13 @@ def run_search(
     concurrency: int = 1,
     tuned: tuple[str, ...] = (),
     fixed: dict[str, Any] | None = None,
+    write_result_files: bool = False,
 ) -> dict[str, Any]:
     """Returns ``{"config": best FusionConfig dict, "weights": its retrieval weights, "valid": its metrics,
     "by_method": the same for the best trial of each method, "trials": n, "seconds": s}``. ``tuned`` names
     the retrieval weights searched (the branches must keep part rows for them); ``fixed`` holds
     ``FusionConfig`` fields every trial keeps (``{"cf_candidates": 20}``: the serial architecture).
+    ``write_result_files`` turns Tune's per-trial result files on (``result_files``).
 
     ``concurrency=1`` makes a seeded search reproducible: the same inputs give the same best config. With
     more trials at once TPE sees results in whatever order they finish, so reruns differ.
@@ -187,7 +215,8 @@ def run_search(
         ),  # fmt: skip
         run_config=ray_tune.RunConfig(storage_path=str(storage.resolve()), name=name, verbose=0),
     )
-    results = tuner.fit()
+    with result_files(write_result_files):
+        results = tuner.fit()
     seconds = time.perf_counter() - t0
 
     def summary(result) -> dict[str, Any]:

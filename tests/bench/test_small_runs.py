@@ -17,6 +17,25 @@ def bench(name: str) -> ModuleType:
     return module
 
 
+def tiny_catalog(tmp_path: Path, users: int, items: int, max_per_user: int):
+    """A synthetic catalog with EASE trained as ``q2rec train`` saves it (without Ray) and the metadata index."""
+    from actors.encoder import TextEncoder
+    from actors.retriever import FaissRetriever, IndexConfig
+    from data_prep.index import item_texts
+    from data_prep.synthetic import SyntheticConfig, write
+    from training.cf import build_config, fit_and_save, training_fingerprint
+
+    paths = write(
+        SyntheticConfig(users=users, items=items, min_per_user=5, max_per_user=max_per_user), tmp_path
+    )
+    config = build_config("ease")
+    fit_and_save(str(paths.root), "ease", config, training_fingerprint(paths, "ease", config))
+    texts = item_texts(paths, "metadata")
+    vectors = TextEncoder().encode(texts["text"].tolist())
+    FaissRetriever.build(vectors, texts["item_id"].tolist(), IndexConfig()).save(paths.index_dir("metadata"))
+    return paths
+
+
 def test_ease_fit(tmp_path, capsys):
     args = ["--users", "300", "--items", "200", "--per-user", "5", "13", "--baseline-items", "120"]
     assert bench("ease_fit").main([*args, "--artifacts", str(tmp_path)]) == 0
@@ -40,18 +59,9 @@ def test_eval_speed(capsys):
 def test_single_process(tmp_path, capsys):
     """The bench-only single-process app alone (no Ray) on a tiny synthetic catalog (EASE, the metadata
     index): its top-10 equal the offline fusion's for known users, then it is timed."""
-    from actors.encoder import TextEncoder
     from actors.fusion_file import FusionFile
-    from actors.retriever import FaissRetriever, IndexConfig
-    from data_prep.index import item_texts
-    from data_prep.synthetic import SyntheticConfig, write
-    from training.cf import build_config, fit_and_save
 
-    paths = write(SyntheticConfig(users=120, items=200, min_per_user=5, max_per_user=15), tmp_path)
-    fit_and_save(str(paths.root), "ease", build_config("ease"), "test")  # the training function, without Ray
-    texts = item_texts(paths, "metadata")
-    vectors = TextEncoder().encode(texts["text"].tolist())
-    FaissRetriever.build(vectors, texts["item_id"].tolist(), IndexConfig()).save(paths.index_dir("metadata"))
+    paths = tiny_catalog(tmp_path, users=120, items=200, max_per_user=15)
     FusionFile.model_validate({
         "config": {"method": "adaptive", "norm": "zscore", "n": 50, "a": 0.4, "b": 0.5, "c": 1.0},
         "weights": {"last": 1.0, "recent": 0.3, "llm": 0.0, "enriched": 0.0}, "cf": "ease", "valid": {},
@@ -95,3 +105,19 @@ def test_sasrec_train(tmp_path, capsys, ray_cluster):
     assert "now / before: **" in out and "GFLOP/s; at 2,048³:" in out
     assert "| q2rec (epochs=1, max_len=20) | " in out and "| 1 (1) | full |" in out
     assert "goal (test NDCG@10 >= 0.168 in <= 30 min of training): not met" in out
+
+
+def test_tune_search(tmp_path, capsys, ray_cluster):
+    """The plain loop and the three Tune rows on a tiny synthetic catalog (EASE, the metadata index)."""
+    paths = tiny_catalog(tmp_path, users=80, items=120, max_per_user=12)
+    args = ["--artifacts", str(tmp_path), "--dataset", paths.root.name, "--cf", "ease", "--trials", "6"]
+    assert bench("tune_search").main(args) == 0
+    out = capsys.readouterr().out
+    assert "ease, weights searched: last, recent" in out and "| plain loop (random configs) | 6 |" in out
+    for row in (
+        "1 at a time, per-trial result files (before)",
+        "1 at a time (now, the default)",
+        "2 at a time",
+    ):
+        assert f"| Ray Tune + Optuna, {row} | 6 |" in out
+    assert "without the per-trial result files a search takes " in out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -49,6 +51,9 @@ def test_tune_search_finds_a_config_and_writes_it(ray_cluster, tmp_path):
     best = evaluate_fused(branches(), FusionConfig(**out["config"]), CTX, ks=(10,))
     assert best["NDCG@10"] == pytest.approx(out["valid"]["NDCG@10"])
     assert (tmp_path / "tune" / "fusion").is_dir()  # results stay under the given storage path
+    written = {f.name for f in (tmp_path / "tune" / "fusion").rglob("*") if f.is_file()}
+    assert not written & {"progress.csv", "result.json"}  # no per-trial result files: read from memory
+    assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ  # and the process's environment as it was
 
 
 @pytest.mark.slow
