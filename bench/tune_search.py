@@ -13,29 +13,26 @@ reproducible) and two at a time, and once with Tune's per-trial CSV, JSON and Te
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from data_prep.artifacts import ArtifactPaths
 from data_prep.corpus import Corpus
 from tune.branches import evaluate_fused
 from tune.branches_store import load_or_compute
 from tune.harness import metric_context
-from tune.search import WEIGHT_MAX, available_weights, run_search, to_fusion, to_weights
+from tune.search import METHODS, available_weights, run_search, search_space, to_fusion, to_weights
 
 
 def random_configs(n: int, tuned: tuple[str, ...], seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    return [
-        {"method": rng.choice(["fixed", "adaptive", "rrf"]), "norm": rng.choice(["zscore", "minmax"]),
-         "n": rng.choice([20, 50, 100, 200]), "alpha": rng.random(), "a": rng.uniform(-4, 4),
-         "b": rng.uniform(-2, 2), "c": rng.uniform(-4, 4), "confidence": rng.choice(["margin", "entropy"]),
-         "rrf_k": rng.choice([10.0, 30.0, 60.0])} | {f"w_{w}": rng.uniform(0, WEIGHT_MAX[w]) for w in tuned}
-        for _ in range(n)
-    ]  # fmt: skip
+    """``n`` configs drawn at random from the search's own space (``tune.search.search_space``)."""
+    rng = np.random.default_rng(seed)
+    space = search_space(METHODS, tuned)
+    return [{k: domain.sample(random_state=rng) for k, domain in space.items()} for _ in range(n)]
 
 
 def main(argv: list[str] | None = None) -> int:
