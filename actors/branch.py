@@ -46,13 +46,17 @@ class RowStats:
     @classmethod
     def of(cls, rows: np.ndarray) -> RowStats:
         """Statistics of score rows (n_users, n), ignoring -inf (masked) entries."""
-        r = np.asarray(rows, dtype=np.float64)
-        finite = np.isfinite(r)
-        cnt = np.maximum(finite.sum(axis=1), 1)
-        mean = np.where(finite, r, 0.0).sum(axis=1) / cnt
-        std = np.sqrt((np.where(finite, r - mean[:, None], 0.0) ** 2).sum(axis=1) / cnt)
-        lo = np.where(finite, r, np.inf).min(axis=1, initial=np.inf)
-        hi = np.where(finite, r, -np.inf).max(axis=1, initial=-np.inf)
+        rows = np.asarray(rows)
+        r = np.array(rows, dtype=np.float64)  # a copy, worked on in place: one pass less per step
+        masked = ~np.isfinite(r)
+        cnt = np.maximum(r.shape[1] - masked.sum(axis=1), 1)
+        r[masked] = 0.0
+        mean = r.sum(axis=1) / cnt
+        r -= mean[:, None]
+        r[masked] = 0.0
+        std = np.sqrt(np.square(r, out=r).sum(axis=1) / cnt)
+        lo = np.where(masked, np.inf, rows).min(axis=1, initial=np.inf).astype(np.float64)
+        hi = np.where(masked, -np.inf, rows).max(axis=1, initial=-np.inf).astype(np.float64)
         return cls(mean, std, lo, hi)
 
     def take(self, rows: np.ndarray | slice) -> RowStats:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.branch import BranchOutput, RowMode
+from actors.branch import BranchOutput, RowMode, RowStats
 from actors.rerank import FusionConfig, fuse
 from actors.retrieval_query import RetrievalWeights
 from tune.candidates import RetrievalCandidates
@@ -39,6 +39,12 @@ class BranchScores:
     candidates: RetrievalCandidates | None = None  # above the trial budget (``tune.candidates``)
     local: BranchOutput | None = None  # the retrieval answer in candidate coordinates (full-row catalogs)
     unseen: np.ndarray | None = None  # (n_items,) bool: the items CF never saw in training
+
+    def __post_init__(self) -> None:
+        # CF's answer is the same for every fusion config and retrieval weights: the statistics of its full
+        # rows are computed here once, not in every trial of a search
+        if self.cf.full is not None and self.cf.stats is None:
+            self.cf = replace(self.cf, stats=RowStats.of(self.cf.full))
 
     @classmethod
     def from_candidates(cls, users: np.ndarray, targets: np.ndarray, history_len: np.ndarray, cf: BranchOutput,

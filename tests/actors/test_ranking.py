@@ -34,9 +34,14 @@ def exclusions(rng: np.random.Generator, n: int, m: int, targets: np.ndarray) ->
     return out
 
 
-@pytest.fixture(params=["short rows", "long rows"])
+@pytest.fixture(params=["short rows", "torch top-k", "long rows"])
 def path(request, monkeypatch):
-    """'long rows': the chunked top-k and the one-pass target rank, on rows of a few hundred items."""
+    """'torch top-k': the k best found by torch.topk (rows past TORCH_TOPK_LOADED_MIN_ITEMS where torch is
+    loaded); 'long rows': the chunked top-k and the one-pass target rank, on rows of a few hundred items."""
+    if request.param == "torch top-k":
+        import torch  # noqa: F401  (loaded: the rule the threshold applies under)
+
+        monkeypatch.setattr(ranking, "TORCH_TOPK_LOADED_MIN_ITEMS", 1)
     if request.param == "long rows":
         monkeypatch.setattr(ranking, "CHUNK", 4)
         monkeypatch.setattr(ranking, "CHUNKED_TOPK_MIN_ITEMS", 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -182,3 +183,19 @@ def test_users_are_fused_in_chunks_with_the_same_answer(monkeypatch):
     ids, alpha = fused_lists(b, cfg, 10)
     np.testing.assert_array_equal(ids, whole.ids)
     np.testing.assert_allclose(alpha, whole.alpha)
+
+
+def test_cf_row_statistics_are_computed_once_with_the_same_fused_answer():
+    from actors.branch import RowStats
+    from actors.rerank import fuse
+    from tune.branches import fused_lists
+
+    b = tunable_branches()
+    assert b.cf.full is not None and b.cf.stats is not None  # computed at construction, not per trial
+    for f in ("mean", "std", "min", "max"):
+        np.testing.assert_array_equal(getattr(b.cf.stats, f), getattr(RowStats.of(b.cf.full), f))
+    plain = BranchOutput(b.cf.ids, b.cf.scores, b.cf.full)  # full rows only: fuse computes the statistics
+    for cfg in (FusionConfig(method="fixed", alpha=0.6), FusionConfig(norm="minmax", c=1.0)):
+        ids, _ = fused_lists(b, cfg, 10)
+        np.testing.assert_array_equal(ids, fuse(plain, b.retrieval, b.history_len, cfg, 10).ids)
+    assert b.with_weights(replace(b.weights, recent=0.3)).cf.stats is b.cf.stats  # kept across weights
