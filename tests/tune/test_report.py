@@ -279,3 +279,18 @@ def test_report_end_to_end_on_ml100k(ray_cluster, ml100k, ml100k_content, artifa
     } | {f"serial_{cf}_retrieval_k{k}" for cf in ("sasrec", "ease") for k in (20, 50)}
     assert nollm["serial_ease_retrieval_k20"]["fusion"]["tuned_weights"] == ["last", "recent"]
     assert nollm["fused_ease_nollm"]["test"] == res["fused_ease_nollm"]["test"]  # the same search, reused
+
+    # the searches ran two at a time as Ray tasks (the cluster has 2 CPUs); one run here alone gives the same
+    from data_prep.artifacts import ArtifactPaths
+    from tune.harness import evaluation_corpus
+    from tune.search import METHODS, cached_search, search_cache
+
+    paths = ArtifactPaths.for_dataset("ml-100k", str(artifacts_root))
+    corpus = evaluation_corpus(paths)
+    args = (paths, corpus, "ease", ("last", "recent", "llm"))
+    beside_others = cached_search(*args, trials=6, methods=METHODS)
+    search_cache(*args, trials=6, methods=METHODS).unlink()
+    alone = cached_search(*args, trials=6, methods=METHODS)
+    assert {k: v for k, v in alone.items() if k != "seconds"} == {
+        k: v for k, v in beside_others.items() if k != "seconds"
+    }
