@@ -2,14 +2,18 @@
 
     python bench/eval_speed.py [--items 1000000 --users 2048 --dim 64 --history 20 --repeat 2] [--skip-ml]
 
-1. **ML sizes**: ML-100K (943 x 1,682) and ML-1M (6,040 x 3,706), synthetic scores and histories of
-   realistic length: the vectorised harness against a per-user Python loop.
+1. **ML and product sizes**: ML-100K (943 x 1,682), ML-1M (6,040 x 3,706) and Amazon-Scientific's shape
+   (8,442 x 4,385), synthetic scores and histories of realistic length: the vectorised harness against a
+   per-user Python loop, and against itself with the k best found by numpy's argpartition (the top-k as it
+   was at these sizes before ``torch.topk``).
 2. **A large catalog** (``--items``, 1M by default), nothing trained: random item vectors (``--dim``) and
    user vectors for a sample of ``--users`` users, Zipf-distributed histories (``--history`` items on
-   average), scored per batch as a factorised model does (SASRec's ``score``: before, the logits of a torch matmul
-   copied into a zeroed float32 array; after, the matmul written straight into the rows returned) and as popularity does (its count row tiled), then ranked and measured
-   by ``tune.harness.evaluate_scorer``: once with ``rank_batch_before`` (the ranking as it was, kept here as
-   the baseline) and once with ``tune.metrics.rank_batch``, ``--repeat`` times in turn. Prints seconds per
+   average), scored per batch as a factorised model does (SASRec's ``score``: before, the logits of a torch
+   matmul copied into a zeroed float32 array; after, the matmul written straight into the rows returned) and
+   as popularity does (before, its count row tiled per batch; after, the one row ranked once for every user:
+   ``tune.metrics.SharedRow``), then ranked and measured by ``tune.harness.evaluate_scorer``: once with
+   ``rank_batch_before`` (the ranking as it was, kept here as the baseline) and once with
+   ``tune.metrics.rank_batch`` (or ``SharedRow``), ``--repeat`` times in turn. Prints seconds per
    1,000 users for each phase (the best over the repeats), each phase against this box's limit (memory
    bandwidth, matmul GFLOP/s, measured here), checks that every target rank, top-20 list and metric of the
    two paths is equal, and extrapolates to the scale run's evaluation (``bench/scale.py`` at 100k users x
@@ -29,13 +33,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+import actors.ranking as ranking
 import tune.harness
 import tune.metrics
 from actors.cf.base import score_batch_size
 from data_prep.corpus import Corpus
-from tune.metrics import MetricContext, RankedBatch, compute_metrics, concat, rank_batch
+from tune.metrics import MetricContext, RankedBatch, SharedRow, compute_metrics, concat, rank_batch
 
-SIZES = {"ml-100k": (943, 1682, 106), "ml-1m": (6040, 3706, 165)}
+SIZES = {"ml-100k": (943, 1682, 106), "ml-1m": (6040, 3706, 165), "amazon-scientific": (8442, 4385, 7)}
 SCALE_ROWS = {"models": 2, "splits": 2, "users": 100_000}  # bench/scale.py's evaluate stage at 1M items
 INTERACTIONS_PER_USER = 35  # the scale run: 3.5M interactions for 100k users
 
@@ -69,24 +74,42 @@ def per_user_loop(scores, hists, targets, k=10):
 
 
 def ml_sizes() -> None:
+    """The vectorised harness against the per-user loop, and against itself with the k best found by
+    numpy's argpartition (as before rows from ``TORCH_TOPK_LOADED_MIN_ITEMS`` items took ``torch.topk``)."""
     rows = []
     for name, (u, i, mean_len) in SIZES.items():
         scores, hists, targets = synthetic(u, i, mean_len)
         ctx = MetricContext(i, np.random.default_rng(1).integers(1, 500, i), u)
-        t0 = time.perf_counter()
+        fast = best_of(lambda: vectorised(scores, hists, targets, ctx))  # noqa: B023  (called at once)
+        with torch_topk_from(ranking.TORCH_TOPK_MIN_ITEMS):
+            before = best_of(lambda: vectorised(scores, hists, targets, ctx))  # noqa: B023
+            m_before = vectorised(scores, hists, targets, ctx)
         m = vectorised(scores, hists, targets, ctx)
         t1 = time.perf_counter()
         r10, n10 = per_user_loop(scores, hists, targets)
-        t2 = time.perf_counter()
+        slow = time.perf_counter() - t1
         assert abs(m["Recall@10"] - r10) < 1e-9 and abs(m["NDCG@10"] - n10) < 1e-9, "implementations disagree"
-        rows.append((name, u, i, t1 - t0, t2 - t1))
-    print(
-        "| size | users | items | vectorised s (all metrics) | per-user loop s (Recall/NDCG only) | speed-up |"
-    )
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, u, i, fast, slow in rows:
-        print(f"| {name} | {u} | {i} | {fast:.3f} | {slow:.3f} | {slow / fast:.1f}x |")
-    print("summary: " + "; ".join(f"{n} {f:.2f}s ({s / f:.1f}x the loop)" for n, _, _, f, s in rows))
+        assert m == m_before, "the two top-k paths disagree"
+        rows.append((name, u, i, fast, before, slow))
+    print("| size | users | items | vectorised s (all metrics) | with argpartition s (before) | speed-up | "
+          "per-user loop s (Recall/NDCG only) | vs the loop |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, u, i, fast, before, slow in rows:
+        print(f"| {name} | {u} | {i} | {fast:.3f} | {before:.3f} | {before / fast:.1f}x | {slow:.3f} | "
+              f"{slow / fast:.1f}x |")  # fmt: skip
+    print("summary: " + "; ".join(f"{n} {f:.2f}s ({b / f:.1f}x argpartition, {s / f:.1f}x the loop)"
+                                  for n, _, _, f, b, s in rows))  # fmt: skip
+
+
+@contextmanager
+def torch_topk_from(n_items: int) -> Iterator[None]:
+    """Rows from ``n_items`` items on find their k best with torch.topk while inside (torch being loaded)."""
+    was = ranking.TORCH_TOPK_LOADED_MIN_ITEMS
+    ranking.TORCH_TOPK_LOADED_MIN_ITEMS = n_items
+    try:
+        yield
+    finally:
+        ranking.TORCH_TOPK_LOADED_MIN_ITEMS = was
 
 
 # --- the ranking as it was before the chunked top-k and the one-pass target rank: the baseline (copies of
@@ -256,6 +279,22 @@ def evaluate_phases(scorer: Callable, corpus: Corpus, ctx: MetricContext, batch:
     on ``test``, ranking with ``rank_batch_before`` or with ``tune.metrics.rank_batch``."""
     seconds: dict[str, float] = {}
     batches: list[RankedBatch] = []
+    if isinstance(scorer, SharedRow):  # one row for every user, ranked once (tune.metrics.SharedRow)
+        rank = scorer.rank
+
+        def shared(*args, **kwargs) -> RankedBatch:
+            t0 = time.perf_counter()
+            batches.append(rank(*args, **kwargs))
+            seconds["shared row"] = seconds.get("shared row", 0.0) + time.perf_counter() - t0
+            return batches[-1]
+
+        scorer.rank = shared
+        t0 = time.perf_counter()
+        metrics = tune.harness.evaluate_scorer(scorer, corpus, "test", ctx, batch_size=batch)
+        seconds["total"] = time.perf_counter() - t0
+        seconds["score"] = 0.0
+        seconds["metrics"] = seconds["total"] - seconds["shared row"]
+        return seconds, metrics, concat(batches)
     ranker = partial(rank_batch_before, seconds=seconds) if before else tune.metrics.rank_batch
 
     def recorded(*args, **kwargs) -> RankedBatch:
@@ -279,21 +318,22 @@ def evaluate_phases(scorer: Callable, corpus: Corpus, ctx: MetricContext, batch:
     return seconds, metrics, concat(batches)
 
 
-PHASES = ("score", "checks", "copy", "mask", "topk", "target_ranks", "metrics", "total")
-RANKING = ("checks", "copy", "mask", "topk", "target_ranks")  # the phases of rank_batch
+PHASES = ("score", "checks", "copy", "mask", "topk", "target_ranks", "shared row", "metrics", "total")
+RANKING = ("checks", "copy", "mask", "topk", "target_ranks", "shared row")  # the phases of rank_batch
 
 
 def phase_limits(limits: dict[str, float], n_items: int, dim: int, factorised: bool) -> dict[str, float]:
-    """Seconds per 1,000 users of each phase at this box's limit: the matmul (factorised) or one write of
-    the rows (popularity) for the scoring; one copy of the rows for the copy; one read pass over the rows
-    for the checks, the top-k before (after, it reads only the maxima the checks computed) and the target
-    rank; and the ranking's least: the two read passes it makes now."""
+    """Seconds per 1,000 users of each phase at this box's limit: the matmul for the scoring; one copy of
+    the rows for the copy; one read pass over the rows for the checks, the top-k before (after, it reads
+    only the maxima the checks computed) and the target rank; and the ranking's least: the two read passes
+    it makes now. Popularity's per-user floor is ~0: its one row is ranked once (``SharedRow``)."""
+    if not factorised:  # popularity's one row is ranked once (SharedRow): no pass over a row per user
+        return {"score": 0.0, "ranking": 0.0}
     rows = 4 * n_items * 1000  # bytes of 1,000 score rows
     one_read = rows / (limits["read"] * 1e9)
     matmul = 2 * dim * n_items * 1000 / (limits["matmul"] * 1e9)
-    return {"score": matmul if factorised else rows / (limits["write"] * 1e9), "checks": one_read,
-            "copy": 2 * rows / (limits["copy"] * 1e9), "topk": one_read, "target_ranks": one_read,
-            "ranking": 2 * one_read}  # fmt: skip
+    return {"score": matmul, "checks": one_read, "copy": 2 * rows / (limits["copy"] * 1e9), "topk": one_read,
+            "target_ranks": one_read, "ranking": 2 * one_read}  # fmt: skip
 
 
 def catalog_run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
@@ -332,7 +372,7 @@ def _catalog_run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, floa
 
     n_users = len(corpus.eval_users("test"))
     per_1k: dict[str, dict[str, dict[str, float]]] = {}
-    scorers = {"popularity": (popularity, popularity), "factorised": (factorised_before, factorised)}
+    scorers = {"popularity": (popularity, SharedRow(pop_row)), "factorised": (factorised_before, factorised)}
     for name, (scorer_before, scorer) in scorers.items():
         best: dict[str, dict[str, float]] = {"before": {}, "after": {}}
         for _ in range(args.repeat):  # before and after in turn; each phase's best over the repeats

@@ -25,7 +25,7 @@ from data_prep.corpus import Corpus
 from data_prep.prepare import ensure_prepared
 from data_prep.schema import DataError
 from training.cf import ModelNotTrained, load_trained
-from tune.harness import evaluate_scorer, metric_context
+from tune.harness import evaluate_scorer, metric_context, model_scorer
 from tune.metrics import BREAKDOWNS, DEFAULT_KS, GROUP_SHARE, HEAD_FRACTION
 
 log = logging.getLogger(__name__)
@@ -99,10 +99,7 @@ def run(
         t0 = time.perf_counter()
         model = load_trained(paths, name, (overrides or {}).get(name))
         t1 = time.perf_counter()
-
-        def scorer(users: np.ndarray, histories: list[np.ndarray], model=model) -> np.ndarray:
-            return model.score(histories)
-
+        scorer = model_scorer(model)
         res = {stage: evaluate_scorer(scorer, corpus, stage, ctx, ks, label=f"{name} {stage}")
                for stage in ("valid", "test")}  # fmt: skip
         results[name] = {

@@ -20,6 +20,7 @@ from data_prep.corpus import Corpus, Stage
 from tune.metrics import (
     DEFAULT_KS,
     MetricContext,
+    SharedRow,
     by_history_length,
     by_target_popularity,
     compute_metrics,
@@ -30,6 +31,15 @@ from tune.metrics import (
 log = logging.getLogger(__name__)
 
 Scorer = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
+
+
+def model_scorer(model) -> Scorer | SharedRow:
+    """What ``evaluate_scorer`` ranks for a CF model: its one score row where every user gets the same
+    (``CFModel.shared_scores``: popularity), else its scores for each batch of histories."""
+    row = model.shared_scores()
+    if row is not None:
+        return SharedRow(row)
+    return lambda users, histories: model.score(histories)
 
 
 def evaluation_corpus(paths: ArtifactPaths) -> Corpus:
@@ -52,7 +62,7 @@ def metric_context(corpus: Corpus, item_embeddings: np.ndarray | None = None) ->
 
 
 def evaluate_scorer(
-    scorer: Scorer,
+    scorer: Scorer | SharedRow,
     corpus: Corpus,
     stage: Stage,
     ctx: MetricContext | None = None,
@@ -64,7 +74,8 @@ def evaluate_scorer(
     """Metrics of ``scorer`` on ``stage`` plus the nested breakdowns ``by_history_length`` and
     ``by_target_popularity`` (``tune.metrics.BREAKDOWNS``); with ``with_ranks``,
     also ``target_ranks``: each user's 1-based target rank (for paired comparisons). With ``label``, a
-    progress bar of that name over the user batches."""
+    progress bar of that name over the user batches. A ``SharedRow`` (one score row for every user) is
+    ranked once: the same answers as its row scored for each user, without the rows."""
     ctx = ctx or metric_context(corpus)
     batch_size = batch_size or score_batch_size(corpus.n_items)
     users = corpus.eval_users(stage)
@@ -74,6 +85,11 @@ def evaluate_scorer(
     for start in tqdm(starts, desc=label, unit="batch", mininterval=5, disable=label is None):
         u = users[start : start + batch_size]
         hist = corpus.histories(stage, u)
+        if isinstance(scorer, SharedRow):
+            if len(scorer.row) != corpus.n_items:
+                raise ValueError(f"shared score row of {len(scorer.row)} items, expected {corpus.n_items}")
+            batches.append(scorer.rank(hist, targets[u], max(ks)))
+            continue
         scores = scorer(u, hist)
         if scores.shape != (len(u), corpus.n_items):
             raise ValueError(f"scorer returned shape {scores.shape}, expected {(len(u), corpus.n_items)}")

@@ -72,6 +72,52 @@ def rank_batch(
     return RankedBatch(top, ranks, np.asarray(targets), lens)
 
 
+class SharedRow:
+    """One score row every user shares (popularity), ranked once: each user's top list and target rank come
+    from the row's order with the user's history taken out, the same as ``rank_batch`` on that user's copy
+    of the row with the history masked (every rank, tie and list equal), without a row per user."""
+
+    def __init__(self, row: np.ndarray) -> None:
+        row = np.asarray(row, dtype=np.float32)
+        if row.ndim != 1 or not np.isfinite(row).all():
+            raise ValueError("a shared score row is one (n_items,) row of finite scores")
+        self.row = row
+        self.order = np.argsort(-row, kind="stable")  # best first, ties to the lower index
+        self.position = np.empty(len(row), dtype=np.int64)
+        self.position[self.order] = np.arange(len(row))
+
+    def rank(self, histories: Sequence[np.ndarray], targets: np.ndarray, max_k: int) -> RankedBatch:
+        n_items, n = len(self.row), len(histories)
+        targets = np.asarray(targets, dtype=np.int64)
+        lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=n)
+        rows = np.repeat(np.arange(n), lens)
+        items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if lens.sum() else rows
+        pair = np.unique(rows * n_items + items)  # each (user, item) once
+        rows, items = pair // n_items, pair % n_items
+        distinct = np.bincount(rows, minlength=n)
+        k = min(max_k, n_items)
+        # a target in its own history, or fewer unmasked items than k: the masked items would be listed or
+        # ranked too; those users are ranked on their own copy of the row
+        odd = np.zeros(n, dtype=bool)
+        odd[rows[items == targets[rows]]] = True
+        odd |= n_items - distinct < k
+        # top lists: the first k items of the order that are not in the user's history
+        width = min(n_items, k + int(distinct.max(initial=0)))
+        at = self.position[items]
+        blocked = np.zeros((n, width), dtype=bool)
+        near = at < width
+        blocked[rows[near], at[near]] = True
+        top = self.order[np.argsort(blocked, axis=1, kind="stable")[:, :k]]
+        # target ranks: its place in the order, less the history items placed before it
+        before = at < self.position[targets][rows]
+        ranks = 1 + self.position[targets] - np.bincount(rows[before], minlength=n)
+        if odd.any():
+            idx = np.flatnonzero(odd)
+            alone = rank_batch(np.tile(self.row, (len(idx), 1)), [histories[i] for i in idx], targets[idx], k)
+            top[idx], ranks[idx] = alone.top, alone.ranks
+        return RankedBatch(top, ranks, targets, lens)
+
+
 def concat(batches: Sequence[RankedBatch]) -> RankedBatch:
     return RankedBatch(
         *(

@@ -17,7 +17,7 @@ from data_prep.artifacts import ArtifactPaths
 from data_prep.corpus import Corpus
 from tune.branches import BranchScores, fused_lists, ranked_lists
 from tune.experiments import DEFAULT_MODELS
-from tune.harness import evaluate_scorer
+from tune.harness import evaluate_scorer, model_scorer
 from tune.metrics import (
     BREAKDOWNS,
     DEFAULT_KS,
@@ -75,11 +75,7 @@ def cf_rows(paths: ArtifactPaths, corpus: Corpus, ctx: MetricContext, overrides:
 
     rows = {}
     for name in models:
-        model = load_trained(paths, name, overrides.get(name))
-
-        def scorer(users, histories, model=model):
-            return model.score(histories)
-
+        scorer = model_scorer(load_trained(paths, name, overrides.get(name)))
         rows[name] = row_result(
             *(evaluate_scorer(scorer, corpus, s, ctx, with_ranks=True) for s in ("valid", "test"))
         )

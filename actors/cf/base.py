@@ -142,6 +142,11 @@ class CFModel(ABC):
     @abstractmethod
     def _set_state(self, state: dict[str, np.ndarray]) -> None: ...
 
+    def shared_scores(self) -> np.ndarray | None:
+        """(n_items,) float32 scores, where every history gets the same (``score`` is this row tiled): what a
+        full-ranking evaluation ranks once for all users. None (the default): scores depend on the history."""
+        return None
+
     def item_vectors(self) -> np.ndarray:
         """(n_items, d) float32 item vectors of a ``FACTORISED`` model."""
         raise NotImplementedError(f"{self.name} is not a factorised model: it has no item vectors")

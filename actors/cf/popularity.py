@@ -31,6 +31,9 @@ class Popularity(CFModel):
         self._check_histories(histories)
         return np.tile(self.counts, (len(histories), 1))
 
+    def shared_scores(self) -> np.ndarray:
+        return self.counts
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"counts": self.counts}
 

@@ -8,6 +8,7 @@ import pytest
 from actors.ranking import mask_items, target_ranks, topk
 from tune.metrics import (
     MetricContext,
+    SharedRow,
     by_history_length,
     by_target_popularity,
     compute_metrics,
@@ -176,3 +177,51 @@ def test_rank_batch_checks_every_row():
     with np.errstate(over="ignore"):
         ranked = rank_batch(np.array([[1e300, 1e300, 5.0]]), empty[:1], np.array([1]), 2)
     assert ranked.top.tolist() == [[0, 1]] and ranked.ranks.tolist() == [2]
+
+
+def test_a_shared_row_ranks_as_every_users_copy_of_it():
+    """Popularity's one row for everybody, ranked once: the same top lists and ranks as ``rank_batch`` on each
+    user's copy, with integer-valued scores (ties), histories with repeats and holding the target, and
+    catalogs with fewer unmasked items than k."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n, m, k = rng.integers(1, 20), rng.integers(2, 300), rng.integers(1, 30)
+        row = rng.integers(0, rng.choice([2, 10, 1000]), m).astype(np.float32)
+        targets = rng.integers(0, m, n)
+        hists = [rng.integers(0, m, rng.integers(0, min(m, 40))) for _ in range(n)]
+        for i in np.flatnonzero(rng.random(n) < 0.2):
+            hists[i] = np.append(hists[i], targets[i])
+        shared = SharedRow(row).rank(hists, targets, k)
+        each = rank_batch(np.tile(row, (n, 1)), hists, targets, k)
+        for f in ("top", "ranks", "targets", "history_len"):
+            np.testing.assert_array_equal(getattr(shared, f), getattr(each, f), err_msg=f)
+    for bad in (np.array([1.0, np.nan]), np.array([1.0, -np.inf]), np.ones((2, 2))):
+        with pytest.raises(ValueError, match="finite"):
+            SharedRow(bad)
+
+
+def test_popularity_is_evaluated_from_its_shared_row_with_the_same_metrics():
+    import pandas as pd
+
+    from actors.cf.popularity import Popularity
+    from data_prep.corpus import Corpus
+    from data_prep.split import leave_one_out
+    from tune.harness import evaluate_scorer, model_scorer
+
+    rng = np.random.default_rng(0)  # 120 users, 50 items, repeats within a history
+    rows = [
+        (f"u{u}", f"i{i}", t)
+        for u in range(120)
+        for t, i in enumerate(rng.integers(0, 50, rng.integers(3, 30)))
+    ]
+    split = leave_one_out(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]))
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(50)], "title": [f"T{i}" for i in range(50)]})
+    corpus = Corpus.from_frames(items, split.train, split.valid, split.test)
+    model = Popularity().fit(corpus.train_seqs, corpus.n_items)
+    shared = model_scorer(model)
+    assert isinstance(shared, SharedRow)
+    for stage in ("valid", "test"):
+        got = evaluate_scorer(shared, corpus, stage, batch_size=7, with_ranks=True)
+        want = evaluate_scorer(lambda u, h: model.score(h), corpus, stage, batch_size=7, with_ranks=True)
+        np.testing.assert_array_equal(got.pop("target_ranks"), want.pop("target_ranks"))
+        assert got == want
