@@ -338,8 +338,9 @@ def run_searches(
     Those not cached yet run first as Ray tasks, as many at once as the cluster has CPUs: each is still one
     trial at a time with its own seed, so each gives the result it gives alone, while together they keep
     every core busy (on ML-100K the four searches of ``q2rec search`` took 68 s, against 107 s of trials
-    one after the other). Each job's valid branch scores must exist already: tasks only read them. On a
-    one-CPU cluster, or with one search to run, it runs here.
+    one after the other). The tasks run on this node (they read the artifacts); each job's valid branch
+    scores must exist already: tasks only read them. On a one-CPU cluster, or with one search to run, it
+    runs here.
     """
     import ray
 
@@ -354,7 +355,12 @@ def run_searches(
         init_ray(quiet=True)
     at_once = min(len(todo), max(1, int(ray.cluster_resources().get("CPU", 1)))) if len(todo) > 1 else 1
     if at_once > 1:
-        task = ray.remote(num_cpus=0)(_search_task)  # the trials hold the CPUs, one each
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # on this node, which holds the artifacts the tasks read and write; the trials hold the CPUs (one
+        # each, on any node: they get the branch scores through the object store)
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        task = ray.remote(num_cpus=0, scheduling_strategy=here)(_search_task)
         corpus_ref = ray.put(corpus)
         running, refs = [], []
         for cf, tuned, kwargs in todo.values():
