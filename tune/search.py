@@ -275,9 +275,9 @@ def search_cache(
     fixed: dict[str, Any] | None = None,
 ) -> Path:
     """Where ``cached_search`` keeps the search of these arguments (``tuned`` resolved to names): under
-    ``tune/searches/``, keyed by the branch file (which fingerprints the model, the vectors and the queries;
-    so ``cf_overrides`` is in it), the tuned weights, the base weights, the fixed fields, the methods, the
-    trial count and the objective."""
+    ``tune/searches/``, keyed by the branch file (which fingerprints the trained model's config, so the
+    config ``cf_overrides`` names, the vectors and the queries), the tuned weights, the base weights, the
+    fixed fields, the methods, the trial count and the objective."""
     from tune.branches_store import branch_file
 
     stem = branch_file(paths, "valid", cf, corpus).stem
