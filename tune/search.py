@@ -351,9 +351,10 @@ def run_searches(
         cache = search_cache(paths, corpus, cf, tuned, **kwargs)
         if not cache.is_file():
             todo[cache] = (cf, tuned, kwargs)
+    at_once = 1
     if len(todo) > 1:
         init_ray(quiet=True)
-    at_once = min(len(todo), max(1, int(ray.cluster_resources().get("CPU", 1)))) if len(todo) > 1 else 1
+        at_once = min(len(todo), int(ray.cluster_resources().get("CPU", 1)))
     if at_once > 1:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

@@ -70,9 +70,8 @@ def test_score_shape_and_dtype(fitted):
     model, _ = fitted
     s = model.score(QUERY + [np.array([], dtype=np.int64)])
     assert s.shape == (3, N_ITEMS) and s.dtype == np.float32 and np.isfinite(s).all()
-    shared = (
-        model.shared_scores()
-    )  # a model whose scores ignore the history says so: evaluation ranks it once
+    # a model whose scores ignore the history says so: evaluation ranks its one row once
+    shared = model.shared_scores()
     if shared is not None:
         np.testing.assert_array_equal(s, np.tile(shared, (3, 1)))
 
